@@ -1,0 +1,10 @@
+//! Pure types and rules of cassa: no I/O, no clock reads except where a function says so.
+//! Everything else in the crate depends on this module; it depends on nothing else.
+
+pub mod money;
+pub mod payment;
+pub mod saga;
+pub mod schedule;
+pub mod status;
+pub mod tax_code;
+pub mod time;

@@ -1,0 +1,84 @@
+//! Timestamps: cassa keeps instants in UTC at whole seconds and writes them as ISO 8601
+//! with the Europe/Rome offset and no fractional seconds, as the Opencity events do.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use chrono_tz::Europe::Rome;
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// The current instant, truncated to whole seconds (what every stored timestamp uses).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+/// Formats an instant as `2026-11-22T10:00:00+01:00` (Europe/Rome offset).
+pub fn format(at: &DateTime<Utc>) -> String {
+    at.with_timezone(&Rome)
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// Parses an ISO 8601 / RFC 3339 timestamp that carries an offset.
+pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
+        .map_err(|_| "must be an ISO 8601 timestamp with offset, like 2026-12-31T23:59:59+01:00".into())
+}
+
+/// serde `with` module for a required timestamp.
+pub mod rome {
+    use super::*;
+
+    /// Serializes with the Europe/Rome offset.
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(at))
+    }
+
+    /// Deserializes any RFC 3339 timestamp with offset.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde `with` module for an optional timestamp (`null` when absent).
+pub mod rome_opt {
+    use super::*;
+
+    /// Serializes with the Europe/Rome offset, or `null`.
+    pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&format(at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes an RFC 3339 timestamp with offset, or `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => parse(&text).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn formats_with_rome_offset_winter_and_summer() {
+        let winter = Utc.with_ymd_and_hms(2026, 1, 15, 9, 30, 0).unwrap();
+        assert_eq!(format(&winter), "2026-01-15T10:30:00+01:00");
+        let summer = Utc.with_ymd_and_hms(2026, 7, 15, 9, 30, 0).unwrap();
+        assert_eq!(format(&summer), "2026-07-15T11:30:00+02:00");
+    }
+
+    #[test]
+    fn parse_requires_offset_and_round_trips() {
+        let t = parse("2026-07-15T11:30:00+02:00").unwrap();
+        assert_eq!(format(&t), "2026-07-15T11:30:00+02:00");
+        assert!(parse("2026-07-15T11:30:00").is_err());
+        assert!(parse("yesterday").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! HTTP adapter for an intermediary that speaks the simulator's API (`/sim/...`):
+//! per-call timeouts, and a few quick retries with backoff for transient errors.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+
+/// Settings of the HTTP adapter.
+#[derive(Debug, Clone)]
+pub struct HttpIntermediaryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8080/sim`.
+    pub base_url: String,
+    /// Time limit of one call.
+    pub timeout: Duration,
+    /// Extra attempts after a transient failure, within one call.
+    pub retries: u32,
+    /// First backoff between attempts (doubled each time).
+    pub backoff: Duration,
+}
+
+impl HttpIntermediaryConfig {
+    /// Defaults for a base URL: 5 s timeout, 2 retries from 200 ms.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        HttpIntermediaryConfig {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The simulator-API client.
+#[derive(Debug, Clone)]
+pub struct HttpIntermediary {
+    config: HttpIntermediaryConfig,
+    client: reqwest::Client,
+}
+
+impl HttpIntermediary {
+    /// Builds a client.
+    pub fn new(config: HttpIntermediaryConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .build()?;
+        Ok(HttpIntermediary { config, client })
+    }
+
+    async fn call<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, IntermediaryError> {
+        let url = format!("{}{}", self.config.base_url, path);
+        let mut delay = self.config.backoff;
+        let mut attempt = 0;
+        loop {
+            match self.once(method.clone(), &url, body).await {
+                Err(IntermediaryError::Transient(reason)) if attempt < self.config.retries => {
+                    tracing::debug!(%url, %reason, attempt, "transient intermediary error, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn once<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<T, IntermediaryError> {
+        let mut request = self.client.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            IntermediaryError::Transient(if e.is_timeout() {
+                format!("no answer within {:?}", self.config.timeout)
+            } else {
+                format!("cannot reach the intermediary: {e}")
+            })
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<T>()
+                .await
+                .map_err(|e| IntermediaryError::Transient(format!("unreadable answer: {e}")));
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(match status {
+            StatusCode::NOT_FOUND => IntermediaryError::NotFound,
+            StatusCode::CONFLICT => IntermediaryError::AlreadyPaid,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+                IntermediaryError::Transient(format!("{status}: {text}"))
+            }
+            s if s.is_server_error() => IntermediaryError::Transient(format!("{status}: {text}")),
+            _ => IntermediaryError::Refused(format!("{status}: {text}")),
+        })
+    }
+}
+
+#[async_trait]
+impl Intermediary for HttpIntermediary {
+    async fn create_position(&self, request: &PositionRequest) -> Result<Position, IntermediaryError> {
+        self.call(Method::POST, "/positions", Some(request)).await
+    }
+
+    async fn position(&self, iuv: &str) -> Result<Position, IntermediaryError> {
+        self.call::<(), _>(Method::GET, &format!("/positions/{iuv}"), None)
+            .await
+    }
+
+    async fn cancel_position(&self, iuv: &str) -> Result<(), IntermediaryError> {
+        self.call::<(), serde_json::Value>(Method::DELETE, &format!("/positions/{iuv}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn execute_payment(&self, request: &GatewayRequest) -> Result<GatewayResult, IntermediaryError> {
+        self.call(Method::POST, "/payments", Some(request)).await
+    }
+}

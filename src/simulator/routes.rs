@@ -1,0 +1,378 @@
+//! HTTP handlers of the simulator: the JSON API of the intermediary (debt
+//! positions) and of the wallet gateway (payment executions), the HTML checkout
+//! page with its Pay/Fail forms, and the statistics endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::state::{
+    cents, ExecuteRequest, NewPosition, Position, PositionStatus, SimError, State, CENTS_HANG,
+};
+
+type Shared = web::Data<Arc<State>>;
+
+impl ResponseError for SimError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            SimError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SimError::NotFound => StatusCode::NOT_FOUND,
+            SimError::Conflict(_) => StatusCode::CONFLICT,
+            SimError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), &self.to_string())
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
+}
+
+/// Mounts every `/sim/...` route, with the shared state and JSON error handling
+/// scoped to them.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: Arc<State>) {
+    let json_cfg = web::JsonConfig::default().error_handler(|err, _req| {
+        let response = json_error(StatusCode::BAD_REQUEST, &err.to_string());
+        actix_web::error::InternalError::from_response(err, response).into()
+    });
+    let path_cfg = web::PathConfig::default().error_handler(|err, _req| {
+        let response = json_error(StatusCode::NOT_FOUND, &err.to_string());
+        actix_web::error::InternalError::from_response(err, response).into()
+    });
+    cfg.service(
+        web::scope("/sim")
+            .app_data(web::Data::new(state))
+            .app_data(json_cfg)
+            .app_data(path_cfg)
+            .route("/positions", web::post().to(create_position))
+            .route("/positions/{iuv}", web::get().to(get_position))
+            .route("/positions/{iuv}", web::delete().to(cancel_position))
+            .route("/positions/{iuv}/pay", web::post().to(pay_position))
+            .route("/positions/{iuv}/fail", web::post().to(fail_position))
+            .route("/checkout/{iuv}", web::get().to(checkout_page))
+            .route("/checkout/{iuv}/pay", web::post().to(checkout_pay))
+            .route("/checkout/{iuv}/fail", web::post().to(checkout_fail))
+            .route("/payments", web::post().to(execute_payment))
+            .route("/stats", web::get().to(stats)),
+    );
+}
+
+/// Position as exposed over the JSON API.
+#[derive(Serialize)]
+struct PositionView<'a> {
+    iuv: &'a str,
+    iud: &'a str,
+    notice_code: &'a str,
+    amount_cents: i64,
+    reason: &'a str,
+    status: PositionStatus,
+    created_at: String,
+    paid_at: Option<String>,
+    transaction_id: Option<&'a str>,
+    checkout_url: String,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn view<'a>(req: &HttpRequest, p: &'a Position) -> PositionView<'a> {
+    let info = req.connection_info();
+    PositionView {
+        iuv: &p.iuv,
+        iud: &p.iud,
+        notice_code: &p.notice_code,
+        amount_cents: p.amount_cents,
+        reason: &p.reason,
+        status: p.status,
+        created_at: rfc3339(p.created_at),
+        paid_at: p.paid_at.map(rfc3339),
+        transaction_id: p.transaction_id.as_deref(),
+        checkout_url: format!("{}://{}/sim/checkout/{}", info.scheme(), info.host(), p.iuv),
+    }
+}
+
+fn position_response(status: StatusCode, req: &HttpRequest, p: &Position) -> HttpResponse {
+    HttpResponse::build(status).json(view(req, p))
+}
+
+async fn hang(state: &State) {
+    tokio::time::sleep(state.config.hang_for).await;
+}
+
+async fn create_position(
+    state: Shared,
+    req: HttpRequest,
+    body: web::Json<NewPosition>,
+) -> Result<HttpResponse, SimError> {
+    let hangs = cents(body.amount_cents) == CENTS_HANG;
+    let (position, created) = state.create_position(body.into_inner())?;
+    if hangs {
+        hang(&state).await;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(position_response(status, &req, &position))
+}
+
+async fn get_position(
+    state: Shared,
+    req: HttpRequest,
+    iuv: web::Path<String>,
+) -> Result<HttpResponse, SimError> {
+    let mut position = state.status_call(&iuv)?;
+    if cents(position.amount_cents) == CENTS_HANG {
+        hang(&state).await;
+        // Answer with the state as it is after the hang.
+        position = state.get_position(&iuv).ok_or(SimError::NotFound)?;
+    }
+    Ok(position_response(StatusCode::OK, &req, &position))
+}
+
+async fn cancel_position(
+    state: Shared,
+    req: HttpRequest,
+    iuv: web::Path<String>,
+) -> Result<HttpResponse, SimError> {
+    let position = state.cancel(&iuv)?;
+    Ok(position_response(StatusCode::OK, &req, &position))
+}
+
+/// Pays the position and, on a transition to PAID, pushes the notification.
+fn do_pay(state: &Arc<State>, iuv: &str) -> Result<Position, SimError> {
+    let (position, transitioned) = state.pay(iuv)?;
+    if transitioned {
+        notify_paid(state, &position);
+    }
+    Ok(position)
+}
+
+/// Fire-and-forget push notification of a paid position.
+fn notify_paid(state: &Arc<State>, position: &Position) {
+    let Some(url) = position
+        .notify_url
+        .clone()
+        .or_else(|| state.config.notify_url.clone())
+    else {
+        return;
+    };
+    let body = serde_json::json!({
+        "iuv": position.iuv,
+        "iud": position.iud,
+        "status": "PAID",
+    });
+    let client = state.http.clone();
+    tokio::spawn(async move {
+        let result = client
+            .post(&url)
+            .timeout(Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await;
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::debug!(%url, "simulator: payment notification delivered");
+            }
+            Ok(resp) => {
+                tracing::warn!(%url, status = %resp.status(), "simulator: payment notification refused");
+            }
+            Err(err) => {
+                tracing::warn!(%url, error = %err, "simulator: payment notification failed");
+            }
+        }
+    });
+}
+
+async fn pay_position(
+    state: Shared,
+    req: HttpRequest,
+    iuv: web::Path<String>,
+) -> Result<HttpResponse, SimError> {
+    let position = do_pay(&state, &iuv)?;
+    Ok(position_response(StatusCode::OK, &req, &position))
+}
+
+async fn fail_position(
+    state: Shared,
+    req: HttpRequest,
+    iuv: web::Path<String>,
+) -> Result<HttpResponse, SimError> {
+    let position = state.fail(&iuv)?;
+    Ok(position_response(StatusCode::OK, &req, &position))
+}
+
+async fn execute_payment(
+    state: Shared,
+    body: web::Json<ExecuteRequest>,
+) -> Result<HttpResponse, SimError> {
+    let execution = state.execute(&body)?;
+    if cents(execution.amount_cents) == CENTS_HANG {
+        hang(&state).await;
+    }
+    Ok(HttpResponse::Ok().json(execution))
+}
+
+async fn stats(state: Shared) -> HttpResponse {
+    HttpResponse::Ok().json(state.stats())
+}
+
+// ---------------------------------------------------------------- checkout (HTML)
+
+/// Escapes text for safe inclusion in HTML content and attribute values.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Formats cents as euros, e.g. `1234` -> `"12.34 EUR"`.
+pub(crate) fn format_euros(amount_cents: i64) -> String {
+    let sign = if amount_cents < 0 { "-" } else { "" };
+    let abs = amount_cents.unsigned_abs();
+    format!("{sign}{}.{:02} EUR", abs / 100, abs % 100)
+}
+
+fn html_page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1>{body}</body></html>\n",
+        title = escape_html(title),
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(html)
+}
+
+fn html_error(err: &SimError) -> HttpResponse {
+    let status = err.status_code();
+    let title = match err {
+        SimError::NotFound => "Debt position not found",
+        _ => "Operation not allowed",
+    };
+    html_page(
+        status,
+        title,
+        &format!("<p>{}</p>", escape_html(&err.to_string())),
+    )
+}
+
+/// Query of the checkout page.
+#[derive(Deserialize)]
+struct CheckoutQuery {
+    #[serde(default)]
+    return_url: Option<String>,
+}
+
+/// Body of the checkout forms.
+#[derive(Deserialize)]
+struct CheckoutForm {
+    #[serde(default)]
+    return_url: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+async fn checkout_page(
+    state: Shared,
+    iuv: web::Path<String>,
+    query: web::Query<CheckoutQuery>,
+) -> HttpResponse {
+    let Some(position) = state.get_position(&iuv) else {
+        return html_error(&SimError::NotFound);
+    };
+    let return_url = non_empty(query.into_inner().return_url)
+        .or_else(|| position.return_url.clone())
+        .unwrap_or_default();
+    let iuv_e = escape_html(&position.iuv);
+    let ret_e = escape_html(&return_url);
+    let status = serde_json::to_value(position.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let form = |action: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/sim/checkout/{iuv_e}/{action}\">\
+             <input type=\"hidden\" name=\"return_url\" value=\"{ret_e}\">\
+             <button type=\"submit\">{label}</button></form>"
+        )
+    };
+    let body = format!(
+        "<dl><dt>Reason</dt><dd>{reason}</dd>\
+         <dt>Amount</dt><dd>{amount}</dd>\
+         <dt>Notice code</dt><dd>{notice}</dd>\
+         <dt>Status</dt><dd>{status}</dd></dl>{pay}{fail}",
+        reason = escape_html(&position.reason),
+        amount = escape_html(&format_euros(position.amount_cents)),
+        notice = escape_html(&position.notice_code),
+        status = escape_html(&status),
+        pay = form("pay", "Pay"),
+        fail = form("fail", "Fail"),
+    );
+    html_page(StatusCode::OK, "pagoPA checkout (simulator)", &body)
+}
+
+/// Answers a checkout form: redirect to the return URL, or a small "done" page.
+fn checkout_done(state: &State, iuv: &str, form: CheckoutForm, done: &str) -> HttpResponse {
+    let return_url = non_empty(form.return_url).or_else(|| {
+        state
+            .get_position(iuv)
+            .and_then(|p| non_empty(p.return_url))
+    });
+    match return_url {
+        Some(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, location))
+                .finish(),
+            Err(_) => html_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid return URL",
+                &format!("<p>{}</p>", escape_html(&url)),
+            ),
+        },
+        None => html_page(StatusCode::OK, done, "<p>You can close this page.</p>"),
+    }
+}
+
+async fn checkout_pay(
+    state: Shared,
+    iuv: web::Path<String>,
+    form: web::Form<CheckoutForm>,
+) -> HttpResponse {
+    match do_pay(&state, &iuv) {
+        Ok(_) => checkout_done(&state, &iuv, form.into_inner(), "Payment done"),
+        Err(err) => html_error(&err),
+    }
+}
+
+async fn checkout_fail(
+    state: Shared,
+    iuv: web::Path<String>,
+    form: web::Form<CheckoutForm>,
+) -> HttpResponse {
+    match state.fail(&iuv) {
+        Ok(_) => checkout_done(&state, &iuv, form.into_inner(), "Payment failed"),
+        Err(err) => html_error(&err),
+    }
+}

@@ -1,0 +1,222 @@
+//! Durable state: the `Store` trait and its PostgreSQL and SQLite implementations.
+//! The database is the source of truth; every state change is one transaction together
+//! with its outbox event.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::payment::{Payment, PaymentType};
+use crate::domain::saga::SagaState;
+use crate::domain::status::PaymentStatus;
+
+pub use sql::{PgStore, SqliteStore};
+
+/// A payment row: the payment, its version for optimistic concurrency, its saga
+/// bookkeeping and when its actor must act next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPayment {
+    pub payment: Payment,
+    pub version: i64,
+    pub saga: SagaState,
+    pub next_check_at: Option<DateTime<Utc>>,
+}
+
+/// An `Idempotency-Key` as recorded with the payment it created.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// Whose key it is (keys of different callers never collide).
+    pub scope: String,
+    pub key: String,
+    /// Hash of the request body: the same key with another body is refused.
+    pub request_hash: String,
+}
+
+/// A wallet hold to place in the same transaction that creates the payment.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRequest {
+    pub account_id: Uuid,
+    pub amount_cents: i64,
+}
+
+/// Everything written when a payment is created.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub payment: Payment,
+    pub saga: SagaState,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub hold: Option<HoldRequest>,
+}
+
+/// What creating a payment did.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new payment was stored (possibly already CREATION_FAILED when its hold failed).
+    New(StoredPayment),
+    /// The idempotency key was used before with the same body: the earlier payment.
+    Replayed(StoredPayment),
+    /// The idempotency key was used before with another body.
+    KeyReused { payment_id: Uuid },
+    /// A payment for this `remote_id` exists already.
+    RemoteIdTaken(StoredPayment),
+}
+
+/// What to do with a WALLET payment's hold, in the same transaction as a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldAction {
+    /// Take the held money (APPROVED).
+    Capture,
+    /// Give the held money back (REJECTED, cancelled, expired).
+    Release,
+}
+
+/// A change to a payment row.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub payment: Payment,
+    pub saga: SagaState,
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Write an outbox event (every status change does; bookkeeping-only updates don't).
+    pub emit_event: bool,
+    pub hold: Option<HoldAction>,
+}
+
+impl Change {
+    /// A change of `current` into `payment` that publishes an event when the status
+    /// changed.
+    pub fn of(current: &StoredPayment, payment: Payment, saga: SagaState) -> Self {
+        let emit_event = payment.status != current.payment.status;
+        Change {
+            next_check_at: payment.links.update.next_check_at,
+            payment,
+            saga,
+            emit_event,
+            hold: None,
+        }
+    }
+}
+
+/// Filters of the payment list (all optional; combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub statuses: Vec<PaymentStatus>,
+    pub tenant_id: Option<Uuid>,
+    pub service_id: Option<Uuid>,
+    pub remote_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub created_since: Option<DateTime<Utc>>,
+}
+
+/// Position in the payment list (newest first): the last item of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A wallet account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub currency: String,
+    pub balance_cents: i64,
+    pub held_cents: i64,
+}
+
+/// A tenant (a municipality).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub tax_identification_number: String,
+    pub active: bool,
+}
+
+/// A service's payment configuration: which payment types it takes and where its
+/// intermediary (and gateway) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub payment_types: Vec<PaymentType>,
+    pub intermediary_url: String,
+    pub active: bool,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("payment {0} was changed concurrently")]
+    Conflict(Uuid),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unexpected(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+/// The durable state of cassa.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`postgres` or `sqlite`).
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Creates a payment: row, idempotency key, wallet hold and outbox event in one
+    /// transaction.
+    async fn create_payment(&self, new: NewPayment) -> Result<Created, StoreError>;
+    /// Reads a payment.
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError>;
+    /// Writes a change if the row still has `expected_version`; with its outbox event
+    /// and hold action in the same transaction.
+    async fn update_payment(
+        &self,
+        expected_version: i64,
+        change: Change,
+    ) -> Result<StoredPayment, StoreError>;
+    /// Lists payments, newest first, after `cursor`.
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
+        limit: i64,
+        cursor: Option<Cursor>,
+    ) -> Result<Vec<StoredPayment>, StoreError>;
+    /// Ids of all open payments, soonest `next_check_at` first.
+    async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// The payloads of a payment's outbox events, oldest first.
+    async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
+    /// Reads a wallet account.
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
+    /// Adds money to an account; `None` when the account does not exist.
+    async fn deposit(&self, id: Uuid, amount_cents: i64) -> Result<Option<Account>, StoreError>;
+    /// Creates the account unless it exists (seeding).
+    async fn ensure_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// Creates the tenant unless it exists (seeding).
+    async fn ensure_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    /// Creates the service config unless it exists (seeding).
+    async fn ensure_service(&self, service: &ServiceConfig) -> Result<(), StoreError>;
+    /// Reads a service config.
+    async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError>;
+}
+
+/// Opens (and migrates) the store a database URL names: `postgres://…` or `sqlite://…`
+/// (the SQLite file is created if missing).
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        anyhow::bail!("database URL must start with postgres:// or sqlite:// (got {url:?})")
+    }
+}

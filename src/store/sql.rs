@@ -1,0 +1,527 @@
+//! The SQL behind `Store`, shared by PostgreSQL and SQLite: the queries are written once
+//! in a dialect both accept (`$n` parameters, `ON CONFLICT`, `RETURNING`, row values)
+//! and instantiated per backend by `sql_store!`. Only connecting differs.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::payment::{Payment, PaymentEvent};
+use crate::domain::time;
+
+/// PostgreSQL store (production).
+#[derive(Clone)]
+pub struct PgStore {
+    write: PgPool,
+    read: PgPool,
+}
+
+/// SQLite store (embedded default): one writer connection, a few readers, WAL.
+#[derive(Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl PgStore {
+    /// Connects and applies the PostgreSQL migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .context("cannot migrate the PostgreSQL database")?;
+        Ok(PgStore {
+            write: pool.clone(),
+            read: pool,
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the SQLite file.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("bad SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // A single writer connection: SQLite has one writer anyway, and this avoids
+        // lock-upgrade deadlocks between deferred transactions.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&write)
+            .await
+            .context("cannot migrate the SQLite database")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?} for reading"))?;
+        Ok(SqliteStore { write, read })
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
+const HOLD_STATUS_HELD: &str = "HELD";
+
+fn insert_outbox_sql() -> &'static str {
+    "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at) VALUES ($1, $2, 'payments', $3, $4)"
+}
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $name:literal) => {
+        impl $store {
+            fn row_to_payment(row: &<$db as sqlx::Database>::Row) -> Result<StoredPayment, StoreError> {
+                let document: Json<Payment> = row.try_get("document")?;
+                let saga: Json<SagaState> = row.try_get("saga")?;
+                Ok(StoredPayment {
+                    payment: document.0,
+                    version: row.try_get("version")?,
+                    saga: saga.0,
+                    next_check_at: row.try_get("next_check_at")?,
+                })
+            }
+
+            async fn insert_event(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                payment: &Payment,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let event = PaymentEvent::new(payment.clone(), at);
+                sqlx::query(insert_outbox_sql())
+                    .bind(event.event_id)
+                    .bind(payment.id)
+                    .bind(Json(&event))
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn payment_in(
+                executor: impl sqlx::Executor<'_, Database = $db>,
+                column: &str,
+                id: Uuid,
+            ) -> Result<Option<StoredPayment>, StoreError> {
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(executor).await?;
+                row.as_ref().map(Self::row_to_payment).transpose()
+            }
+
+            /// Places a hold; `Err(reason)` when the account is unknown or short of money.
+            async fn place_hold(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                payment_id: Uuid,
+                hold: HoldRequest,
+                at: DateTime<Utc>,
+            ) -> Result<Result<(), String>, StoreError> {
+                let held = sqlx::query(
+                    "UPDATE accounts SET held_cents = held_cents + $1, updated_at = $2 \
+                     WHERE id = $3 AND balance_cents - held_cents >= $1",
+                )
+                .bind(hold.amount_cents)
+                .bind(at)
+                .bind(hold.account_id)
+                .execute(&mut **tx)
+                .await?;
+                if held.rows_affected() == 0 {
+                    let exists = sqlx::query("SELECT 1 AS one FROM accounts WHERE id = $1")
+                        .bind(hold.account_id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .is_some();
+                    return Ok(Err(if exists {
+                        "insufficient funds in the wallet account".to_string()
+                    } else {
+                        format!("unknown wallet account {}", hold.account_id)
+                    }));
+                }
+                sqlx::query(
+                    "INSERT INTO holds (payment_id, account_id, amount_cents, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(payment_id)
+                .bind(hold.account_id)
+                .bind(hold.amount_cents)
+                .bind(HOLD_STATUS_HELD)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
+            /// Captures or releases a payment's hold, once (idempotent).
+            async fn settle_hold(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                payment_id: Uuid,
+                action: HoldAction,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let (status, balance_sql) = match action {
+                    HoldAction::Capture => (
+                        "CAPTURED",
+                        "UPDATE accounts SET balance_cents = balance_cents - $1, held_cents = held_cents - $1, updated_at = $2 WHERE id = $3",
+                    ),
+                    HoldAction::Release => (
+                        "RELEASED",
+                        "UPDATE accounts SET held_cents = held_cents - $1, updated_at = $2 WHERE id = $3",
+                    ),
+                };
+                let settled = sqlx::query(
+                    "UPDATE holds SET status = $1, updated_at = $2 WHERE payment_id = $3 AND status = $4 \
+                     RETURNING account_id, amount_cents",
+                )
+                .bind(status)
+                .bind(at)
+                .bind(payment_id)
+                .bind(HOLD_STATUS_HELD)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if let Some(row) = settled {
+                    let account_id: Uuid = row.try_get("account_id")?;
+                    let amount: i64 = row.try_get("amount_cents")?;
+                    sqlx::query(balance_sql)
+                        .bind(amount)
+                        .bind(at)
+                        .bind(account_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
+                Ok(Account {
+                    id: row.try_get("id")?,
+                    owner_id: row.try_get("owner_id")?,
+                    currency: row.try_get("currency")?,
+                    balance_cents: row.try_get("balance_cents")?,
+                    held_cents: row.try_get("held_cents")?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.read).await?;
+                Ok(())
+            }
+
+            async fn create_payment(&self, new: NewPayment) -> Result<Created, StoreError> {
+                let NewPayment { mut payment, saga, next_check_at, idempotency, hold } = new;
+                let now = payment.created_at;
+                let mut tx = self.write.begin().await?;
+                if let Some(key) = &idempotency {
+                    let inserted = sqlx::query(
+                        "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, payment_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&key.scope)
+                    .bind(&key.key)
+                    .bind(&key.request_hash)
+                    .bind(payment.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        let row = sqlx::query(
+                            "SELECT request_hash, payment_id FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
+                        )
+                        .bind(&key.scope)
+                        .bind(&key.key)
+                        .fetch_one(&self.write)
+                        .await?;
+                        let hash: String = row.try_get("request_hash")?;
+                        let payment_id: Uuid = row.try_get("payment_id")?;
+                        if hash != key.request_hash {
+                            return Ok(Created::KeyReused { payment_id });
+                        }
+                        return match Self::payment_in(&self.write, "id", payment_id).await? {
+                            Some(existing) => Ok(Created::Replayed(existing)),
+                            None => Err(StoreError::Unexpected(anyhow::anyhow!(
+                                "idempotency key points at missing payment {payment_id}"
+                            ))),
+                        };
+                    }
+                }
+                if let Some(remote_id) = payment.remote_id {
+                    if let Some(existing) = Self::payment_in(&mut *tx, "remote_id", remote_id).await? {
+                        tx.rollback().await?;
+                        return Ok(Created::RemoteIdTaken(existing));
+                    }
+                }
+                let mut next_check_at = next_check_at;
+                if let Some(hold) = hold {
+                    if let Err(reason) = Self::place_hold(&mut tx, payment.id, hold, now).await? {
+                        payment.transition(PaymentStatus::CreationFailed, now).map_err(anyhow::Error::new)?;
+                        payment.status_message = Some(reason);
+                        payment.links.update.next_check_at = None;
+                        next_check_at = None;
+                    }
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
+                     created_at, updated_at, next_check_at, version, document, saga) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12) ON CONFLICT DO NOTHING",
+                )
+                .bind(payment.id)
+                .bind(payment.tenant_id)
+                .bind(payment.service_id)
+                .bind(payment.user_id)
+                .bind(payment.remote_id)
+                .bind(payment.kind.as_str())
+                .bind(payment.status.as_str())
+                .bind(payment.created_at)
+                .bind(payment.updated_at)
+                .bind(next_check_at)
+                .bind(Json(&payment))
+                .bind(Json(&saga))
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    // Lost a race on remote_id with a concurrent creation.
+                    tx.rollback().await?;
+                    if let Some(remote_id) = payment.remote_id {
+                        if let Some(existing) = Self::payment_in(&self.write, "remote_id", remote_id).await? {
+                            return Ok(Created::RemoteIdTaken(existing));
+                        }
+                    }
+                    return Err(StoreError::Unexpected(anyhow::anyhow!(
+                        "payment {} could not be inserted", payment.id
+                    )));
+                }
+                Self::insert_event(&mut tx, &payment, now).await?;
+                tx.commit().await?;
+                Ok(Created::New(StoredPayment { payment, version: 1, saga, next_check_at }))
+            }
+
+            async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+                Self::payment_in(&self.read, "id", id).await
+            }
+
+            async fn update_payment(
+                &self,
+                expected_version: i64,
+                change: Change,
+            ) -> Result<StoredPayment, StoreError> {
+                let Change { payment, saga, next_check_at, emit_event, hold } = change;
+                let now = payment.updated_at;
+                let mut tx = self.write.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE payments SET status = $1, updated_at = $2, next_check_at = $3, version = version + 1, \
+                     document = $4, saga = $5 WHERE id = $6 AND version = $7",
+                )
+                .bind(payment.status.as_str())
+                .bind(payment.updated_at)
+                .bind(next_check_at)
+                .bind(Json(&payment))
+                .bind(Json(&saga))
+                .bind(payment.id)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict(payment.id));
+                }
+                if let Some(action) = hold {
+                    Self::settle_hold(&mut tx, payment.id, action, now).await?;
+                }
+                if emit_event {
+                    Self::insert_event(&mut tx, &payment, now).await?;
+                }
+                tx.commit().await?;
+                Ok(StoredPayment { payment, version: expected_version + 1, saga, next_check_at })
+            }
+
+            async fn list_payments(
+                &self,
+                filter: &PaymentFilter,
+                limit: i64,
+                cursor: Option<Cursor>,
+            ) -> Result<Vec<StoredPayment>, StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1"));
+                if !filter.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut list = qb.separated(", ");
+                    for status in &filter.statuses {
+                        list.push_bind(status.as_str());
+                    }
+                    list.push_unseparated(")");
+                }
+                for (column, value) in [
+                    ("tenant_id", filter.tenant_id),
+                    ("service_id", filter.service_id),
+                    ("remote_id", filter.remote_id),
+                    ("user_id", filter.user_id),
+                ] {
+                    if let Some(value) = value {
+                        qb.push(format!(" AND {column} = ")).push_bind(value);
+                    }
+                }
+                if let Some(since) = filter.created_since {
+                    qb.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(cursor) = cursor {
+                    qb.push(" AND (created_at < ").push_bind(cursor.created_at);
+                    qb.push(" OR (created_at = ").push_bind(cursor.created_at);
+                    qb.push(" AND id < ").push_bind(cursor.id).push("))");
+                }
+                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit);
+                let rows = qb.build().fetch_all(&self.read).await?;
+                rows.iter().map(Self::row_to_payment).collect()
+            }
+
+            async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id FROM payments WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
+                     ORDER BY next_check_at",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+            }
+
+            async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {
+                let rows = sqlx::query("SELECT payload FROM outbox WHERE payment_id = $1 ORDER BY seq")
+                    .bind(payment_id)
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter()
+                    .map(|r| r.try_get::<Json<serde_json::Value>, _>("payload").map(|j| j.0).map_err(StoreError::from))
+                    .collect()
+            }
+
+            async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT id, owner_id, currency, balance_cents, held_cents FROM accounts WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+                row.as_ref().map(Self::row_to_account).transpose()
+            }
+
+            async fn deposit(&self, id: Uuid, amount_cents: i64) -> Result<Option<Account>, StoreError> {
+                let row = sqlx::query(
+                    "UPDATE accounts SET balance_cents = balance_cents + $1, updated_at = $2 WHERE id = $3 \
+                     RETURNING id, owner_id, currency, balance_cents, held_cents",
+                )
+                .bind(amount_cents)
+                .bind(time::now())
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await?;
+                row.as_ref().map(Self::row_to_account).transpose()
+            }
+
+            async fn ensure_account(&self, account: &Account) -> Result<(), StoreError> {
+                let now = time::now();
+                sqlx::query(
+                    "INSERT INTO accounts (id, owner_id, currency, balance_cents, held_cents, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(account.id)
+                .bind(account.owner_id)
+                .bind(&account.currency)
+                .bind(account.balance_cents)
+                .bind(account.held_cents)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn ensure_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+                let now = time::now();
+                sqlx::query(
+                    "INSERT INTO tenants (id, name, tax_identification_number, active, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant.id)
+                .bind(&tenant.name)
+                .bind(&tenant.tax_identification_number)
+                .bind(tenant.active)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn ensure_service(&self, service: &ServiceConfig) -> Result<(), StoreError> {
+                let now = time::now();
+                let types: Vec<&str> = service.payment_types.iter().map(|t| t.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO services (id, tenant_id, payment_types, intermediary_url, active, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(service.id)
+                .bind(service.tenant_id)
+                .bind(types.join(","))
+                .bind(&service.intermediary_url)
+                .bind(service.active)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT id, tenant_id, payment_types, intermediary_url, active FROM services WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let types: String = row.try_get("payment_types")?;
+                let payment_types = types
+                    .split(',')
+                    .filter_map(|t| match t {
+                        "PAGOPA" => Some(PaymentType::Pagopa),
+                        "WALLET" => Some(PaymentType::Wallet),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Some(ServiceConfig {
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    payment_types,
+                    intermediary_url: row.try_get("intermediary_url")?,
+                    active: row.try_get("active")?,
+                }))
+            }
+        }
+    };
+}
+
+sql_store!(PgStore, sqlx::Postgres, "postgres");
+sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+
