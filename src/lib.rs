@@ -1,7 +1,12 @@
 //! cassa: a payment orchestrator for e-government platforms. One supervised actor per
 //! open payment; see `ARCHITECTURE.md` in the design folder.
 
+pub mod actors;
+pub mod config;
 pub mod domain;
+pub mod http;
 pub mod intermediary;
+pub mod seed;
+pub mod server;
 pub mod simulator;
 pub mod store;

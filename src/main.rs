@@ -1,1 +1,94 @@
-fn main() {}
+//! The `cassa` binary: parses the command line and runs the chosen command.
+
+use std::process::ExitCode;
+
+use cassa::config::{self, Cli, Command, LogFormat};
+use clap::Parser;
+
+fn init_tracing(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("CASSA_LOG / --log is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Adds the environment variable's name to clap's "invalid value for --flag" errors.
+fn explain(error: clap::Error) -> String {
+    let text = error.to_string();
+    let flag = text
+        .split("'--")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '\'']).next())
+        .map(|flag| format!("CASSA_{}", flag.replace('-', "_").to_ascii_uppercase()));
+    match flag {
+        Some(var) if config::KNOWN_ENV.contains(&var.as_str()) => {
+            format!("{}\n(setting {var} or its flag)", text.trim_end())
+        }
+        _ => text,
+    }
+}
+
+fn main() -> ExitCode {
+    if let Err(message) = config::check_env(std::env::vars()) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", explain(e));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(settings) => init_tracing(&settings.log, settings.log_format)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| actix_web::rt::System::new().block_on(serve(settings))),
+        Command::Migrate(db) => init_tracing("info", LogFormat::Text)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| {
+                actix_web::rt::System::new().block_on(async move {
+                    let store = cassa::store::open(&db.database_url).await?;
+                    tracing::info!(database = store.backend(), "migrations applied");
+                    Ok(())
+                })
+            }),
+        Command::Simulator(args) => init_tracing("info", LogFormat::Text)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| {
+                actix_web::rt::System::new().block_on(async move {
+                    tracing::info!(addr = %args.addr, "simulator listening");
+                    let config = cassa::simulator::SimulatorConfig {
+                        hang_for: args.hang_for,
+                        notify_url: args.notify_url,
+                    };
+                    Ok(cassa::simulator::serve(args.addr, config).await?)
+                })
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    let running = cassa::server::start(&settings, Default::default()).await?;
+    if running.seeded {
+        println!("{}", cassa::seed::banner(&running.public_url));
+    }
+    println!("cassa listening on {} ({} database)", running.public_url, running.store.backend());
+    running.server.await?;
+    Ok(())
+}

@@ -108,6 +108,9 @@ pub struct SagaState {
     /// Set when compensations must run before the payment can end.
     #[serde(default)]
     pub wind_down: Option<WindDown>,
+    /// The intermediary's checkout page for this payment (PAGOPA).
+    #[serde(default)]
+    pub checkout_url: Option<String>,
 }
 
 impl SagaState {

@@ -102,3 +102,58 @@ pub trait Intermediary: Send + Sync + 'static {
     /// Executes a wallet payment at the gateway (idempotent by payment id).
     async fn execute_payment(&self, request: &GatewayRequest) -> Result<GatewayResult, IntermediaryError>;
 }
+
+/// Finds the intermediary of a service: from its configuration (one HTTP client per
+/// intermediary URL, shared by all its payments), or one fixed intermediary for all.
+pub struct Intermediaries {
+    store: std::sync::Arc<dyn crate::store::Store>,
+    fixed: Option<std::sync::Arc<dyn Intermediary>>,
+    timeout: std::time::Duration,
+    clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn Intermediary>>>,
+}
+
+impl Intermediaries {
+    /// Resolves intermediaries from the services' configuration.
+    pub fn from_config(store: std::sync::Arc<dyn crate::store::Store>, timeout: std::time::Duration) -> Self {
+        Intermediaries {
+            store,
+            fixed: None,
+            timeout,
+            clients: Default::default(),
+        }
+    }
+
+    /// Uses one intermediary for every service (tests, benchmarks).
+    pub fn fixed(store: std::sync::Arc<dyn crate::store::Store>, intermediary: std::sync::Arc<dyn Intermediary>) -> Self {
+        Intermediaries {
+            store,
+            fixed: Some(intermediary),
+            timeout: std::time::Duration::from_secs(5),
+            clients: Default::default(),
+        }
+    }
+
+    /// The intermediary of a service, or why there is none.
+    pub async fn for_service(&self, service_id: Uuid) -> Result<std::sync::Arc<dyn Intermediary>, String> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
+        }
+        let service = self
+            .store
+            .service(service_id)
+            .await
+            .map_err(|e| format!("cannot read the service configuration: {e}"))?
+            .ok_or_else(|| format!("no configuration for service {service_id}"))?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&service.intermediary_url) {
+            return Ok(client.clone());
+        }
+        let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
+        config.timeout = self.timeout;
+        let client: std::sync::Arc<dyn Intermediary> = std::sync::Arc::new(
+            http::HttpIntermediary::new(config).map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+        );
+        clients.insert(service.intermediary_url, client.clone());
+        Ok(client)
+    }
+}

@@ -1,0 +1,465 @@
+//! The saga steps of both flows, as functions from the current payment row to the next
+//! one. Each step decides through the domain rules, talks to the intermediary, and
+//! persists the result (with its outbox event when the status changes) in one
+//! transaction. The actor runs these one at a time, so they never interleave.
+
+use chrono::{DateTime, Utc};
+
+use super::{Deps, PaymentError};
+use crate::domain::payment::{Payment, PaymentType};
+use crate::domain::saga::WindDown;
+use crate::domain::schedule;
+use crate::domain::status::PaymentStatus;
+use crate::domain::time;
+use crate::intermediary::{
+    GatewayOutcome, GatewayRequest, IntermediaryError, PositionRequest, PositionState,
+};
+use crate::store::{Change, HoldAction, StoreError, StoredPayment};
+
+/// At most this many steps per drive, so one actor never loops forever.
+const MAX_STEPS_PER_DRIVE: usize = 8;
+
+/// Runs every step that is due, until the payment ends or waits for its next check.
+/// `check_now` makes the first check due whatever `next_check_at` says.
+pub async fn advance(
+    deps: &Deps,
+    mut row: StoredPayment,
+    mut check_now: bool,
+    citizen_returned: bool,
+) -> Result<StoredPayment, StoreError> {
+    for _ in 0..MAX_STEPS_PER_DRIVE {
+        let now = time::now();
+        let due = check_now || row.next_check_at.is_none_or(|at| at <= now);
+        if row.payment.status.is_final() || !due {
+            break;
+        }
+        check_now = false;
+        let next = step(deps, &row, now, citizen_returned).await?;
+        let progressed = next.payment.status != row.payment.status
+            || next.saga.wind_down != row.saga.wind_down;
+        row = next;
+        if !progressed {
+            break;
+        }
+    }
+    Ok(row)
+}
+
+/// Runs an operation on a row; when the row changed underneath (optimistic
+/// concurrency), reloads it and tries again, a few times.
+pub async fn with_reload<T>(
+    deps: &Deps,
+    mut row: StoredPayment,
+    op: impl AsyncFn(&Deps, StoredPayment) -> Result<T, PaymentError>,
+) -> Result<T, PaymentError> {
+    for _ in 0..3 {
+        match op(deps, row.clone()).await {
+            Err(PaymentError::Store(StoreError::Conflict(id))) => {
+                tracing::debug!(payment_id = %id, "row changed concurrently, reloading");
+                row = deps
+                    .store
+                    .payment(id)
+                    .await?
+                    .ok_or_else(|| PaymentError::Unavailable(format!("payment {id} vanished")))?;
+            }
+            other => return other,
+        }
+    }
+    Err(PaymentError::Unavailable(
+        "the payment keeps changing concurrently; retry".into(),
+    ))
+}
+
+/// The next step for the payment's flow and status.
+async fn step(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+    citizen_returned: bool,
+) -> Result<StoredPayment, StoreError> {
+    let status = row.payment.status;
+    if let Some(reason) = row.saga.wind_down {
+        if matches!(
+            status,
+            PaymentStatus::CreationPending | PaymentStatus::PaymentPending
+        ) {
+            return wind_down(deps, row, reason, now).await;
+        }
+    }
+    match (row.payment.kind, status) {
+        (PaymentType::Pagopa, PaymentStatus::CreationPending) => {
+            create_position(deps, row, now).await
+        }
+        (PaymentType::Pagopa, PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted) => {
+            check_position(deps, row, now, citizen_returned).await
+        }
+        // The funds were held in the transaction that created the payment.
+        (PaymentType::Wallet, PaymentStatus::CreationPending) => {
+            move_to(deps, row, PaymentStatus::PaymentPending, now).await
+        }
+        // Recorded before the gateway is called, so a crash cannot hide the call.
+        (PaymentType::Wallet, PaymentStatus::PaymentPending) => {
+            move_to(deps, row, PaymentStatus::PaymentStarted, now).await
+        }
+        (PaymentType::Wallet, PaymentStatus::PaymentStarted) => {
+            execute_gateway(deps, row, now).await
+        }
+        _ => Ok(row.clone()),
+    }
+}
+
+/// Persists `payment`/`saga` as the successor of `row`, with `next_check_at`.
+async fn save(
+    deps: &Deps,
+    row: &StoredPayment,
+    mut payment: Payment,
+    saga: crate::domain::saga::SagaState,
+    next_check_at: Option<DateTime<Utc>>,
+    hold: Option<HoldAction>,
+) -> Result<StoredPayment, StoreError> {
+    payment.links.update.next_check_at = next_check_at;
+    let mut change = Change::of(row, payment, saga);
+    change.hold = hold;
+    deps.store.update_payment(row.version, change).await
+}
+
+/// Records a failed attempt and the time of the retry (no status change).
+async fn retry_later(
+    deps: &Deps,
+    row: &StoredPayment,
+    error: String,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    tracing::warn!(payment_id = %row.payment.id, attempts = row.saga.attempts + 1, %error, "step failed, will retry");
+    let mut saga = row.saga.clone();
+    let retry_at = saga.failed(error, now);
+    let mut payment = row.payment.clone();
+    payment.updated_at = now;
+    save(deps, row, payment, saga, Some(retry_at), None).await
+}
+
+/// Moves to `next` and continues at once.
+async fn move_to(
+    deps: &Deps,
+    row: &StoredPayment,
+    next: PaymentStatus,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    let mut payment = row.payment.clone();
+    transition(&mut payment, next, now)?;
+    save(deps, row, payment, row.saga.clone(), Some(now), None).await
+}
+
+/// Applies a transition; an illegal one is a bug, reported and not applied.
+fn transition(
+    payment: &mut Payment,
+    next: PaymentStatus,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    payment.transition(next, now).map_err(|e| {
+        tracing::error!(payment_id = %payment.id, error = %e, "refused illegal transition");
+        StoreError::Unexpected(anyhow::Error::new(e))
+    })
+}
+
+/// Ends the payment in `status` with a message for people.
+async fn finish(
+    deps: &Deps,
+    row: &StoredPayment,
+    mut payment: Payment,
+    status: PaymentStatus,
+    message: Option<String>,
+    now: DateTime<Utc>,
+    hold: Option<HoldAction>,
+) -> Result<StoredPayment, StoreError> {
+    transition(&mut payment, status, now)?;
+    if message.is_some() {
+        payment.status_message = message;
+    }
+    let mut saga = row.saga.clone();
+    saga.succeeded();
+    save(deps, row, payment, saga, None, hold).await
+}
+
+/// When the next poll is due after a check at `now`.
+fn next_poll(deps: &Deps, payment: &Payment, now: DateTime<Utc>) -> DateTime<Utc> {
+    let interval = deps.schedule.interval_at(now - payment.created_at);
+    let jitter = schedule::jitter(interval, &mut rand::thread_rng());
+    deps.schedule
+        .next_check(payment.created_at, now, payment.expires_at(), jitter)
+}
+
+fn position_request(deps: &Deps, payment: &Payment) -> PositionRequest {
+    let debtor = payment.debtor.as_ref().unwrap_or(&payment.payer);
+    PositionRequest {
+        iud: payment.payment.iud.clone(),
+        amount_cents: payment.payment.amount.cents(),
+        reason: payment.reason.clone(),
+        debtor_tax_code: debtor.tax_identification_number.as_str().to_string(),
+        debtor_name: Some(
+            [Some(debtor.name.as_str()), debtor.family_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        expire_at: Some(payment.expires_at()),
+        return_url: Some(format!(
+            "{}/v1/payments/{}/landing",
+            deps.public_url, payment.id
+        )),
+        notify_url: Some(format!("{}/v1/intermediaries/default/notify", deps.public_url)),
+    }
+}
+
+/// PAGOPA step 1 (compensatable): create the debt position.
+async fn create_position(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    if now >= row.payment.expires_at() {
+        let mut saga = row.saga.clone();
+        saga.wind_down = Some(WindDown::Expire);
+        return save(deps, row, row.payment.clone(), saga, Some(now), None).await;
+    }
+    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+        Ok(i) => i,
+        Err(e) => return retry_later(deps, row, e, now).await,
+    };
+    match intermediary
+        .create_position(&position_request(deps, &row.payment))
+        .await
+    {
+        Ok(position) => {
+            let mut payment = row.payment.clone();
+            payment.payment.iuv = Some(position.iuv);
+            payment.payment.notice_code = Some(position.notice_code);
+            transition(&mut payment, PaymentStatus::PaymentPending, now)?;
+            let mut saga = row.saga.clone();
+            saga.succeeded();
+            saga.checkout_url = Some(position.checkout_url);
+            let next = next_poll(deps, &payment, now);
+            save(deps, row, payment, saga, Some(next), None).await
+        }
+        Err(IntermediaryError::Transient(e)) => retry_later(deps, row, e, now).await,
+        Err(e) => {
+            let message = format!("the intermediary refused the debt position: {e}");
+            finish(deps, row, row.payment.clone(), PaymentStatus::CreationFailed, Some(message), now, None).await
+        }
+    }
+}
+
+/// PAGOPA pivot: ask the intermediary whether the citizen paid.
+async fn check_position(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+    citizen_returned: bool,
+) -> Result<StoredPayment, StoreError> {
+    let Some(iuv) = row.payment.payment.iuv.clone() else {
+        return retry_later(deps, row, "the payment has no iuv".into(), now).await;
+    };
+    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+        Ok(i) => i,
+        Err(e) => return retry_later(deps, row, e, now).await,
+    };
+    let mut payment = row.payment.clone();
+    payment.links.update.last_check_at = Some(now);
+    match intermediary.position(&iuv).await {
+        Ok(position) => match position.status {
+            PositionState::Paid => {
+                payment.payment.paid_at = Some(position.paid_at.unwrap_or(now));
+                payment.payment.transaction_id = position.transaction_id;
+                finish(deps, row, payment, PaymentStatus::Complete, None, now, None).await
+            }
+            PositionState::Failed => {
+                let message = Some("the payment failed at the intermediary".to_string());
+                finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, None).await
+            }
+            PositionState::Canceled => {
+                let status = if payment.status.can_transition_to(PaymentStatus::Canceled) {
+                    PaymentStatus::Canceled
+                } else {
+                    PaymentStatus::PaymentFailed
+                };
+                let message = Some("the debt position was cancelled at the intermediary".to_string());
+                finish(deps, row, payment, status, message, now, None).await
+            }
+            PositionState::Pending => {
+                let mut saga = row.saga.clone();
+                saga.succeeded();
+                if now >= payment.expires_at() {
+                    saga.wind_down = Some(WindDown::Expire);
+                    return save(deps, row, payment, saga, Some(now), None).await;
+                }
+                if citizen_returned && payment.status == PaymentStatus::PaymentStarted {
+                    // Back from the checkout without paying.
+                    transition(&mut payment, PaymentStatus::PaymentPending, now)?;
+                } else {
+                    payment.updated_at = now;
+                }
+                let next = next_poll(deps, &payment, now);
+                save(deps, row, payment, saga, Some(next), None).await
+            }
+        },
+        Err(e) => retry_later(deps, row, format!("status check failed: {e}"), now).await,
+    }
+}
+
+/// Runs the compensations of a payment being cancelled or expiring, then ends it.
+async fn wind_down(
+    deps: &Deps,
+    row: &StoredPayment,
+    reason: WindDown,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    let creating = row.payment.status == PaymentStatus::CreationPending;
+    let (status, message) = match (reason, creating) {
+        (WindDown::Cancel, _) => (PaymentStatus::Canceled, "cancelled on request"),
+        (WindDown::Expire, true) => (
+            PaymentStatus::CreationFailed,
+            "expired before the debt position could be created",
+        ),
+        (WindDown::Expire, false) => (PaymentStatus::Expired, "expired unpaid"),
+    };
+    let message = Some(message.to_string());
+    if row.payment.kind == PaymentType::Wallet {
+        // The ledger is local: releasing the hold and ending are one transaction.
+        let payment = row.payment.clone();
+        return finish(deps, row, payment, status, message, now, Some(HoldAction::Release)).await;
+    }
+    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+        Ok(i) => i,
+        Err(e) => return retry_later(deps, row, e, now).await,
+    };
+    let iuv = match &row.payment.payment.iuv {
+        Some(iuv) => iuv.clone(),
+        // A creation may have reached the intermediary unanswered: creating is
+        // idempotent by iud, so ask again to learn the position before cancelling it.
+        None => match intermediary
+            .create_position(&position_request(deps, &row.payment))
+            .await
+        {
+            Ok(position) => position.iuv,
+            Err(IntermediaryError::Transient(e)) => {
+                return retry_later(deps, row, format!("compensation pending: {e}"), now).await
+            }
+            Err(_) => {
+                return finish(deps, row, row.payment.clone(), status, message, now, None).await
+            }
+        },
+    };
+    match intermediary.cancel_position(&iuv).await {
+        Ok(()) | Err(IntermediaryError::NotFound) => {
+            finish(deps, row, row.payment.clone(), status, message, now, None).await
+        }
+        Err(IntermediaryError::AlreadyPaid) => {
+            // Too late to cancel: the citizen paid. Check at once to record it.
+            let mut saga = row.saga.clone();
+            saga.wind_down = None;
+            save(deps, row, row.payment.clone(), saga, Some(now), None).await
+        }
+        Err(e) => retry_later(deps, row, format!("compensation (cancel the debt position) failed: {e}"), now).await,
+    }
+}
+
+/// WALLET pivot: the gateway executes; then the hold is captured or released in the
+/// same transaction as the final status.
+async fn execute_gateway(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+        Ok(i) => i,
+        Err(e) => return retry_later(deps, row, e, now).await,
+    };
+    let request = GatewayRequest {
+        payment_id: row.payment.id,
+        account_id: row.payment.wallet_account_id,
+        amount_cents: row.payment.payment.amount.cents(),
+    };
+    let mut payment = row.payment.clone();
+    match intermediary.execute_payment(&request).await {
+        Ok(result) => {
+            payment.payment.transaction_id = Some(result.transaction_id);
+            match result.outcome {
+                GatewayOutcome::Approved => {
+                    payment.payment.paid_at = Some(now);
+                    finish(deps, row, payment, PaymentStatus::Complete, None, now, Some(HoldAction::Capture)).await
+                }
+                GatewayOutcome::Rejected => {
+                    let message = Some("rejected by the payment-system gateway".to_string());
+                    finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, Some(HoldAction::Release)).await
+                }
+            }
+        }
+        Err(IntermediaryError::Transient(e)) => retry_later(deps, row, format!("gateway: {e}"), now).await,
+        Err(e) => {
+            let message = Some(format!("the gateway refused the payment: {e}"));
+            finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, Some(HoldAction::Release)).await
+        }
+    }
+}
+
+/// Asks to cancel a payment: runs its compensations, then ends it CANCELED.
+pub async fn cancel(deps: &Deps, row: StoredPayment) -> Result<StoredPayment, PaymentError> {
+    match row.payment.status {
+        PaymentStatus::Canceled => Ok(row),
+        PaymentStatus::PaymentStarted => Err(PaymentError::Conflict(match row.payment.kind {
+            PaymentType::Pagopa => "the citizen is paying at the checkout (PAYMENT_STARTED): it cannot be cancelled now".into(),
+            PaymentType::Wallet => "the gateway is executing the payment (PAYMENT_STARTED): it cannot be cancelled".into(),
+        })),
+        s if s.is_final() => Err(PaymentError::Conflict(format!("the payment is already {s}"))),
+        _ => {
+            let now = time::now();
+            let row = if row.saga.wind_down == Some(WindDown::Cancel) {
+                row
+            } else {
+                let mut saga = row.saga.clone();
+                saga.wind_down = Some(WindDown::Cancel);
+                let mut payment = row.payment.clone();
+                payment.updated_at = now;
+                // Durable before any compensation runs: a crash still cancels.
+                save(deps, &row, payment, saga, Some(now), None).await?
+            };
+            Ok(advance(deps, row, false, false).await?)
+        }
+    }
+}
+
+/// The citizen opens the online payment: PAYMENT_PENDING → PAYMENT_STARTED; returns the
+/// row and the intermediary's checkout URL.
+pub async fn start_checkout(
+    deps: &Deps,
+    row: StoredPayment,
+) -> Result<(StoredPayment, String), PaymentError> {
+    if row.payment.kind != PaymentType::Pagopa {
+        return Err(PaymentError::Conflict(
+            "only PAGOPA payments have an online checkout".into(),
+        ));
+    }
+    match row.payment.status {
+        PaymentStatus::CreationPending => Err(PaymentError::NotReady(
+            "the debt position is still being created at the intermediary; retry in a moment".into(),
+        )),
+        PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted => {
+            let url = row.saga.checkout_url.clone().ok_or_else(|| {
+                PaymentError::NotReady("the intermediary gave no checkout address yet".into())
+            })?;
+            let now = time::now();
+            let mut payment = row.payment.clone();
+            payment.links.online_payment_begin.last_opened_at = Some(now);
+            if payment.status == PaymentStatus::PaymentPending {
+                transition(&mut payment, PaymentStatus::PaymentStarted, now)?;
+            } else {
+                payment.updated_at = now;
+            }
+            let next = row.next_check_at;
+            let row = save(deps, &row, payment, row.saga.clone(), next, None).await?;
+            Ok((row, url))
+        }
+        s => Err(PaymentError::Conflict(format!("the payment is {s}"))),
+    }
+}

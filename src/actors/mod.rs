@@ -1,0 +1,40 @@
+//! The actors: one `PaymentActor` per open payment, supervised and placed by the
+//! `PaymentRegistry`. `flow` holds the saga steps they run.
+
+pub mod flow;
+pub mod payment;
+pub mod registry;
+
+use std::sync::Arc;
+
+use crate::domain::schedule::PollSchedule;
+use crate::intermediary::Intermediaries;
+use crate::store::{Store, StoreError};
+
+pub use payment::{CommandReply, PaymentActor, PaymentCommand};
+pub use registry::{Ensure, Forward, GetStats, PaymentRegistry, RearmOpen, RegistryStats};
+
+/// What every payment actor needs from the outside world.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub intermediaries: Intermediaries,
+    pub schedule: PollSchedule,
+    /// Base of the links that point back at cassa, without trailing `/`.
+    pub public_url: String,
+}
+
+/// Why a command to a payment could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// The payment's state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Not possible yet; retry shortly (409).
+    #[error("{0}")]
+    NotReady(String),
+    /// Temporarily impossible (503).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,258 @@
+//! `PaymentActor`: one open payment. It caches the payment's row, arms its timer from
+//! `next_check_at`, and runs the saga steps of `flow` one message at a time
+//! (`AtomicResponse`), so nothing interleaves on the payment's state. It is rebuilt
+//! from the row whenever it (re)starts; a `DeathWatch` tells the registry when it dies,
+//! panics included.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{flow, Deps, PaymentError};
+use crate::domain::payment::Payment;
+use crate::store::StoredPayment;
+
+/// Bounded mailbox: senders wait (`send().await`) instead of piling up messages.
+pub const MAILBOX_CAPACITY: usize = 32;
+/// Longest single timer; longer waits re-arm after it (the row decides).
+const MAX_TIMER: Duration = Duration::from_secs(3600);
+/// Overdue work found at start-up is spread over up to this long.
+const START_SPREAD_MS: u64 = 500;
+
+/// What can be asked of a payment from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentCommand {
+    /// Check at the intermediary now (update link, push notification, landing).
+    CheckNow { citizen_returned: bool },
+    /// Cancel (runs compensations).
+    Cancel,
+    /// The citizen opens the online payment.
+    StartCheckout,
+}
+
+/// A command for one payment actor.
+#[derive(Message)]
+#[rtype(result = "Result<CommandReply, PaymentError>")]
+pub struct Command(pub PaymentCommand);
+
+/// The payment after a command, and the checkout URL for `StartCheckout`.
+#[derive(Debug, Clone)]
+pub struct CommandReply {
+    pub payment: Payment,
+    pub checkout_url: Option<String>,
+}
+
+/// Timer fired (or start-up): do whatever is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drive;
+
+/// Sent to the registry when an actor ends, however it ends.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ActorExited {
+    pub id: Uuid,
+    pub generation: u64,
+    /// `false` when the actor died without stopping (a panic, a failed load).
+    pub clean: bool,
+}
+
+/// Reports the actor's end from `Drop`, which also runs while a panic unwinds.
+pub struct DeathWatch {
+    pub id: Uuid,
+    pub generation: u64,
+    pub registry: Recipient<ActorExited>,
+    pub clean: bool,
+}
+
+impl Drop for DeathWatch {
+    fn drop(&mut self) {
+        self.registry.do_send(ActorExited {
+            id: self.id,
+            generation: self.generation,
+            clean: self.clean,
+        });
+    }
+}
+
+/// One open payment.
+pub struct PaymentActor {
+    id: Uuid,
+    deps: Arc<Deps>,
+    row: Option<StoredPayment>,
+    timer: Option<SpawnHandle>,
+    watch: DeathWatch,
+    /// Set when loading the row failed: the registry must restart us.
+    load_failed: bool,
+}
+
+impl PaymentActor {
+    /// An actor for payment `id`; it loads its row when it starts.
+    pub fn new(id: Uuid, deps: Arc<Deps>, watch: DeathWatch) -> Self {
+        PaymentActor {
+            id,
+            deps,
+            row: None,
+            timer: None,
+            watch,
+            load_failed: false,
+        }
+    }
+
+    /// Arms the timer for the row's next work, or stops when the payment has ended.
+    fn arm(&mut self, ctx: &mut Context<Self>, spread: bool) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let Some(row) = &self.row else { return };
+        if row.payment.status.is_final() {
+            ctx.stop();
+            return;
+        }
+        let now = Utc::now();
+        let due = row.next_check_at.unwrap_or(now);
+        let mut delay = (due - now).to_std().unwrap_or(Duration::ZERO).min(MAX_TIMER);
+        // Work missed while no actor ran (restart) is spread out; fresh work is not.
+        if spread && due < now - chrono::Duration::seconds(2) {
+            delay = Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS);
+        }
+        self.timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            ctx.notify(Drive);
+        }));
+    }
+
+    /// Stores the outcome of an operation and re-arms.
+    fn settle(&mut self, row: Option<StoredPayment>, ctx: &mut Context<Self>) {
+        if let Some(row) = row {
+            self.row = Some(row);
+        }
+        self.arm(ctx, false);
+    }
+}
+
+impl Actor for PaymentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let store = self.deps.store.clone();
+        let id = self.id;
+        ctx.wait(
+            async move { store.payment(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(Some(row)) => {
+                        act.row = Some(row);
+                        act.arm(ctx, true);
+                    }
+                    Ok(None) => {
+                        tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
+                        act.load_failed = true;
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.watch.clean = !self.load_failed;
+    }
+}
+
+impl Handler<Drive> for PaymentActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    #[tracing::instrument(name = "payment.drive", skip_all, fields(payment_id = %self.id))]
+    fn handle(&mut self, _: Drive, _ctx: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let row = self.row.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let row = row?;
+                let result = flow::with_reload(&deps, row, async |deps, row| {
+                    Ok(flow::advance(deps, row, false, false).await?)
+                })
+                .await;
+                match result {
+                    Ok(row) => Some(row),
+                    Err(e) => {
+                        tracing::error!(error = %e, "payment step failed");
+                        None
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|row, act, ctx| {
+                let failed = row.is_none();
+                act.settle(row, ctx);
+                if failed && act.timer.is_none() && !act.row.as_ref().is_some_and(|r| r.payment.status.is_final()) {
+                    act.timer = Some(ctx.run_later(Duration::from_secs(1), |act, ctx| {
+                        act.timer = None;
+                        ctx.notify(Drive);
+                    }));
+                }
+            }),
+        ))
+    }
+}
+
+impl Handler<Command> for PaymentActor {
+    type Result = AtomicResponse<Self, Result<CommandReply, PaymentError>>;
+
+    #[tracing::instrument(name = "payment.command", skip_all, fields(payment_id = %self.id, command = ?command.0))]
+    fn handle(&mut self, command: Command, _ctx: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let row = self.row.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let Some(row) = row else {
+                    return (None, Err(PaymentError::Unavailable("the payment is loading; retry".into())));
+                };
+                let result = match command.0 {
+                    PaymentCommand::CheckNow { citizen_returned } => {
+                        flow::with_reload(&deps, row, async |deps, row| {
+                            Ok((flow::advance(deps, row, true, citizen_returned).await?, None))
+                        })
+                        .await
+                    }
+                    PaymentCommand::Cancel => {
+                        flow::with_reload(&deps, row, async |deps, row| {
+                            Ok((flow::cancel(deps, row).await?, None))
+                        })
+                        .await
+                    }
+                    PaymentCommand::StartCheckout => {
+                        flow::with_reload(&deps, row, async |deps, row| {
+                            let (row, url) = flow::start_checkout(deps, row).await?;
+                            Ok((row, Some(url)))
+                        })
+                        .await
+                    }
+                };
+                match result {
+                    Ok((row, checkout_url)) => {
+                        let reply = CommandReply {
+                            payment: row.payment.clone(),
+                            checkout_url,
+                        };
+                        (Some(row), Ok(reply))
+                    }
+                    Err(e) => (None, Err(e)),
+                }
+            }
+            .into_actor(self)
+            .map(|(row, reply), act, ctx| {
+                act.settle(row, ctx);
+                reply
+            }),
+        ))
+    }
+}

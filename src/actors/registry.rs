@@ -1,0 +1,221 @@
+//! `PaymentRegistry`: finds, spawns and supervises payment actors. Actors are spread
+//! over one arbiter per core by a hash of the payment id. Every actor death is
+//! reported by the actor's `DeathWatch` (panics included, which actix itself does not
+//! restart); an unclean death is followed by a restart from the row, with backoff and a
+//! restart budget. At start-up it re-arms every open payment, a chunk at a time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::payment::{ActorExited, Command, CommandReply, DeathWatch, PaymentCommand};
+use super::{Deps, PaymentActor, PaymentError};
+
+/// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
+const RESTART_BUDGET: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// First restart delay (doubled per restart within the window).
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+/// Open payments re-armed per tick at start-up.
+const REARM_CHUNK: usize = 1000;
+const REARM_TICK: Duration = Duration::from_millis(5);
+
+/// Counters of the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Actors resident now.
+    pub resident: usize,
+    /// Actors spawned since start.
+    pub spawned: u64,
+    /// Unclean deaths (panics, failed loads) seen.
+    pub crashes: u64,
+    /// Restarts carried out after a crash.
+    pub restarts: u64,
+    /// Payments whose restart budget ran out (they wait for the next start-up or command).
+    pub gave_up: u64,
+}
+
+struct Resident {
+    addr: Addr<PaymentActor>,
+    generation: u64,
+}
+
+/// Supervisor and directory of payment actors.
+pub struct PaymentRegistry {
+    deps: Arc<Deps>,
+    arbiters: Vec<ArbiterHandle>,
+    actors: HashMap<Uuid, Resident>,
+    restarts: HashMap<Uuid, VecDeque<Instant>>,
+    next_generation: u64,
+    stats: RegistryStats,
+}
+
+impl PaymentRegistry {
+    /// A registry spreading actors over `arbiters` new arbiter threads (at least one).
+    pub fn new(deps: Arc<Deps>, arbiters: usize) -> Self {
+        let arbiters = (0..arbiters.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        PaymentRegistry {
+            deps,
+            arbiters,
+            actors: HashMap::new(),
+            restarts: HashMap::new(),
+            next_generation: 0,
+            stats: RegistryStats::default(),
+        }
+    }
+
+    /// The actor of payment `id`, spawned if not resident.
+    fn ensure(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Addr<PaymentActor> {
+        if let Some(resident) = self.actors.get(&id) {
+            if resident.addr.connected() {
+                return resident.addr.clone();
+            }
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let watch = DeathWatch {
+            id,
+            generation,
+            registry: ctx.address().recipient(),
+            clean: false,
+        };
+        let deps = self.deps.clone();
+        let arbiter = &self.arbiters[(id.as_u128() % self.arbiters.len() as u128) as usize];
+        let addr = PaymentActor::start_in_arbiter(arbiter, move |_| PaymentActor::new(id, deps, watch));
+        self.stats.spawned += 1;
+        self.actors.insert(id, Resident { addr: addr.clone(), generation });
+        addr
+    }
+}
+
+impl Actor for PaymentRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// Makes sure the payment has a resident actor (after creation, or to wake it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ensure(pub Uuid);
+
+impl Handler<Ensure> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Ensure(id): Ensure, ctx: &mut Context<Self>) {
+        self.ensure(id, ctx);
+    }
+}
+
+/// A command for a payment, routed to its actor (spawned if needed).
+#[derive(Message)]
+#[rtype(result = "Result<CommandReply, PaymentError>")]
+pub struct Forward {
+    pub id: Uuid,
+    pub command: PaymentCommand,
+}
+
+impl Handler<Forward> for PaymentRegistry {
+    type Result = ResponseFuture<Result<CommandReply, PaymentError>>;
+
+    fn handle(&mut self, forward: Forward, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.ensure(forward.id, ctx);
+        Box::pin(async move {
+            match addr.send(Command(forward.command)).await {
+                Ok(reply) => reply,
+                Err(e) => Err(PaymentError::Unavailable(format!(
+                    "the payment's actor is restarting ({e}); retry"
+                ))),
+            }
+        })
+    }
+}
+
+impl Handler<ActorExited> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, exit: ActorExited, ctx: &mut Context<Self>) {
+        if self
+            .actors
+            .get(&exit.id)
+            .is_some_and(|r| r.generation == exit.generation)
+        {
+            self.actors.remove(&exit.id);
+        }
+        if exit.clean {
+            return;
+        }
+        self.stats.crashes += 1;
+        let now = Instant::now();
+        let history = self.restarts.entry(exit.id).or_default();
+        while history.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW) {
+            history.pop_front();
+        }
+        if history.len() >= RESTART_BUDGET {
+            self.stats.gave_up += 1;
+            tracing::error!(payment_id = %exit.id, "payment actor keeps crashing; restart budget spent, left for the next start-up or command");
+            return;
+        }
+        history.push_back(now);
+        let delay = RESTART_BACKOFF * 2u32.pow(history.len() as u32 - 1);
+        tracing::warn!(payment_id = %exit.id, ?delay, "payment actor died; restarting from its row");
+        ctx.run_later(delay, move |act, ctx| {
+            act.stats.restarts += 1;
+            act.ensure(exit.id, ctx);
+        });
+    }
+}
+
+/// Re-arms every open payment (start-up): answers how many were found; the actors are
+/// spawned a chunk per tick afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<usize, PaymentError>")]
+pub struct RearmOpen;
+
+impl Handler<RearmOpen> for PaymentRegistry {
+    type Result = ResponseActFuture<Self, Result<usize, PaymentError>>;
+
+    fn handle(&mut self, _: RearmOpen, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.deps.store.clone();
+        Box::pin(
+            async move { store.open_payment_ids().await }
+                .into_actor(self)
+                .map(|ids, _act, ctx| {
+                    let ids = ids?;
+                    let count = ids.len();
+                    for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
+                        let chunk = chunk.to_vec();
+                        ctx.run_later(REARM_TICK * tick as u32, move |act, ctx| {
+                            for id in chunk {
+                                act.ensure(id, ctx);
+                            }
+                        });
+                    }
+                    tracing::info!(open_payments = count, "re-arming open payments");
+                    Ok(count)
+                }),
+        )
+    }
+}
+
+/// Asks for the registry's counters.
+#[derive(Message)]
+#[rtype(result = "RegistryStats")]
+pub struct GetStats;
+
+impl Handler<GetStats> for PaymentRegistry {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut stats = self.stats;
+        stats.resident = self.actors.len();
+        MessageResult(stats)
+    }
+}

@@ -1,0 +1,229 @@
+//! Settings: defaults, then `CASSA_*` environment variables, then flags (a flag wins).
+//! Unknown `CASSA_*` variables and malformed values stop start-up with a message that
+//! names the setting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::schedule::PollSchedule;
+
+/// The command line of `cassa`.
+#[derive(Debug, Parser)]
+#[command(name = "cassa", version, about = "Payment orchestrator for e-government platforms")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What `cassa` does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (embedded SQLite + built-in simulator by default).
+    Serve(Settings),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Run the intermediary / payment-system simulator alone.
+    Simulator(SimulatorArgs),
+}
+
+/// Roles this instance plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Api,
+    Dispatcher,
+    Proxy,
+    Updater,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Database selection.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://file.db` (created if missing) or `postgres://user:pass@host/db`.
+    #[arg(long, env = "CASSA_DATABASE_URL", default_value = "sqlite://cassa.db")]
+    pub database_url: String,
+}
+
+/// Settings of `cassa serve`.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Kafka bootstrap servers; empty = embedded broker.
+    #[arg(long, env = "CASSA_KAFKA_BROKERS", default_value = "")]
+    pub kafka_brokers: String,
+    /// Fixed port of the embedded broker (default: any free port).
+    #[arg(long, env = "CASSA_KAFKA_EMBEDDED_PORT")]
+    pub kafka_embedded_port: Option<u16>,
+    #[arg(long, env = "CASSA_TOPIC_APPLICATIONS", default_value = "applications")]
+    pub topic_applications: String,
+    #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
+    pub topic_payments: String,
+    #[arg(long, env = "CASSA_TOPIC_DEAD_LETTER", default_value = "cassa-dead-letter")]
+    pub topic_dead_letter: String,
+    /// Comma-separated roles: api, dispatcher, proxy, updater.
+    #[arg(long, env = "CASSA_ROLES", value_delimiter = ',', default_value = "api,dispatcher,proxy,updater")]
+    pub roles: Vec<Role>,
+    /// HS256 secret of the API's bearer tokens.
+    #[arg(long, env = "CASSA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Base URL of the links cassa hands out (default: http://<http addr>).
+    #[arg(long, env = "CASSA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Poll table: `<age>:<interval>,…,*:<interval>`.
+    #[arg(long, env = "CASSA_POLL_SCHEDULE", default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h")]
+    pub poll_schedule: PollSchedule,
+    /// Where the demo service config points (default: the built-in `/sim`).
+    #[arg(long, env = "CASSA_SIMULATOR_URL")]
+    pub simulator_url: Option<String>,
+    /// Seed the demo tenant, service and wallet (default: only in the embedded mode).
+    #[arg(long, env = "CASSA_SEED_DEMO")]
+    pub seed_demo: Option<bool>,
+    /// Time limit of one call to an intermediary, e.g. `5s`, `800ms`.
+    #[arg(long, env = "CASSA_INTERMEDIARY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub intermediary_timeout: Duration,
+    /// Arbiters (threads) payment actors are spread over (default: one per core).
+    #[arg(long, env = "CASSA_ARBITERS")]
+    pub arbiters: Option<usize>,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "CASSA_LOG", default_value = "info")]
+    pub log: String,
+    #[arg(long, env = "CASSA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Settings of `cassa simulator`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Address the simulator listens on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub addr: SocketAddr,
+    /// Where to push "paid" notifications (e.g. cassa's `/v1/intermediaries/sim/notify`).
+    #[arg(long)]
+    pub notify_url: Option<String>,
+    /// How long "hanging" calls (amount cents .02) wait.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub hang_for: Duration,
+}
+
+/// Every `CASSA_*` variable cassa reads.
+pub const KNOWN_ENV: &[&str] = &[
+    "CASSA_HTTP_ADDR",
+    "CASSA_DATABASE_URL",
+    "CASSA_KAFKA_BROKERS",
+    "CASSA_KAFKA_EMBEDDED_PORT",
+    "CASSA_TOPIC_APPLICATIONS",
+    "CASSA_TOPIC_PAYMENTS",
+    "CASSA_TOPIC_DEAD_LETTER",
+    "CASSA_ROLES",
+    "CASSA_JWT_SECRET",
+    "CASSA_PUBLIC_URL",
+    "CASSA_POLL_SCHEDULE",
+    "CASSA_SIMULATOR_URL",
+    "CASSA_SEED_DEMO",
+    "CASSA_INTERMEDIARY_TIMEOUT",
+    "CASSA_ARBITERS",
+    "CASSA_LOG",
+    "CASSA_LOG_FORMAT",
+];
+
+/// Refuses `CASSA_*` variables cassa does not know (a typo would silently be ignored).
+pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
+    for (name, _) in vars {
+        if name.starts_with("CASSA_") && !KNOWN_ENV.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown setting {name}: known settings are {}",
+                KNOWN_ENV.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} must start with a whole number"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?} has unit {unit:?}; use ms, s, m or h")),
+    };
+    number
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+impl Settings {
+    /// Embedded mode: SQLite and no Kafka brokers configured.
+    pub fn embedded(&self) -> bool {
+        self.database.database_url.starts_with("sqlite:") && self.kafka_brokers.trim().is_empty()
+    }
+
+    /// Parses `cassa serve` settings from an argument list (and the environment).
+    pub fn parse_from<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Only::try_parse_from(args).map(|o| o.settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_refuse_garbage() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn unknown_cassa_variables_are_refused_by_name() {
+        let vars = vec![("CASSA_HTTP_ADDR".to_string(), "x".to_string()), ("PATH".into(), "/bin".into())];
+        assert!(check_env(vars.into_iter()).is_ok());
+        let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter()).unwrap_err();
+        assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_name_the_setting() {
+        let s = Settings::parse_from(["cassa", "--poll-schedule", "*:2s", "--roles", "api,updater"]).unwrap();
+        assert_eq!(s.poll_schedule.to_string(), "*:2s");
+        assert_eq!(s.roles, vec![Role::Api, Role::Updater]);
+        let err = Settings::parse_from(["cassa", "--poll-schedule", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("--poll-schedule"), "{err}");
+        let err = Settings::parse_from(["cassa", "--roles", "api,cook"]).unwrap_err().to_string();
+        assert!(err.contains("--roles"), "{err}");
+    }
+}

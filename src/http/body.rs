@@ -1,0 +1,78 @@
+//! Reading request bodies: at most `BODY_LIMIT` bytes (413 beyond), JSON only (415
+//! otherwise), parsed with the path of the failing field so a 400 can name it.
+
+use actix_web::{web, HttpRequest};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::problem::ApiError;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads the whole body, refusing more than `BODY_LIMIT` bytes.
+pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT) {
+        return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedBody(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON body into `T`, naming the field that fails.
+pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !(essence == "application/json" || essence.ends_with("+json")) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "send the body as application/json (got {content_type:?})"
+        )));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::MalformedBody(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." || path.is_empty() {
+            ApiError::field("body", strip_position(&inner.to_string()))
+        } else {
+            ApiError::field(path, strip_position(&inner.to_string()))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 42" to messages: useful for syntax errors only.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Reads and parses a JSON body.
+pub async fn json<T: DeserializeOwned>(req: &HttpRequest, payload: web::Payload) -> Result<(T, web::Bytes), ApiError> {
+    let body = read_limited(req, payload).await?;
+    let value = parse_json(req, &body)?;
+    Ok((value, body))
+}

@@ -1,0 +1,622 @@
+//! `/v1/payments…`: create (with `Idempotency-Key`), read, list (the queryable view of
+//! open payments), cancel, check now, and the citizen's links (online payment,
+//! landing, receipt). Reads come from the database; changes go through the payment's
+//! actor, so they never race with its own work.
+
+use actix::Addr;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::body;
+use super::problem::ApiError;
+use super::AppState;
+use crate::actors::{Ensure, Forward, PaymentCommand, PaymentRegistry};
+use crate::domain::money::Money;
+use crate::domain::payment::{
+    Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
+};
+use crate::domain::status::PaymentStatus;
+use crate::domain::time;
+use crate::store::{Created, Cursor, HoldRequest, IdempotencyKey, NewPayment, PaymentFilter};
+
+/// Longest `reason`.
+const REASON_MAX: usize = 140;
+/// Longest `Idempotency-Key`.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+/// Largest page of the list.
+pub const LIST_LIMIT_MAX: i64 = 500;
+const LIST_LIMIT_DEFAULT: i64 = 50;
+/// Namespace of the user ids cassa derives from a payer's tax code when the caller is
+/// not authenticated as a citizen.
+const PAYER_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7373_612d_7061_7965_722d_6e73_0001);
+
+/// Mounts the payment routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1/payments")
+            .route("", web::post().to(create))
+            .route("", web::get().to(list))
+            .route("/{id}", web::get().to(get))
+            .route("/{id}/cancel", web::post().to(cancel))
+            .route("/{id}/update", web::post().to(update))
+            .route("/{id}/online-payment", web::get().to(online_payment))
+            .route("/{id}/landing", web::get().to(landing))
+            .route("/{id}/receipt", web::get().to(receipt)),
+    )
+    .route(
+        "/v1/intermediaries/{name}/notify",
+        web::post().to(intermediary_notify),
+    );
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePayment {
+    #[serde(rename = "type")]
+    kind: PaymentType,
+    tenant_id: Uuid,
+    service_id: Uuid,
+    #[serde(default)]
+    remote_id: Option<Uuid>,
+    reason: String,
+    payment: CreatePaymentData,
+    payer: Payer,
+    #[serde(default)]
+    debtor: Option<Payer>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    links: CreateLinks,
+    #[serde(default)]
+    wallet_account_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePaymentData {
+    amount: Money,
+    #[serde(default = "euro")]
+    currency: String,
+    #[serde(default, with = "time::rome_opt")]
+    expire_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    split: Vec<Split>,
+}
+
+fn euro() -> String {
+    "EUR".into()
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLinks {
+    #[serde(default)]
+    notify: Vec<LinkTarget>,
+    #[serde(default)]
+    online_payment_landing: Option<LinkTarget>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct LinkTarget {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(char::is_whitespace)
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, "must be an absolute http(s) URL"))
+    }
+}
+
+fn check_method(field: &str, method: Option<&str>, allowed: &[&str]) -> Result<String, ApiError> {
+    let method = method.unwrap_or(allowed[0]).to_ascii_uppercase();
+    if allowed.contains(&method.as_str()) {
+        Ok(method)
+    } else {
+        Err(ApiError::field(field, format!("must be one of {}", allowed.join(", "))))
+    }
+}
+
+impl CreatePayment {
+    /// Field rules beyond the types; the first broken one is reported.
+    fn validate(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        let reason = self.reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::field("reason", "must not be empty"));
+        }
+        if self.reason.chars().count() > REASON_MAX {
+            return Err(ApiError::field("reason", format!("must be at most {REASON_MAX} characters")));
+        }
+        if self.payment.currency != "EUR" {
+            return Err(ApiError::field("payment.currency", "only EUR is supported"));
+        }
+        if let Some(expire_at) = self.payment.expire_at {
+            if expire_at <= now {
+                return Err(ApiError::field("payment.expire_at", "must be in the future"));
+            }
+        }
+        if !self.payment.split.is_empty() {
+            for (i, part) in self.payment.split.iter().enumerate() {
+                if part.code.trim().is_empty() {
+                    return Err(ApiError::field(format!("payment.split[{i}].code"), "must not be empty"));
+                }
+            }
+            let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
+            if total != self.payment.amount.cents() {
+                return Err(ApiError::field(
+                    "payment.split",
+                    format!(
+                        "amounts add up to {} but payment.amount is {}",
+                        crate::domain::money::format_cents(total),
+                        self.payment.amount
+                    ),
+                ));
+            }
+        }
+        for (prefix, payer) in [("payer", Some(&self.payer)), ("debtor", self.debtor.as_ref())] {
+            let Some(payer) = payer else { continue };
+            if payer.name.trim().is_empty() {
+                return Err(ApiError::field(format!("{prefix}.name"), "must not be empty"));
+            }
+            if let Some(email) = &payer.email {
+                if !email.contains('@') || email.len() > 254 {
+                    return Err(ApiError::field(format!("{prefix}.email"), "must be an email address"));
+                }
+            }
+        }
+        for (i, link) in self.links.notify.iter().enumerate() {
+            check_url(&format!("links.notify[{i}].url"), &link.url)?;
+            check_method(&format!("links.notify[{i}].method"), link.method.as_deref(), &["POST", "PUT"])?;
+        }
+        if let Some(landing) = &self.links.online_payment_landing {
+            check_url("links.online_payment_landing.url", &landing.url)?;
+            check_method("links.online_payment_landing.method", landing.method.as_deref(), &["GET"])?;
+        }
+        match (self.kind, self.wallet_account_id) {
+            (PaymentType::Wallet, None) => Err(ApiError::field(
+                "wallet_account_id",
+                "is required for WALLET payments",
+            )),
+            (PaymentType::Pagopa, Some(_)) => Err(ApiError::field(
+                "wallet_account_id",
+                "must be null for PAGOPA payments",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The new payment this request describes.
+    fn into_payment(self, user_id: Uuid, public_url: &str, now: DateTime<Utc>) -> Payment {
+        let id = Uuid::new_v4();
+        let notify = self
+            .links
+            .notify
+            .into_iter()
+            .map(|l| NotifyLink {
+                url: l.url,
+                method: l.method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase(),
+                sent_at: None,
+            })
+            .collect();
+        let landing = self
+            .links
+            .online_payment_landing
+            .map(|l| Link {
+                url: Some(l.url),
+                method: Some("GET".into()),
+                last_opened_at: None,
+            })
+            .unwrap_or_default();
+        let mut payment = Payment {
+            id,
+            user_id,
+            kind: self.kind,
+            tenant_id: self.tenant_id,
+            service_id: self.service_id,
+            created_at: now,
+            updated_at: now,
+            status: PaymentStatus::CreationPending,
+            reason: self.reason.trim().to_string(),
+            status_message: None,
+            remote_id: self.remote_id,
+            payment: PaymentData {
+                amount: self.payment.amount,
+                currency: self.payment.currency,
+                expire_at: self.payment.expire_at,
+                notice_code: None,
+                iud: Payment::iud_for(id),
+                iuv: None,
+                transaction_id: None,
+                paid_at: None,
+                split: self.payment.split,
+            },
+            links: Links {
+                online_payment_landing: landing,
+                notify,
+                ..Links::default()
+            },
+            payer: self.payer,
+            debtor: self.debtor,
+            locale: self.locale,
+            wallet_account_id: self.wallet_account_id,
+        };
+        payment.set_own_links(public_url);
+        if payment.kind == PaymentType::Wallet {
+            payment.links.online_payment_begin = Link::default();
+            payment.links.offline_payment = Link::default();
+        }
+        payment.links.update.next_check_at = Some(now);
+        payment
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::field("Idempotency-Key", "must be printable ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            format!("must be 1 to {IDEMPOTENCY_KEY_MAX} characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Hash of the request's meaning: key order and whitespace do not matter.
+fn request_hash(body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_else(|_| body.to_vec());
+    hex::encode(Sha256::digest(canonical))
+}
+
+fn accepted(payment: &Payment) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/v1/payments/{}", payment.id)))
+        .json(payment)
+}
+
+async fn wake(registry: &Addr<PaymentRegistry>, payment: &Payment) {
+    if !payment.status.is_final() {
+        if let Err(e) = registry.send(Ensure(payment.id)).await {
+            // The row is durable: the next start-up re-arms it.
+            tracing::error!(payment_id = %payment.id, error = %e, "cannot reach the registry");
+        }
+    }
+}
+
+#[tracing::instrument(name = "http.create_payment", skip_all)]
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let (request, raw): (CreatePayment, _) = body::json(&req, payload).await?;
+    let now = time::now();
+    request.validate(now)?;
+    let service = state
+        .store
+        .service(request.service_id)
+        .await?
+        .filter(|s| s.tenant_id == request.tenant_id)
+        .ok_or_else(|| ApiError::field("service_id", "no such service for this tenant_id"))?;
+    if !service.active {
+        return Err(ApiError::field("service_id", "the service is not active: it takes no new payments"));
+    }
+    if !service.payment_types.contains(&request.kind) {
+        return Err(ApiError::field(
+            "type",
+            format!("the service does not take {} payments", request.kind.as_str()),
+        ));
+    }
+    let idempotency = key.map(|key| IdempotencyKey {
+        scope: format!("tenant:{}", request.tenant_id),
+        key,
+        request_hash: request_hash(&raw),
+    });
+    let user_id = Uuid::new_v5(&PAYER_NAMESPACE, request.payer.tax_identification_number.as_str().as_bytes());
+    let payment = request.into_payment(user_id, &state.public_url, now);
+    let hold = payment.wallet_account_id.map(|account_id| HoldRequest {
+        account_id,
+        amount_cents: payment.payment.amount.cents(),
+    });
+    let created = state
+        .store
+        .create_payment(NewPayment {
+            next_check_at: Some(now),
+            payment,
+            saga: Default::default(),
+            idempotency,
+            hold,
+        })
+        .await?;
+    match created {
+        Created::New(row) => {
+            tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
+            wake(&state.registry, &row.payment).await;
+            Ok(accepted(&row.payment))
+        }
+        Created::Replayed(row) => Ok(accepted(&row.payment)),
+        Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(
+            "this Idempotency-Key was already used with a different body (payment {payment_id}); use a new key for a new payment"
+        ))),
+        Created::RemoteIdTaken(row) => Err(ApiError::Conflict(format!(
+            "a payment for remote_id {} exists already: /v1/payments/{}",
+            row.payment.remote_id.unwrap_or_default(),
+            row.payment.id
+        ))),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::field("id", "must be a UUID"))
+}
+
+async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
+    let id = parse_id(raw_id)?;
+    state
+        .store
+        .payment(id)
+        .await?
+        .map(|row| row.payment)
+        .ok_or_else(|| ApiError::NotFound(format!("no payment {id}")))
+}
+
+async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(payment))
+}
+
+async fn command(state: &AppState, id: Uuid, command: PaymentCommand) -> Result<crate::actors::CommandReply, ApiError> {
+    state
+        .registry
+        .send(Forward { id, command })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the payment registry is not answering: {e}")))?
+        .map_err(ApiError::from)
+}
+
+#[tracing::instrument(name = "http.cancel_payment", skip_all, fields(payment_id = %path))]
+async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    if payment.status.is_final() {
+        return match payment.status {
+            PaymentStatus::Canceled => Ok(HttpResponse::Ok().json(payment)),
+            s => Err(ApiError::Conflict(format!("the payment is already {s}"))),
+        };
+    }
+    let reply = command(&state, payment.id, PaymentCommand::Cancel).await?;
+    match reply.payment.status {
+        PaymentStatus::Canceled => Ok(HttpResponse::Ok().json(reply.payment)),
+        s if s.is_final() => Err(ApiError::Conflict(format!("the payment ended {s} before it could be cancelled"))),
+        // Compensation still running (retried until done): accepted, not finished.
+        _ => Ok(HttpResponse::Accepted().json(reply.payment)),
+    }
+}
+
+#[tracing::instrument(name = "http.update_payment", skip_all, fields(payment_id = %path))]
+async fn update(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    if payment.status.is_final() {
+        return Ok(HttpResponse::Ok().json(payment));
+    }
+    let reply = command(&state, payment.id, PaymentCommand::CheckNow { citizen_returned: false }).await?;
+    Ok(HttpResponse::Ok().json(reply.payment))
+}
+
+async fn online_payment(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    if payment.status.is_final() {
+        return Err(ApiError::Conflict(format!("the payment is {}", payment.status)));
+    }
+    let reply = command(&state, payment.id, PaymentCommand::StartCheckout).await?;
+    let url = reply
+        .checkout_url
+        .ok_or_else(|| ApiError::Conflict("the payment has no online checkout".into()))?;
+    Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish())
+}
+
+async fn landing(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    if !payment.status.is_final() {
+        // An immediate check, without making the citizen wait for the intermediary.
+        let forward = Forward {
+            id: payment.id,
+            command: PaymentCommand::CheckNow { citizen_returned: true },
+        };
+        if let Err(e) = state.registry.try_send(forward) {
+            tracing::warn!(payment_id = %payment.id, error = %e, "landing check not queued; polling will find the outcome");
+        }
+    }
+    match payment.links.online_payment_landing.url {
+        Some(url) => Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish()),
+        None => Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+            "<!doctype html><title>Payment</title><p>Thank you. The payment is being checked; its status was {}.</p>",
+            payment.status
+        ))),
+    }
+}
+
+#[derive(Serialize)]
+struct Receipt {
+    payment_id: Uuid,
+    status: PaymentStatus,
+    reason: String,
+    amount: Money,
+    currency: String,
+    notice_code: Option<String>,
+    iuv: Option<String>,
+    transaction_id: Option<String>,
+    #[serde(with = "time::rome_opt")]
+    paid_at: Option<DateTime<Utc>>,
+    payer_tax_identification_number: String,
+}
+
+async fn receipt(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let payment = load(&state, &path).await?;
+    if payment.status != PaymentStatus::Complete {
+        return Err(ApiError::Conflict(format!(
+            "no receipt: the payment is {}, a receipt exists once it is COMPLETE",
+            payment.status
+        )));
+    }
+    Ok(HttpResponse::Ok().json(Receipt {
+        payment_id: payment.id,
+        status: payment.status,
+        reason: payment.reason,
+        amount: payment.payment.amount,
+        currency: payment.payment.currency,
+        notice_code: payment.payment.notice_code,
+        iuv: payment.payment.iuv,
+        transaction_id: payment.payment.transaction_id,
+        paid_at: payment.payment.paid_at,
+        payer_tax_identification_number: payment.payer.tax_identification_number.to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct IntermediaryPush {
+    iud: String,
+}
+
+/// A push from the intermediary: never trusted as such, it only triggers a check.
+async fn intermediary_notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (push, _): (IntermediaryPush, _) = body::json(&req, payload).await?;
+    let id = Uuid::parse_str(&push.iud).map_err(|_| ApiError::field("iud", "is not a payment of cassa"))?;
+    let payment = state
+        .store
+        .payment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no payment with iud {}", push.iud)))?;
+    if !payment.payment.status.is_final() {
+        let forward = Forward {
+            id,
+            command: PaymentCommand::CheckNow { citizen_returned: false },
+        };
+        if let Err(e) = state.registry.try_send(forward) {
+            tracing::warn!(payment_id = %id, error = %e, "push check not queued; polling will find the outcome");
+        }
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"accepted": true})))
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Payment>,
+    next_cursor: Option<String>,
+}
+
+fn encode_cursor(payment: &Payment) -> String {
+    let raw = format!("{}|{}", payment.created_at.timestamp(), payment.id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
+    let bad = || ApiError::field("cursor", "is not a cursor this API returned");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (seconds, id) = raw.split_once('|').ok_or_else(bad)?;
+    let seconds: i64 = seconds.parse().map_err(|_| bad())?;
+    Ok(Cursor {
+        created_at: DateTime::from_timestamp(seconds, 0).ok_or_else(bad)?,
+        id: Uuid::parse_str(id).map_err(|_| bad())?,
+    })
+}
+
+fn parse_uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(value).map_err(|_| ApiError::field(name, "must be a UUID"))
+}
+
+async fn list(
+    query: web::Query<Vec<(String, String)>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut filter = PaymentFilter::default();
+    let mut limit = LIST_LIMIT_DEFAULT;
+    let mut cursor = None;
+    for (name, value) in query.into_inner() {
+        match name.as_str() {
+            "status" => {
+                if value == "open" {
+                    filter.statuses.extend(PaymentStatus::OPEN);
+                } else {
+                    let status = value
+                        .parse::<PaymentStatus>()
+                        .map_err(|e| ApiError::field("status", format!("{e}, or open")))?;
+                    filter.statuses.push(status);
+                }
+            }
+            "tenant_id" => filter.tenant_id = Some(parse_uuid_param("tenant_id", &value)?),
+            "service_id" => filter.service_id = Some(parse_uuid_param("service_id", &value)?),
+            "remote_id" => filter.remote_id = Some(parse_uuid_param("remote_id", &value)?),
+            "user_id" => filter.user_id = Some(parse_uuid_param("user_id", &value)?),
+            "created_since" => {
+                filter.created_since = Some(time::parse(&value).map_err(|e| ApiError::field("created_since", e))?)
+            }
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=LIST_LIMIT_MAX).contains(n))
+                    .ok_or_else(|| ApiError::field("limit", format!("must be an integer from 1 to {LIST_LIMIT_MAX}")))?
+            }
+            "cursor" => cursor = Some(decode_cursor(&value)?),
+            other => {
+                return Err(ApiError::field(
+                    other,
+                    "unknown query parameter (known: status, tenant_id, service_id, remote_id, user_id, created_since, limit, cursor)",
+                ))
+            }
+        }
+    }
+    let mut rows = state.store.list_payments(&filter, limit + 1, cursor).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let items: Vec<Payment> = rows.into_iter().map(|r| r.payment).collect();
+    let next_cursor = if more { items.last().map(encode_cursor) } else { None };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_hash_ignores_key_order_and_whitespace() {
+        assert_eq!(request_hash(br#"{"a":1,"b":2}"#), request_hash(br#"{ "b": 2, "a": 1 }"#));
+        assert_ne!(request_hash(br#"{"a":1}"#), request_hash(br#"{"a":2}"#));
+    }
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let cursor = Cursor { created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(), id: Uuid::new_v4() };
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", 1_800_000_000, cursor.id));
+        assert_eq!(decode_cursor(&text).unwrap(), cursor);
+        assert!(decode_cursor("not-a-cursor").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Start-up of `cassa serve`: open and migrate the store, seed the demo data, start the
+//! registry (re-arming open payments in the background), mount the API and, in the
+//! embedded mode, the simulator under `/sim`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::actors::{Deps, PaymentRegistry, RearmOpen};
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::intermediary::{Intermediaries, Intermediary};
+use crate::simulator::{Simulator, SimulatorConfig};
+use crate::store::{self, Store};
+use crate::{seed, store::StoreError};
+
+/// A started cassa.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: std::net::SocketAddr,
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub registry: Addr<PaymentRegistry>,
+    /// The HTTP server: await it to run until a stop signal.
+    pub server: actix_web::dev::Server,
+    /// Whether the demo data was seeded.
+    pub seeded: bool,
+    /// The built-in simulator, when mounted.
+    pub simulator: Option<Simulator>,
+}
+
+/// Extra wiring for tests and benchmarks.
+#[derive(Default)]
+pub struct Overrides {
+    /// Use this intermediary for every service instead of the configured ones.
+    pub intermediary: Option<Arc<dyn Intermediary>>,
+}
+
+/// Starts cassa (inside an actix system) and returns once it accepts connections.
+pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<Running> {
+    let store = store::open(&settings.database.database_url).await?;
+    let listener = TcpListener::bind(settings.http_addr)
+        .with_context(|| format!("cannot listen on {} (CASSA_HTTP_ADDR)", settings.http_addr))?;
+    let addr = listener.local_addr()?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    let embedded = settings.embedded();
+    let simulator_url = settings
+        .simulator_url
+        .clone()
+        .unwrap_or_else(|| format!("{public_url}/sim"));
+    let seeded = settings.seed_demo.unwrap_or(embedded);
+    if seeded {
+        seed::demo(store.as_ref(), &simulator_url)
+            .await
+            .map_err(|e: StoreError| anyhow::anyhow!("cannot seed the demo data: {e}"))?;
+    }
+    let intermediaries = match overrides.intermediary {
+        Some(fixed) => Intermediaries::fixed(store.clone(), fixed),
+        None => Intermediaries::from_config(store.clone(), settings.intermediary_timeout),
+    };
+    let deps = Arc::new(Deps {
+        store: store.clone(),
+        intermediaries,
+        schedule: settings.poll_schedule.clone(),
+        public_url: public_url.clone(),
+    });
+    let arbiters = settings.arbiters.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let registry = PaymentRegistry::new(deps, arbiters).start();
+    // Serving HTTP does not wait for the open payments to be re-armed.
+    let rearm = registry.clone();
+    actix::spawn(async move {
+        match rearm.send(RearmOpen).await {
+            Ok(Ok(n)) => tracing::info!(open_payments = n, "open payments found at start-up"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot re-arm open payments"),
+            Err(e) => tracing::error!(error = %e, "registry unavailable"),
+        }
+    });
+    let simulator = embedded.then(|| {
+        Simulator::new(SimulatorConfig {
+            notify_url: Some(format!("{public_url}/v1/intermediaries/sim/notify")),
+            ..SimulatorConfig::default()
+        })
+    });
+    let state = web::Data::new(AppState {
+        store: store.clone(),
+        registry: registry.clone(),
+        public_url: public_url.clone(),
+    });
+    let mounted = simulator.clone();
+    let server = HttpServer::new(move || {
+        let mounted = mounted.clone();
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("cassa::http"))
+            .configure(http::app_config)
+            .configure(move |cfg| {
+                if let Some(sim) = &mounted {
+                    sim.configure(cfg);
+                }
+            })
+            .default_service(web::to(http::not_found))
+    })
+    .listen(listener)?
+    .workers(2)
+    .shutdown_timeout(10)
+    .run();
+    tracing::info!(%addr, %public_url, database = store.backend(), embedded, "cassa is serving");
+    Ok(Running {
+        addr,
+        public_url,
+        store,
+        registry,
+        server,
+        seeded,
+        simulator,
+    })
+}
