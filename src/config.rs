@@ -11,7 +11,11 @@ use crate::domain::schedule::PollSchedule;
 
 /// The command line of `cassa`.
 #[derive(Debug, Parser)]
-#[command(name = "cassa", version, about = "Payment orchestrator for e-government platforms")]
+#[command(
+    name = "cassa",
+    version,
+    about = "Payment orchestrator for e-government platforms"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,10 +74,19 @@ pub struct Settings {
     pub topic_applications: String,
     #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
     pub topic_payments: String,
-    #[arg(long, env = "CASSA_TOPIC_DEAD_LETTER", default_value = "cassa-dead-letter")]
+    #[arg(
+        long,
+        env = "CASSA_TOPIC_DEAD_LETTER",
+        default_value = "cassa-dead-letter"
+    )]
     pub topic_dead_letter: String,
     /// Comma-separated roles: api, dispatcher, proxy, updater.
-    #[arg(long, env = "CASSA_ROLES", value_delimiter = ',', default_value = "api,dispatcher,proxy,updater")]
+    #[arg(
+        long,
+        env = "CASSA_ROLES",
+        value_delimiter = ',',
+        default_value = "api,dispatcher,proxy,updater"
+    )]
     pub roles: Vec<Role>,
     /// HS256 secret of the API's bearer tokens.
     #[arg(long, env = "CASSA_JWT_SECRET", hide_env_values = true)]
@@ -82,7 +95,11 @@ pub struct Settings {
     #[arg(long, env = "CASSA_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Poll table: `<age>:<interval>,…,*:<interval>`.
-    #[arg(long, env = "CASSA_POLL_SCHEDULE", default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h")]
+    #[arg(
+        long,
+        env = "CASSA_POLL_SCHEDULE",
+        default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h"
+    )]
     pub poll_schedule: PollSchedule,
     /// Where the demo service config points (default: the built-in `/sim`).
     #[arg(long, env = "CASSA_SIMULATOR_URL")]
@@ -210,20 +227,30 @@ mod tests {
 
     #[test]
     fn unknown_cassa_variables_are_refused_by_name() {
-        let vars = vec![("CASSA_HTTP_ADDR".to_string(), "x".to_string()), ("PATH".into(), "/bin".into())];
+        let vars = vec![
+            ("CASSA_HTTP_ADDR".to_string(), "x".to_string()),
+            ("PATH".into(), "/bin".into()),
+        ];
         assert!(check_env(vars.into_iter()).is_ok());
-        let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter()).unwrap_err();
+        let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter())
+            .unwrap_err();
         assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
     }
 
     #[test]
     fn flags_parse_and_bad_values_name_the_setting() {
-        let s = Settings::parse_from(["cassa", "--poll-schedule", "*:2s", "--roles", "api,updater"]).unwrap();
+        let s =
+            Settings::parse_from(["cassa", "--poll-schedule", "*:2s", "--roles", "api,updater"])
+                .unwrap();
         assert_eq!(s.poll_schedule.to_string(), "*:2s");
         assert_eq!(s.roles, vec![Role::Api, Role::Updater]);
-        let err = Settings::parse_from(["cassa", "--poll-schedule", "soon"]).unwrap_err().to_string();
+        let err = Settings::parse_from(["cassa", "--poll-schedule", "soon"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--poll-schedule"), "{err}");
-        let err = Settings::parse_from(["cassa", "--roles", "api,cook"]).unwrap_err().to_string();
+        let err = Settings::parse_from(["cassa", "--roles", "api,cook"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--roles"), "{err}");
     }
 }

@@ -88,7 +88,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     if running.seeded {
         println!("{}", cassa::seed::banner(&running.public_url));
     }
-    println!("cassa listening on {} ({} database)", running.public_url, running.store.backend());
+    println!(
+        "cassa listening on {} ({} database)",
+        running.public_url,
+        running.store.backend()
+    );
     running.server.await?;
     Ok(())
 }

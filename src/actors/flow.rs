@@ -35,8 +35,8 @@ pub async fn advance(
         }
         check_now = false;
         let next = step(deps, &row, now, citizen_returned).await?;
-        let progressed = next.payment.status != row.payment.status
-            || next.saga.wind_down != row.saga.wind_down;
+        let progressed =
+            next.payment.status != row.payment.status || next.saga.wind_down != row.saga.wind_down;
         row = next;
         if !progressed {
             break;
@@ -56,11 +56,10 @@ pub async fn with_reload<T>(
         match op(deps, row.clone()).await {
             Err(PaymentError::Store(StoreError::Conflict(id))) => {
                 tracing::debug!(payment_id = %id, "row changed concurrently, reloading");
-                row = deps
-                    .store
-                    .payment(id)
-                    .await?
-                    .ok_or_else(|| PaymentError::Unavailable(format!("payment {id} vanished")))?;
+                row =
+                    deps.store.payment(id).await?.ok_or_else(|| {
+                        PaymentError::Unavailable(format!("payment {id} vanished"))
+                    })?;
             }
             other => return other,
         }
@@ -208,7 +207,10 @@ fn position_request(deps: &Deps, payment: &Payment) -> PositionRequest {
             "{}/v1/payments/{}/landing",
             deps.public_url, payment.id
         )),
-        notify_url: Some(format!("{}/v1/intermediaries/default/notify", deps.public_url)),
+        notify_url: Some(format!(
+            "{}/v1/intermediaries/default/notify",
+            deps.public_url
+        )),
     }
 }
 
@@ -223,7 +225,11 @@ async fn create_position(
         saga.wind_down = Some(WindDown::Expire);
         return save(deps, row, row.payment.clone(), saga, Some(now), None).await;
     }
-    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+    let intermediary = match deps
+        .intermediaries
+        .for_service(row.payment.service_id)
+        .await
+    {
         Ok(i) => i,
         Err(e) => return retry_later(deps, row, e, now).await,
     };
@@ -245,7 +251,16 @@ async fn create_position(
         Err(IntermediaryError::Transient(e)) => retry_later(deps, row, e, now).await,
         Err(e) => {
             let message = format!("the intermediary refused the debt position: {e}");
-            finish(deps, row, row.payment.clone(), PaymentStatus::CreationFailed, Some(message), now, None).await
+            finish(
+                deps,
+                row,
+                row.payment.clone(),
+                PaymentStatus::CreationFailed,
+                Some(message),
+                now,
+                None,
+            )
+            .await
         }
     }
 }
@@ -260,7 +275,11 @@ async fn check_position(
     let Some(iuv) = row.payment.payment.iuv.clone() else {
         return retry_later(deps, row, "the payment has no iuv".into(), now).await;
     };
-    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+    let intermediary = match deps
+        .intermediaries
+        .for_service(row.payment.service_id)
+        .await
+    {
         Ok(i) => i,
         Err(e) => return retry_later(deps, row, e, now).await,
     };
@@ -275,7 +294,16 @@ async fn check_position(
             }
             PositionState::Failed => {
                 let message = Some("the payment failed at the intermediary".to_string());
-                finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, None).await
+                finish(
+                    deps,
+                    row,
+                    payment,
+                    PaymentStatus::PaymentFailed,
+                    message,
+                    now,
+                    None,
+                )
+                .await
             }
             PositionState::Canceled => {
                 let status = if payment.status.can_transition_to(PaymentStatus::Canceled) {
@@ -283,7 +311,8 @@ async fn check_position(
                 } else {
                     PaymentStatus::PaymentFailed
                 };
-                let message = Some("the debt position was cancelled at the intermediary".to_string());
+                let message =
+                    Some("the debt position was cancelled at the intermediary".to_string());
                 finish(deps, row, payment, status, message, now, None).await
             }
             PositionState::Pending => {
@@ -327,9 +356,22 @@ async fn wind_down(
     if row.payment.kind == PaymentType::Wallet {
         // The ledger is local: releasing the hold and ending are one transaction.
         let payment = row.payment.clone();
-        return finish(deps, row, payment, status, message, now, Some(HoldAction::Release)).await;
+        return finish(
+            deps,
+            row,
+            payment,
+            status,
+            message,
+            now,
+            Some(HoldAction::Release),
+        )
+        .await;
     }
-    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+    let intermediary = match deps
+        .intermediaries
+        .for_service(row.payment.service_id)
+        .await
+    {
         Ok(i) => i,
         Err(e) => return retry_later(deps, row, e, now).await,
     };
@@ -360,7 +402,15 @@ async fn wind_down(
             saga.wind_down = None;
             save(deps, row, row.payment.clone(), saga, Some(now), None).await
         }
-        Err(e) => retry_later(deps, row, format!("compensation (cancel the debt position) failed: {e}"), now).await,
+        Err(e) => {
+            retry_later(
+                deps,
+                row,
+                format!("compensation (cancel the debt position) failed: {e}"),
+                now,
+            )
+            .await
+        }
     }
 }
 
@@ -371,7 +421,11 @@ async fn execute_gateway(
     row: &StoredPayment,
     now: DateTime<Utc>,
 ) -> Result<StoredPayment, StoreError> {
-    let intermediary = match deps.intermediaries.for_service(row.payment.service_id).await {
+    let intermediary = match deps
+        .intermediaries
+        .for_service(row.payment.service_id)
+        .await
+    {
         Ok(i) => i,
         Err(e) => return retry_later(deps, row, e, now).await,
     };
@@ -387,18 +441,47 @@ async fn execute_gateway(
             match result.outcome {
                 GatewayOutcome::Approved => {
                     payment.payment.paid_at = Some(now);
-                    finish(deps, row, payment, PaymentStatus::Complete, None, now, Some(HoldAction::Capture)).await
+                    finish(
+                        deps,
+                        row,
+                        payment,
+                        PaymentStatus::Complete,
+                        None,
+                        now,
+                        Some(HoldAction::Capture),
+                    )
+                    .await
                 }
                 GatewayOutcome::Rejected => {
                     let message = Some("rejected by the payment-system gateway".to_string());
-                    finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, Some(HoldAction::Release)).await
+                    finish(
+                        deps,
+                        row,
+                        payment,
+                        PaymentStatus::PaymentFailed,
+                        message,
+                        now,
+                        Some(HoldAction::Release),
+                    )
+                    .await
                 }
             }
         }
-        Err(IntermediaryError::Transient(e)) => retry_later(deps, row, format!("gateway: {e}"), now).await,
+        Err(IntermediaryError::Transient(e)) => {
+            retry_later(deps, row, format!("gateway: {e}"), now).await
+        }
         Err(e) => {
             let message = Some(format!("the gateway refused the payment: {e}"));
-            finish(deps, row, payment, PaymentStatus::PaymentFailed, message, now, Some(HoldAction::Release)).await
+            finish(
+                deps,
+                row,
+                payment,
+                PaymentStatus::PaymentFailed,
+                message,
+                now,
+                Some(HoldAction::Release),
+            )
+            .await
         }
     }
 }
@@ -442,7 +525,8 @@ pub async fn start_checkout(
     }
     match row.payment.status {
         PaymentStatus::CreationPending => Err(PaymentError::NotReady(
-            "the debt position is still being created at the intermediary; retry in a moment".into(),
+            "the debt position is still being created at the intermediary; retry in a moment"
+                .into(),
         )),
         PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted => {
             let url = row.saga.checkout_url.clone().ok_or_else(|| {

@@ -85,8 +85,6 @@ pub struct PaymentActor {
     row: Option<StoredPayment>,
     timer: Option<SpawnHandle>,
     watch: DeathWatch,
-    /// Set when loading the row failed: the registry must restart us.
-    load_failed: bool,
 }
 
 impl PaymentActor {
@@ -98,7 +96,6 @@ impl PaymentActor {
             row: None,
             timer: None,
             watch,
-            load_failed: false,
         }
     }
 
@@ -109,12 +106,15 @@ impl PaymentActor {
         }
         let Some(row) = &self.row else { return };
         if row.payment.status.is_final() {
-            ctx.stop();
+            self.stop_cleanly(ctx);
             return;
         }
         let now = Utc::now();
         let due = row.next_check_at.unwrap_or(now);
-        let mut delay = (due - now).to_std().unwrap_or(Duration::ZERO).min(MAX_TIMER);
+        let mut delay = (due - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_TIMER);
         // Work missed while no actor ran (restart) is spread out; fresh work is not.
         if spread && due < now - chrono::Duration::seconds(2) {
             delay = Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS);
@@ -123,6 +123,14 @@ impl PaymentActor {
             act.timer = None;
             ctx.notify(Drive);
         }));
+    }
+
+    /// Stops on purpose. Any other end (a panic, a failed load) is a crash: actix's
+    /// `ContextFut::drop` runs `stopped()` even while a panic unwinds, so only a
+    /// deliberate stop may mark the exit clean.
+    fn stop_cleanly(&mut self, ctx: &mut Context<Self>) {
+        self.watch.clean = true;
+        ctx.stop();
     }
 
     /// Stores the outcome of an operation and re-arms.
@@ -141,29 +149,23 @@ impl Actor for PaymentActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let store = self.deps.store.clone();
         let id = self.id;
-        ctx.wait(
-            async move { store.payment(id).await }
-                .into_actor(self)
-                .map(|loaded, act, ctx| match loaded {
-                    Ok(Some(row)) => {
-                        act.row = Some(row);
-                        act.arm(ctx, true);
-                    }
-                    Ok(None) => {
-                        tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
-                        ctx.stop();
-                    }
-                    Err(e) => {
-                        tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
-                        act.load_failed = true;
-                        ctx.stop();
-                    }
-                }),
-        );
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.watch.clean = !self.load_failed;
+        ctx.wait(async move { store.payment(id).await }.into_actor(self).map(
+            |loaded, act, ctx| match loaded {
+                Ok(Some(row)) => {
+                    act.row = Some(row);
+                    act.arm(ctx, true);
+                }
+                Ok(None) => {
+                    tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
+                    act.stop_cleanly(ctx);
+                }
+                Err(e) => {
+                    // Unclean: the registry restarts us with backoff.
+                    tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
+                    ctx.stop();
+                }
+            },
+        ));
     }
 }
 
@@ -193,7 +195,13 @@ impl Handler<Drive> for PaymentActor {
             .map(|row, act, ctx| {
                 let failed = row.is_none();
                 act.settle(row, ctx);
-                if failed && act.timer.is_none() && !act.row.as_ref().is_some_and(|r| r.payment.status.is_final()) {
+                if failed
+                    && act.timer.is_none()
+                    && !act
+                        .row
+                        .as_ref()
+                        .is_some_and(|r| r.payment.status.is_final())
+                {
                     act.timer = Some(ctx.run_later(Duration::from_secs(1), |act, ctx| {
                         act.timer = None;
                         ctx.notify(Drive);
@@ -214,12 +222,20 @@ impl Handler<Command> for PaymentActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let Some(row) = row else {
-                    return (None, Err(PaymentError::Unavailable("the payment is loading; retry".into())));
+                    return (
+                        None,
+                        Err(PaymentError::Unavailable(
+                            "the payment is loading; retry".into(),
+                        )),
+                    );
                 };
                 let result = match command.0 {
                     PaymentCommand::CheckNow { citizen_returned } => {
                         flow::with_reload(&deps, row, async |deps, row| {
-                            Ok((flow::advance(deps, row, true, citizen_returned).await?, None))
+                            Ok((
+                                flow::advance(deps, row, true, citizen_returned).await?,
+                                None,
+                            ))
                         })
                         .await
                     }

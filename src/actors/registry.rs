@@ -86,9 +86,16 @@ impl PaymentRegistry {
         };
         let deps = self.deps.clone();
         let arbiter = &self.arbiters[(id.as_u128() % self.arbiters.len() as u128) as usize];
-        let addr = PaymentActor::start_in_arbiter(arbiter, move |_| PaymentActor::new(id, deps, watch));
+        let addr =
+            PaymentActor::start_in_arbiter(arbiter, move |_| PaymentActor::new(id, deps, watch));
         self.stats.spawned += 1;
-        self.actors.insert(id, Resident { addr: addr.clone(), generation });
+        self.actors.insert(
+            id,
+            Resident {
+                addr: addr.clone(),
+                generation,
+            },
+        );
         addr
     }
 }
@@ -127,13 +134,41 @@ impl Handler<Forward> for PaymentRegistry {
 
     fn handle(&mut self, forward: Forward, ctx: &mut Context<Self>) -> Self::Result {
         let addr = self.ensure(forward.id, ctx);
+        let registry = ctx.address();
         Box::pin(async move {
             match addr.send(Command(forward.command)).await {
                 Ok(reply) => reply,
-                Err(e) => Err(PaymentError::Unavailable(format!(
-                    "the payment's actor is restarting ({e}); retry"
-                ))),
+                // The actor stopped with the command queued (its payment just ended,
+                // or it crashed): once more, on a fresh actor that loads the row.
+                Err(_) => match registry.send(Retry(forward)).await {
+                    Ok(reply) => reply,
+                    Err(e) => Err(PaymentError::Unavailable(format!(
+                        "the payment registry is not answering: {e}"
+                    ))),
+                },
             }
+        })
+    }
+}
+
+/// A `Forward` whose actor stopped before answering: tried once more, not again.
+#[derive(Message)]
+#[rtype(result = "Result<CommandReply, PaymentError>")]
+struct Retry(Forward);
+
+impl Handler<Retry> for PaymentRegistry {
+    type Result = ResponseFuture<Result<CommandReply, PaymentError>>;
+
+    fn handle(&mut self, Retry(forward): Retry, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.ensure(forward.id, ctx);
+        Box::pin(async move {
+            addr.send(Command(forward.command))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(PaymentError::Unavailable(format!(
+                        "the payment's actor is restarting ({e}); retry"
+                    )))
+                })
         })
     }
 }
@@ -155,7 +190,10 @@ impl Handler<ActorExited> for PaymentRegistry {
         self.stats.crashes += 1;
         let now = Instant::now();
         let history = self.restarts.entry(exit.id).or_default();
-        while history.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW) {
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
             history.pop_front();
         }
         if history.len() >= RESTART_BUDGET {

@@ -317,7 +317,10 @@ mod tests {
         assert_eq!(event, again);
         let original: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
         let written: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(original, written, "every documented field is written back unchanged");
+        assert_eq!(
+            original, written,
+            "every documented field is written back unchanged"
+        );
         assert!(text.contains("\"amount\":12.34"), "{text}");
     }
 

@@ -69,7 +69,11 @@ impl Step {
 /// The steps of a flow, in order.
 pub fn steps(kind: PaymentType) -> &'static [Step] {
     match kind {
-        PaymentType::Pagopa => &[Step::CreatePosition, Step::AwaitPayment, Step::RecordReceipt],
+        PaymentType::Pagopa => &[
+            Step::CreatePosition,
+            Step::AwaitPayment,
+            Step::RecordReceipt,
+        ],
         PaymentType::Wallet => &[Step::HoldFunds, Step::ExecuteGateway, Step::SettleHold],
     }
 }
@@ -145,7 +149,11 @@ mod tests {
             let kinds: Vec<_> = steps(kind).iter().map(|s| s.kind()).collect();
             assert_eq!(
                 kinds,
-                [StepKind::Compensatable, StepKind::Pivot, StepKind::Retriable]
+                [
+                    StepKind::Compensatable,
+                    StepKind::Pivot,
+                    StepKind::Retriable
+                ]
             );
         }
     }

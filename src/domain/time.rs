@@ -21,7 +21,9 @@ pub fn format(at: &DateTime<Utc>) -> String {
 pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
-        .map_err(|_| "must be an ISO 8601 timestamp with offset, like 2026-12-31T23:59:59+01:00".into())
+        .map_err(|_| {
+            "must be an ISO 8601 timestamp with offset, like 2026-12-31T23:59:59+01:00".into()
+        })
 }
 
 /// serde `with` module for a required timestamp.

@@ -11,7 +11,10 @@ use super::problem::ApiError;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Reads the whole body, refusing more than `BODY_LIMIT` bytes.
-pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+pub async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -22,7 +25,8 @@ pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload) -> Resul
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedBody(format!("cannot read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::MalformedBody(format!("cannot read the body: {e}")))?;
         if body.len() + chunk.len() > BODY_LIMIT {
             return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
         }
@@ -50,16 +54,31 @@ pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             ApiError::MalformedBody(format!("the body is not valid JSON: {inner}"))
-        } else if path == "." || path.is_empty() {
-            ApiError::field("body", strip_position(&inner.to_string()))
         } else {
-            ApiError::field(path, strip_position(&inner.to_string()))
+            let detail = strip_position(&inner.to_string());
+            ApiError::field(field_of(&path, &detail), detail)
         }
     })?;
     deserializer
         .end()
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The full name of the failing field: serde reports missing and unknown fields at
+/// their parent's path, naming the field itself in the message.
+fn field_of(path: &str, detail: &str) -> String {
+    let parent = if path == "." { "" } else { path };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| detail.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if parent.is_empty() => name.to_string(),
+        Some(name) if !parent.ends_with(name) => format!("{parent}.{name}"),
+        _ if parent.is_empty() => "body".to_string(),
+        _ => parent.to_string(),
+    }
 }
 
 /// serde_json appends " at line 1 column 42" to messages: useful for syntax errors only.
@@ -71,7 +90,10 @@ fn strip_position(message: &str) -> String {
 }
 
 /// Reads and parses a JSON body.
-pub async fn json<T: DeserializeOwned>(req: &HttpRequest, payload: web::Payload) -> Result<(T, web::Bytes), ApiError> {
+pub async fn json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(T, web::Bytes), ApiError> {
     let body = read_limited(req, payload).await?;
     let value = parse_json(req, &body)?;
     Ok((value, body))

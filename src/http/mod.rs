@@ -50,7 +50,8 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .ping()
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not reachable: {e}")))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": state.store.backend()})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"status": "ready", "database": state.store.backend()})))
 }
 
 async fn openapi() -> HttpResponse {

@@ -126,7 +126,10 @@ fn check_method(field: &str, method: Option<&str>, allowed: &[&str]) -> Result<S
     if allowed.contains(&method.as_str()) {
         Ok(method)
     } else {
-        Err(ApiError::field(field, format!("must be one of {}", allowed.join(", "))))
+        Err(ApiError::field(
+            field,
+            format!("must be one of {}", allowed.join(", ")),
+        ))
     }
 }
 
@@ -138,20 +141,29 @@ impl CreatePayment {
             return Err(ApiError::field("reason", "must not be empty"));
         }
         if self.reason.chars().count() > REASON_MAX {
-            return Err(ApiError::field("reason", format!("must be at most {REASON_MAX} characters")));
+            return Err(ApiError::field(
+                "reason",
+                format!("must be at most {REASON_MAX} characters"),
+            ));
         }
         if self.payment.currency != "EUR" {
             return Err(ApiError::field("payment.currency", "only EUR is supported"));
         }
         if let Some(expire_at) = self.payment.expire_at {
             if expire_at <= now {
-                return Err(ApiError::field("payment.expire_at", "must be in the future"));
+                return Err(ApiError::field(
+                    "payment.expire_at",
+                    "must be in the future",
+                ));
             }
         }
         if !self.payment.split.is_empty() {
             for (i, part) in self.payment.split.iter().enumerate() {
                 if part.code.trim().is_empty() {
-                    return Err(ApiError::field(format!("payment.split[{i}].code"), "must not be empty"));
+                    return Err(ApiError::field(
+                        format!("payment.split[{i}].code"),
+                        "must not be empty",
+                    ));
                 }
             }
             let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
@@ -166,24 +178,41 @@ impl CreatePayment {
                 ));
             }
         }
-        for (prefix, payer) in [("payer", Some(&self.payer)), ("debtor", self.debtor.as_ref())] {
+        for (prefix, payer) in [
+            ("payer", Some(&self.payer)),
+            ("debtor", self.debtor.as_ref()),
+        ] {
             let Some(payer) = payer else { continue };
             if payer.name.trim().is_empty() {
-                return Err(ApiError::field(format!("{prefix}.name"), "must not be empty"));
+                return Err(ApiError::field(
+                    format!("{prefix}.name"),
+                    "must not be empty",
+                ));
             }
             if let Some(email) = &payer.email {
                 if !email.contains('@') || email.len() > 254 {
-                    return Err(ApiError::field(format!("{prefix}.email"), "must be an email address"));
+                    return Err(ApiError::field(
+                        format!("{prefix}.email"),
+                        "must be an email address",
+                    ));
                 }
             }
         }
         for (i, link) in self.links.notify.iter().enumerate() {
             check_url(&format!("links.notify[{i}].url"), &link.url)?;
-            check_method(&format!("links.notify[{i}].method"), link.method.as_deref(), &["POST", "PUT"])?;
+            check_method(
+                &format!("links.notify[{i}].method"),
+                link.method.as_deref(),
+                &["POST", "PUT"],
+            )?;
         }
         if let Some(landing) = &self.links.online_payment_landing {
             check_url("links.online_payment_landing.url", &landing.url)?;
-            check_method("links.online_payment_landing.method", landing.method.as_deref(), &["GET"])?;
+            check_method(
+                "links.online_payment_landing.method",
+                landing.method.as_deref(),
+                &["GET"],
+            )?;
         }
         match (self.kind, self.wallet_account_id) {
             (PaymentType::Wallet, None) => Err(ApiError::field(
@@ -207,7 +236,10 @@ impl CreatePayment {
             .into_iter()
             .map(|l| NotifyLink {
                 url: l.url,
-                method: l.method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase(),
+                method: l
+                    .method
+                    .unwrap_or_else(|| "POST".into())
+                    .to_ascii_uppercase(),
                 sent_at: None,
             })
             .collect();
@@ -320,12 +352,18 @@ async fn create(
         .filter(|s| s.tenant_id == request.tenant_id)
         .ok_or_else(|| ApiError::field("service_id", "no such service for this tenant_id"))?;
     if !service.active {
-        return Err(ApiError::field("service_id", "the service is not active: it takes no new payments"));
+        return Err(ApiError::field(
+            "service_id",
+            "the service is not active: it takes no new payments",
+        ));
     }
     if !service.payment_types.contains(&request.kind) {
         return Err(ApiError::field(
             "type",
-            format!("the service does not take {} payments", request.kind.as_str()),
+            format!(
+                "the service does not take {} payments",
+                request.kind.as_str()
+            ),
         ));
     }
     let idempotency = key.map(|key| IdempotencyKey {
@@ -333,7 +371,10 @@ async fn create(
         key,
         request_hash: request_hash(&raw),
     });
-    let user_id = Uuid::new_v5(&PAYER_NAMESPACE, request.payer.tax_identification_number.as_str().as_bytes());
+    let user_id = Uuid::new_v5(
+        &PAYER_NAMESPACE,
+        request.payer.tax_identification_number.as_str().as_bytes(),
+    );
     let payment = request.into_payment(user_id, &state.public_url, now);
     let hold = payment.wallet_account_id.map(|account_id| HoldRequest {
         account_id,
@@ -381,12 +422,19 @@ async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no payment {id}")))
 }
 
-async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     Ok(HttpResponse::Ok().json(payment))
 }
 
-async fn command(state: &AppState, id: Uuid, command: PaymentCommand) -> Result<crate::actors::CommandReply, ApiError> {
+async fn command(
+    state: &AppState,
+    id: Uuid,
+    command: PaymentCommand,
+) -> Result<crate::actors::CommandReply, ApiError> {
     state
         .registry
         .send(Forward { id, command })
@@ -396,7 +444,10 @@ async fn command(state: &AppState, id: Uuid, command: PaymentCommand) -> Result<
 }
 
 #[tracing::instrument(name = "http.cancel_payment", skip_all, fields(payment_id = %path))]
-async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     if payment.status.is_final() {
         return match payment.status {
@@ -407,41 +458,66 @@ async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> Result<H
     let reply = command(&state, payment.id, PaymentCommand::Cancel).await?;
     match reply.payment.status {
         PaymentStatus::Canceled => Ok(HttpResponse::Ok().json(reply.payment)),
-        s if s.is_final() => Err(ApiError::Conflict(format!("the payment ended {s} before it could be cancelled"))),
+        s if s.is_final() => Err(ApiError::Conflict(format!(
+            "the payment ended {s} before it could be cancelled"
+        ))),
         // Compensation still running (retried until done): accepted, not finished.
         _ => Ok(HttpResponse::Accepted().json(reply.payment)),
     }
 }
 
 #[tracing::instrument(name = "http.update_payment", skip_all, fields(payment_id = %path))]
-async fn update(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     if payment.status.is_final() {
         return Ok(HttpResponse::Ok().json(payment));
     }
-    let reply = command(&state, payment.id, PaymentCommand::CheckNow { citizen_returned: false }).await?;
+    let reply = command(
+        &state,
+        payment.id,
+        PaymentCommand::CheckNow {
+            citizen_returned: false,
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(reply.payment))
 }
 
-async fn online_payment(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn online_payment(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     if payment.status.is_final() {
-        return Err(ApiError::Conflict(format!("the payment is {}", payment.status)));
+        return Err(ApiError::Conflict(format!(
+            "the payment is {}",
+            payment.status
+        )));
     }
     let reply = command(&state, payment.id, PaymentCommand::StartCheckout).await?;
     let url = reply
         .checkout_url
         .ok_or_else(|| ApiError::Conflict("the payment has no online checkout".into()))?;
-    Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish())
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, url))
+        .finish())
 }
 
-async fn landing(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn landing(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     if !payment.status.is_final() {
         // An immediate check, without making the citizen wait for the intermediary.
         let forward = Forward {
             id: payment.id,
-            command: PaymentCommand::CheckNow { citizen_returned: true },
+            command: PaymentCommand::CheckNow {
+                citizen_returned: true,
+            },
         };
         if let Err(e) = state.registry.try_send(forward) {
             tracing::warn!(payment_id = %payment.id, error = %e, "landing check not queued; polling will find the outcome");
@@ -471,7 +547,10 @@ struct Receipt {
     payer_tax_identification_number: String,
 }
 
-async fn receipt(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn receipt(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
     if payment.status != PaymentStatus::Complete {
         return Err(ApiError::Conflict(format!(
@@ -505,7 +584,8 @@ async fn intermediary_notify(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (push, _): (IntermediaryPush, _) = body::json(&req, payload).await?;
-    let id = Uuid::parse_str(&push.iud).map_err(|_| ApiError::field("iud", "is not a payment of cassa"))?;
+    let id = Uuid::parse_str(&push.iud)
+        .map_err(|_| ApiError::field("iud", "is not a payment of cassa"))?;
     let payment = state
         .store
         .payment(id)
@@ -514,7 +594,9 @@ async fn intermediary_notify(
     if !payment.payment.status.is_final() {
         let forward = Forward {
             id,
-            command: PaymentCommand::CheckNow { citizen_returned: false },
+            command: PaymentCommand::CheckNow {
+                citizen_returned: false,
+            },
         };
         if let Err(e) = state.registry.try_send(forward) {
             tracing::warn!(payment_id = %id, error = %e, "push check not queued; polling will find the outcome");
@@ -594,11 +676,18 @@ async fn list(
             }
         }
     }
-    let mut rows = state.store.list_payments(&filter, limit + 1, cursor).await?;
+    let mut rows = state
+        .store
+        .list_payments(&filter, limit + 1, cursor)
+        .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let items: Vec<Payment> = rows.into_iter().map(|r| r.payment).collect();
-    let next_cursor = if more { items.last().map(encode_cursor) } else { None };
+    let next_cursor = if more {
+        items.last().map(encode_cursor)
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
@@ -608,14 +697,21 @@ mod tests {
 
     #[test]
     fn request_hash_ignores_key_order_and_whitespace() {
-        assert_eq!(request_hash(br#"{"a":1,"b":2}"#), request_hash(br#"{ "b": 2, "a": 1 }"#));
+        assert_eq!(
+            request_hash(br#"{"a":1,"b":2}"#),
+            request_hash(br#"{ "b": 2, "a": 1 }"#)
+        );
         assert_ne!(request_hash(br#"{"a":1}"#), request_hash(br#"{"a":2}"#));
     }
 
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {
-        let cursor = Cursor { created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(), id: Uuid::new_v4() };
-        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", 1_800_000_000, cursor.id));
+        let cursor = Cursor {
+            created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}|{}", 1_800_000_000, cursor.id));
         assert_eq!(decode_cursor(&text).unwrap(), cursor);
         assert!(decode_cursor("not-a-cursor").is_err());
     }

@@ -61,14 +61,30 @@ impl ApiError {
     fn kind_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::InvalidField { .. } => ("urn:cassa:problem:invalid-field", "Invalid field"),
-            ApiError::MalformedBody(_) => ("urn:cassa:problem:malformed-body", "Malformed request body"),
+            ApiError::MalformedBody(_) => {
+                ("urn:cassa:problem:malformed-body", "Malformed request body")
+            }
             ApiError::BadRequest(_) => ("urn:cassa:problem:bad-request", "Bad request"),
-            ApiError::PayloadTooLarge { .. } => ("urn:cassa:problem:payload-too-large", "Request body too large"),
-            ApiError::UnsupportedMediaType(_) => ("urn:cassa:problem:unsupported-media-type", "Unsupported media type"),
+            ApiError::PayloadTooLarge { .. } => (
+                "urn:cassa:problem:payload-too-large",
+                "Request body too large",
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                "urn:cassa:problem:unsupported-media-type",
+                "Unsupported media type",
+            ),
             ApiError::NotFound(_) => ("urn:cassa:problem:not-found", "Not found"),
-            ApiError::Conflict(_) => ("urn:cassa:problem:conflict", "Conflict with the payment's state"),
-            ApiError::Unprocessable(_) => ("urn:cassa:problem:unprocessable", "Request cannot be processed"),
-            ApiError::Unavailable(_) => ("urn:cassa:problem:unavailable", "Temporarily unavailable"),
+            ApiError::Conflict(_) => (
+                "urn:cassa:problem:conflict",
+                "Conflict with the payment's state",
+            ),
+            ApiError::Unprocessable(_) => (
+                "urn:cassa:problem:unprocessable",
+                "Request cannot be processed",
+            ),
+            ApiError::Unavailable(_) => {
+                ("urn:cassa:problem:unavailable", "Temporarily unavailable")
+            }
             ApiError::Unexpected(_) => ("urn:cassa:problem:internal", "Internal error"),
         }
     }
@@ -77,9 +93,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidField { .. } | ApiError::MalformedBody(_) | ApiError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidField { .. }
+            | ApiError::MalformedBody(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -108,13 +124,15 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "1"));
         }
-        response.content_type("application/problem+json").json(Problem {
-            kind,
-            title,
-            status: status.as_u16(),
-            detail,
-            field,
-        })
+        response
+            .content_type("application/problem+json")
+            .json(Problem {
+                kind,
+                title,
+                status: status.as_u16(),
+                detail,
+                field,
+            })
     }
 }
 

@@ -113,7 +113,10 @@ impl HttpIntermediary {
 
 #[async_trait]
 impl Intermediary for HttpIntermediary {
-    async fn create_position(&self, request: &PositionRequest) -> Result<Position, IntermediaryError> {
+    async fn create_position(
+        &self,
+        request: &PositionRequest,
+    ) -> Result<Position, IntermediaryError> {
         self.call(Method::POST, "/positions", Some(request)).await
     }
 
@@ -128,7 +131,10 @@ impl Intermediary for HttpIntermediary {
             .map(|_| ())
     }
 
-    async fn execute_payment(&self, request: &GatewayRequest) -> Result<GatewayResult, IntermediaryError> {
+    async fn execute_payment(
+        &self,
+        request: &GatewayRequest,
+    ) -> Result<GatewayResult, IntermediaryError> {
         self.call(Method::POST, "/payments", Some(request)).await
     }
 }

@@ -94,13 +94,19 @@ pub enum IntermediaryError {
 #[async_trait]
 pub trait Intermediary: Send + Sync + 'static {
     /// Creates (idempotently by iud) a debt position.
-    async fn create_position(&self, request: &PositionRequest) -> Result<Position, IntermediaryError>;
+    async fn create_position(
+        &self,
+        request: &PositionRequest,
+    ) -> Result<Position, IntermediaryError>;
     /// Reads a position's current state.
     async fn position(&self, iuv: &str) -> Result<Position, IntermediaryError>;
     /// Cancels a position (idempotent; `AlreadyPaid` if it was paid).
     async fn cancel_position(&self, iuv: &str) -> Result<(), IntermediaryError>;
     /// Executes a wallet payment at the gateway (idempotent by payment id).
-    async fn execute_payment(&self, request: &GatewayRequest) -> Result<GatewayResult, IntermediaryError>;
+    async fn execute_payment(
+        &self,
+        request: &GatewayRequest,
+    ) -> Result<GatewayResult, IntermediaryError>;
 }
 
 /// Finds the intermediary of a service: from its configuration (one HTTP client per
@@ -114,7 +120,10 @@ pub struct Intermediaries {
 
 impl Intermediaries {
     /// Resolves intermediaries from the services' configuration.
-    pub fn from_config(store: std::sync::Arc<dyn crate::store::Store>, timeout: std::time::Duration) -> Self {
+    pub fn from_config(
+        store: std::sync::Arc<dyn crate::store::Store>,
+        timeout: std::time::Duration,
+    ) -> Self {
         Intermediaries {
             store,
             fixed: None,
@@ -124,7 +133,10 @@ impl Intermediaries {
     }
 
     /// Uses one intermediary for every service (tests, benchmarks).
-    pub fn fixed(store: std::sync::Arc<dyn crate::store::Store>, intermediary: std::sync::Arc<dyn Intermediary>) -> Self {
+    pub fn fixed(
+        store: std::sync::Arc<dyn crate::store::Store>,
+        intermediary: std::sync::Arc<dyn Intermediary>,
+    ) -> Self {
         Intermediaries {
             store,
             fixed: Some(intermediary),
@@ -134,7 +146,10 @@ impl Intermediaries {
     }
 
     /// The intermediary of a service, or why there is none.
-    pub async fn for_service(&self, service_id: Uuid) -> Result<std::sync::Arc<dyn Intermediary>, String> {
+    pub async fn for_service(
+        &self,
+        service_id: Uuid,
+    ) -> Result<std::sync::Arc<dyn Intermediary>, String> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
@@ -151,7 +166,8 @@ impl Intermediaries {
         let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
         config.timeout = self.timeout;
         let client: std::sync::Arc<dyn Intermediary> = std::sync::Arc::new(
-            http::HttpIntermediary::new(config).map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            http::HttpIntermediary::new(config)
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
         );
         clients.insert(service.intermediary_url, client.clone());
         Ok(client)

@@ -524,4 +524,3 @@ macro_rules! sql_store {
 
 sql_store!(PgStore, sqlx::Postgres, "postgres");
 sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
-

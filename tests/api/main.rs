@@ -1,1 +1,13 @@
-//! Integration tests: one binary, modules per area.
+//! Integration tests: one binary (link once), a module per area. Every test talks HTTP
+//! to a real cassa on port 0, backed by a real SQLite file or PostgreSQL database, with
+//! the simulator on its own port over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod idempotency;
+mod payments;
+mod restart;
+mod store_suite;
+mod supervision;
+mod validation;
+mod wallet;

@@ -1,0 +1,321 @@
+//! `TestApp`: a cassa and a simulator for one test, each on its own port, with a fresh
+//! database. PostgreSQL tests need `TEST_PG_URL` (an admin URL; `bash .ci/run` sets
+//! it); each test gets its own database created from it.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cassa::actors::{GetStats, PaymentRegistry, RegistryStats};
+use cassa::config::Settings;
+use cassa::intermediary::Intermediary;
+use cassa::seed::{DEMO_ACCOUNT, DEMO_SERVICE, DEMO_TENANT};
+use cassa::server::{self, Overrides};
+use cassa::simulator::{self, SimulatorConfig, SimulatorStats};
+use cassa::store::Store;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database; the temp dir lives as long as this.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/cassa.db", dir.path().display());
+                TestDatabase {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_PG_URL").expect(
+                    "PostgreSQL tests need TEST_PG_URL, e.g. postgres://cassa:cassa@127.0.0.1:5432/postgres (bash .ci/run sets it up)",
+                );
+                let name = format!("cassa_test_{}", Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to TEST_PG_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// A simulator on its own port.
+pub struct TestSimulator {
+    pub base: String,
+}
+
+impl TestSimulator {
+    /// Starts serving on `listener` (bind one early to reserve the port).
+    pub fn serve(listener: TcpListener) -> Self {
+        let base = format!("http://{}/sim", listener.local_addr().unwrap());
+        let config = SimulatorConfig {
+            hang_for: Duration::from_secs(3),
+            notify_url: None,
+        };
+        actix_rt::spawn(simulator::server(listener, config).unwrap());
+        TestSimulator { base }
+    }
+
+    pub fn start() -> Self {
+        Self::serve(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    pub async fn stats(&self) -> SimulatorStats {
+        reqwest::get(format!("{}/stats", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn position(&self, iuv: &str) -> Value {
+        reqwest::get(format!("{}/positions/{iuv}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn pay(&self, iuv: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/positions/{iuv}/pay", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "pay at simulator: {}", r.status());
+    }
+}
+
+/// One cassa under test.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub registry: actix::Addr<PaymentRegistry>,
+    pub sim: TestSimulator,
+    pub _db: TestDatabase,
+}
+
+/// Settings of a test instance: port 0, a fast poll schedule, short intermediary timeout.
+pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
+    Settings::parse_from([
+        "cassa",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        db_url,
+        "--seed-demo",
+        "true",
+        "--simulator-url",
+        sim_base,
+        "--poll-schedule",
+        "*:1s",
+        "--intermediary-timeout",
+        "1s",
+        "--arbiters",
+        "2",
+    ])
+    .unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}, Overrides::default()).await
+    }
+
+    pub async fn spawn_with(
+        backend: Backend,
+        tune: impl FnOnce(&mut Settings),
+        overrides: Overrides,
+    ) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let sim = TestSimulator::start();
+        let mut settings = test_settings(&db.url, &sim.base);
+        tune(&mut settings);
+        let running = server::start(&settings, overrides).await.unwrap();
+        actix_rt::spawn(running.server);
+        TestApp {
+            base: running.public_url,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            store: running.store,
+            registry: running.registry,
+            sim,
+            _db: db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a payment and expects 202; returns its JSON.
+    pub async fn create(&self, body: &Value) -> Value {
+        let response = self.post_json("/v1/payments", body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 202, "create answered {status}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/payments/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn account(&self) -> Value {
+        self.client
+            .get(self.url(&format!("/v1/accounts/{DEMO_ACCOUNT}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn registry_stats(&self) -> RegistryStats {
+        self.registry.send(GetStats).await.unwrap()
+    }
+
+    /// Waits (polling the API) until the payment has `status`; fails after `seconds`.
+    pub async fn wait_for(&self, id: &str, status: &str, seconds: u64) -> Value {
+        wait_for_status(&self.client, &self.base, id, status, seconds).await
+    }
+
+    /// Outbox events of a payment, oldest first.
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        self.store
+            .payment_events(Uuid::parse_str(id).unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `GET /v1/payments/{id}` until it shows `status`.
+pub async fn wait_for_status(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    status: &str,
+    seconds: u64,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/v1/payments/{id}")).send().await {
+            if let Ok(body) = r.json::<Value>().await {
+                if body["status"] == status {
+                    return body;
+                }
+                last = body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("payment {id} did not reach {status} within {seconds}s; last seen: {last}");
+}
+
+/// A valid create body for the demo service.
+pub fn pagopa_body(amount: &str) -> Value {
+    json!({
+        "type": "PAGOPA",
+        "tenant_id": DEMO_TENANT,
+        "service_id": DEMO_SERVICE,
+        "remote_id": null,
+        "reason": "TARI 2026 rata 1",
+        "payment": {"amount": amount, "currency": "EUR", "expire_at": null, "split": []},
+        "payer": {"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi", "email": null},
+        "links": {"notify": [{"url": "http://127.0.0.1:9/notify", "method": "POST"}],
+                  "online_payment_landing": {"url": "http://platform.example/landing", "method": "GET"}},
+        "wallet_account_id": null
+    })
+}
+
+/// A valid WALLET create body charging the demo account.
+pub fn wallet_body(amount: &str) -> Value {
+    let mut body = pagopa_body(amount);
+    body["type"] = json!("WALLET");
+    body["wallet_account_id"] = json!(DEMO_ACCOUNT);
+    body
+}
+
+/// An intermediary that panics on the first position creation and then delegates.
+pub struct PanicOnce {
+    pub inner: Arc<dyn Intermediary>,
+    pub fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Intermediary for PanicOnce {
+    async fn create_position(
+        &self,
+        request: &cassa::intermediary::PositionRequest,
+    ) -> Result<cassa::intermediary::Position, cassa::intermediary::IntermediaryError> {
+        if !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected panic inside the payment actor's handler");
+        }
+        self.inner.create_position(request).await
+    }
+    async fn position(
+        &self,
+        iuv: &str,
+    ) -> Result<cassa::intermediary::Position, cassa::intermediary::IntermediaryError> {
+        self.inner.position(iuv).await
+    }
+    async fn cancel_position(
+        &self,
+        iuv: &str,
+    ) -> Result<(), cassa::intermediary::IntermediaryError> {
+        self.inner.cancel_position(iuv).await
+    }
+    async fn execute_payment(
+        &self,
+        request: &cassa::intermediary::GatewayRequest,
+    ) -> Result<cassa::intermediary::GatewayResult, cassa::intermediary::IntermediaryError> {
+        self.inner.execute_payment(request).await
+    }
+}

@@ -1,0 +1,350 @@
+//! The PAGOPA life of a payment over HTTP, on both databases: create, position at the
+//! intermediary, checkout, pay, COMPLETE; polling alone; cancel with compensation;
+//! expiry; the list view with filters and cursor pagination.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn pagopa_round_trip(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app.post_json("/v1/payments", &pagopa_body("12.34")).await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/v1/payments/{id}"));
+    assert_eq!(created["status"], "CREATION_PENDING");
+    assert_eq!(created["payment"]["amount"], json!(12.34));
+    assert_eq!(created["payment"]["iud"], id.replace('-', ""));
+
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let iuv = pending["payment"]["iuv"].as_str().unwrap().to_string();
+    assert_eq!(
+        pending["payment"]["notice_code"].as_str().unwrap().len(),
+        18
+    );
+    assert!(pending["links"]["update"]["next_check_at"].is_string());
+
+    // The citizen opens the online payment: 302 to the checkout, PAYMENT_STARTED.
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let checkout = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        checkout.starts_with(&app.sim.base) && checkout.ends_with(&iuv),
+        "{checkout}"
+    );
+    let started = app.get_payment(&id).await;
+    assert_eq!(started["status"], "PAYMENT_STARTED");
+    assert!(started["links"]["online_payment_begin"]["last_opened_at"].is_string());
+
+    // No receipt before the payment is complete.
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/receipt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    app.sim.pay(&iuv).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/update")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    assert!(done["payment"]["paid_at"].is_string());
+    assert!(done["payment"]["transaction_id"].is_string());
+    let receipt: Value = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/receipt")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipt["transaction_id"], done["payment"]["transaction_id"]);
+
+    // Every state change wrote one outbox event, each with its own event_id.
+    let events = app.events(&id).await;
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "CREATION_PENDING",
+            "PAYMENT_PENDING",
+            "PAYMENT_STARTED",
+            "COMPLETE"
+        ]
+    );
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    assert!(events.iter().all(
+        |e| e["event_version"] == "2.0" && e["app_id"].as_str().unwrap().starts_with("cassa:")
+    ));
+
+    let stats = app.sim.stats().await;
+    assert_eq!(stats.positions_created, 1);
+    assert_eq!(stats.duplicate_creates, 0);
+}
+
+#[actix_rt::test]
+async fn pagopa_round_trip_on_sqlite() {
+    pagopa_round_trip(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn pagopa_round_trip_on_postgres() {
+    pagopa_round_trip(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn a_payment_paid_at_the_intermediary_is_found_by_polling_alone() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.create(&pagopa_body("7.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    let done = app.wait_for(&id, "COMPLETE", 10).await;
+    assert!(done["links"]["update"]["last_check_at"].is_string());
+    assert!(done["links"]["update"]["next_check_at"].is_null());
+}
+
+#[actix_rt::test]
+async fn transient_intermediary_errors_are_retried_until_created() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // .03: the simulator answers 503 twice, then creates.
+    let id = app.create(&pagopa_body("9.03")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    assert_eq!(app.sim.stats().await.positions_created, 1);
+}
+
+#[actix_rt::test]
+async fn cancel_runs_the_compensation_and_is_idempotent() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.create(&pagopa_body("12.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let iuv = pending["payment"]["iuv"].as_str().unwrap();
+
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let canceled: Value = r.json().await.unwrap();
+    assert_eq!(canceled["status"], "CANCELED");
+    assert_eq!(
+        app.sim.position(iuv).await["status"],
+        "CANCELED",
+        "the debt position was cancelled"
+    );
+
+    let again = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let checkout = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checkout.status(), 409);
+    let events = app.events(&id).await;
+    assert_eq!(events.last().unwrap()["status"], "CANCELED");
+    assert_eq!(
+        events.iter().filter(|e| e["status"] == "CANCELED").count(),
+        1
+    );
+}
+
+#[actix_rt::test]
+async fn cancelling_a_paid_position_records_the_payment_instead() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.create(&pagopa_body("12.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "a paid payment cannot be cancelled");
+    assert_eq!(app.get_payment(&id).await["status"], "COMPLETE");
+}
+
+#[actix_rt::test]
+async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut body = pagopa_body("3.00");
+    let expire_at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    body["payment"]["expire_at"] = json!(expire_at);
+    let id = app.create(&body).await["id"].as_str().unwrap().to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let expired = app.wait_for(&id, "EXPIRED", 15).await;
+    assert_eq!(expired["status_message"], "expired unpaid");
+    let iuv = pending["payment"]["iuv"].as_str().unwrap();
+    assert_eq!(app.sim.position(iuv).await["status"], "CANCELED");
+}
+
+#[actix_rt::test]
+async fn landing_redirects_to_the_platform_and_checks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.create(&pagopa_body("4.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    let before = app.sim.stats().await.status_calls;
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/landing")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://platform.example/landing");
+    app.wait_for(&id, "COMPLETE", 5).await;
+    assert!(app.sim.stats().await.status_calls > before);
+}
+
+async fn list_filters_and_paginates(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut body = pagopa_body(&format!("{}.00", i + 1));
+        body["remote_id"] = json!(uuid::Uuid::new_v4());
+        ids.push(app.create(&body).await["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut url = app.url("/v1/payments?limit=2");
+    loop {
+        let page: Value = app
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => url = app.url(&format!("/v1/payments?limit=2&cursor={cursor}")),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every payment exactly once across pages");
+
+    let remote = app.get_payment(&ids[2]).await["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page: Value = app
+        .client
+        .get(app.url(&format!("/v1/payments?remote_id={remote}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["id"], ids[2].as_str());
+
+    let page: Value = app
+        .client
+        .get(app.url("/v1/payments?status=COMPLETE"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["items"].as_array().unwrap().is_empty());
+    let page: Value = app
+        .client
+        .get(app.url("/v1/payments?status=open&limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+
+    for bad in [
+        "limit=501",
+        "limit=0",
+        "status=PAID",
+        "cursor=zzz",
+        "tenant_id=1",
+        "colour=red",
+    ] {
+        let r = app
+            .client
+            .get(app.url(&format!("/v1/payments?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+}
+
+#[actix_rt::test]
+async fn list_filters_and_paginates_on_sqlite() {
+    list_filters_and_paginates(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn list_filters_and_paginates_on_postgres() {
+    list_filters_and_paginates(Backend::Postgres).await;
+}

@@ -1,0 +1,132 @@
+//! `kill -9` of the real `cassa` process right after its 202s loses nothing: a new
+//! process on the same database re-arms the open payments and completes them.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cassa"))
+        .arg("serve")
+        .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("CASSA_DATABASE_URL", db_url)
+        .env("CASSA_SIMULATOR_URL", sim_base)
+        .env("CASSA_SEED_DEMO", "true")
+        .env("CASSA_POLL_SCHEDULE", "*:1s")
+        .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
+        .env("CASSA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cassa at {base} did not become ready");
+}
+
+async fn kill_and_restart(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    // The simulator's port is reserved but not served yet: the first process's calls
+    // to the intermediary hang and time out, so every payment is still open when it
+    // is killed.
+    let sim_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim_base = format!("http://{}/sim", sim_listener.local_addr().unwrap());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let mut first = start_cassa(&db.url, port, &sim_base);
+    wait_ready(&client, &base).await;
+    let mut pagopa = Vec::new();
+    let mut wallet = Vec::new();
+    for i in 0..4 {
+        let r = client
+            .post(format!("{base}/v1/payments"))
+            .json(&pagopa_body(&format!("{}.00", 10 + i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        pagopa.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let r = client
+        .post(format!("{base}/v1/payments"))
+        .json(&wallet_body("50.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wallet.push(
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let sim = TestSimulator::serve(sim_listener);
+    let mut second = start_cassa(&db.url, port, &sim_base);
+    wait_ready(&client, &base).await;
+    for id in &pagopa {
+        let pending = wait_for_status(&client, &base, id, "PAYMENT_PENDING", 20).await;
+        sim.pay(pending["payment"]["iuv"].as_str().unwrap()).await;
+    }
+    for id in pagopa.iter().chain(&wallet) {
+        wait_for_status(&client, &base, id, "COMPLETE", 20).await;
+    }
+    let stats = sim.stats().await;
+    assert_eq!(
+        stats.positions_created, 4,
+        "each position created once: {stats:?}"
+    );
+    assert_eq!(stats.gateway_executions, 1);
+    let account: Value = client
+        .get(format!("{base}/v1/accounts/{}", cassa::seed::DEMO_ACCOUNT))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["balance"].as_f64().unwrap(), 950.0);
+    assert_eq!(account["held"].as_f64().unwrap(), 0.0);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[actix_rt::test]
+async fn kill_9_and_restart_resumes_open_payments_on_sqlite() {
+    kill_and_restart(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn kill_9_and_restart_resumes_open_payments_on_postgres() {
+    kill_and_restart(Backend::Postgres).await;
+}

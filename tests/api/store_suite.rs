@@ -1,0 +1,236 @@
+//! The `Store` contract, run against both backends: creation with its outbox event,
+//! optimistic concurrency, holds captured/released once, open payments, remote_id
+//! uniqueness, idempotency keys.
+
+use std::sync::Arc;
+
+use cassa::domain::payment::Payment;
+use cassa::domain::status::PaymentStatus;
+use cassa::domain::time;
+use cassa::seed::DEMO_ACCOUNT;
+use cassa::store::{
+    self, Change, Created, HoldAction, HoldRequest, IdempotencyKey, NewPayment, Store, StoreError,
+};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn open_store(backend: Backend) -> (Arc<dyn Store>, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let store = store::open(&db.url).await.unwrap();
+    cassa::seed::demo(store.as_ref(), "http://127.0.0.1:9/sim")
+        .await
+        .unwrap();
+    // Seeding twice is harmless.
+    cassa::seed::demo(store.as_ref(), "http://127.0.0.1:9/sim")
+        .await
+        .unwrap();
+    (store, db)
+}
+
+fn sample(kind: &str, amount: &str) -> Payment {
+    let now = time::now();
+    let id = Uuid::new_v4();
+    let mut json = if kind == "WALLET" {
+        wallet_body(amount)
+    } else {
+        pagopa_body(amount)
+    };
+    let obj = json.as_object_mut().unwrap();
+    obj.insert("id".into(), id.to_string().into());
+    obj.insert("user_id".into(), Uuid::new_v4().to_string().into());
+    obj.insert("created_at".into(), time::format(&now).into());
+    obj.insert("updated_at".into(), time::format(&now).into());
+    obj.insert("status".into(), "CREATION_PENDING".into());
+    obj["payment"]["iud"] = Payment::iud_for(id).into();
+    obj["links"] = serde_json::json!({});
+    serde_json::from_value(json).unwrap()
+}
+
+fn new_payment(payment: Payment, hold: bool) -> NewPayment {
+    let hold = hold.then(|| HoldRequest {
+        account_id: DEMO_ACCOUNT,
+        amount_cents: payment.payment.amount.cents(),
+    });
+    NewPayment {
+        next_check_at: Some(payment.created_at),
+        payment,
+        saga: Default::default(),
+        idempotency: None,
+        hold,
+    }
+}
+
+async fn suite(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+
+    // Create: row + one outbox event.
+    let payment = sample("PAGOPA", "12.34");
+    let Created::New(row) = store
+        .create_payment(new_payment(payment.clone(), false))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new payment")
+    };
+    assert_eq!(row.version, 1);
+    let read = store.payment(payment.id).await.unwrap().unwrap();
+    assert_eq!(read.payment, payment);
+    assert_eq!(store.payment_events(payment.id).await.unwrap().len(), 1);
+    assert_eq!(store.open_payment_ids().await.unwrap(), vec![payment.id]);
+
+    // A status change writes the row and an event; a stale version is refused.
+    let mut next = read.payment.clone();
+    next.transition(PaymentStatus::PaymentPending, time::now())
+        .unwrap();
+    let changed = store
+        .update_payment(1, Change::of(&read, next.clone(), read.saga.clone()))
+        .await
+        .unwrap();
+    assert_eq!(changed.version, 2);
+    let stale = store
+        .update_payment(1, Change::of(&read, next.clone(), read.saga.clone()))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(id)) if id == payment.id));
+    let events = store.payment_events(payment.id).await.unwrap();
+    assert_eq!(events.len(), 2, "the refused change wrote no event");
+    assert_eq!(events[1]["status"], "PAYMENT_PENDING");
+    assert_ne!(events[0]["event_id"], events[1]["event_id"]);
+
+    // Bookkeeping-only changes write no event.
+    let mut touched = changed.payment.clone();
+    touched.links.update.last_check_at = Some(time::now());
+    let touched = store
+        .update_payment(2, Change::of(&changed, touched, changed.saga.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.payment_events(payment.id).await.unwrap().len(), 2);
+
+    // Final: no longer open.
+    let mut done = touched.payment.clone();
+    done.transition(PaymentStatus::Complete, time::now())
+        .unwrap();
+    store
+        .update_payment(3, Change::of(&touched, done, touched.saga.clone()))
+        .await
+        .unwrap();
+    assert!(store.open_payment_ids().await.unwrap().is_empty());
+
+    // Holds: placed at creation, captured once even if asked twice.
+    let wallet = sample("WALLET", "100.00");
+    let Created::New(row) = store
+        .create_payment(new_payment(wallet.clone(), true))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
+    assert_eq!(
+        (account.balance_cents, account.held_cents),
+        (100_000, 10_000)
+    );
+    let mut approved = row.payment.clone();
+    approved
+        .transition(PaymentStatus::PaymentPending, time::now())
+        .unwrap();
+    let mut change = Change::of(&row, approved, row.saga.clone());
+    change.hold = Some(HoldAction::Capture);
+    let row = store.update_payment(1, change.clone()).await.unwrap();
+    let mut again = change;
+    again.emit_event = false;
+    store.update_payment(row.version, again).await.unwrap();
+    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
+    assert_eq!(
+        (account.balance_cents, account.held_cents),
+        (90_000, 0),
+        "captured exactly once"
+    );
+
+    // A released hold gives the money back, once.
+    let wallet = sample("WALLET", "30.00");
+    let Created::New(row) = store
+        .create_payment(new_payment(wallet, true))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut change = Change::of(&row, row.payment.clone(), row.saga.clone());
+    change.hold = Some(HoldAction::Release);
+    let row = store.update_payment(1, change.clone()).await.unwrap();
+    store.update_payment(row.version, change).await.unwrap();
+    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
+    assert_eq!((account.balance_cents, account.held_cents), (90_000, 0));
+
+    // Insufficient funds: stored CREATION_FAILED, nothing held.
+    let poor = sample("WALLET", "5000.00");
+    let Created::New(row) = store.create_payment(new_payment(poor, true)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(row.payment.status, PaymentStatus::CreationFailed);
+    assert_eq!(
+        store
+            .account(DEMO_ACCOUNT)
+            .await
+            .unwrap()
+            .unwrap()
+            .held_cents,
+        0
+    );
+
+    // remote_id is unique.
+    let mut first = sample("PAGOPA", "1.00");
+    let remote = Uuid::new_v4();
+    first.remote_id = Some(remote);
+    let mut second = sample("PAGOPA", "2.00");
+    second.remote_id = Some(remote);
+    assert!(matches!(
+        store
+            .create_payment(new_payment(first.clone(), false))
+            .await
+            .unwrap(),
+        Created::New(_)
+    ));
+    match store
+        .create_payment(new_payment(second, false))
+        .await
+        .unwrap()
+    {
+        Created::RemoteIdTaken(existing) => assert_eq!(existing.payment.id, first.id),
+        other => panic!("expected RemoteIdTaken, got {other:?}"),
+    }
+
+    // Idempotency keys: replay, and reuse with another body.
+    let key = |hash: &str| IdempotencyKey {
+        scope: "tenant:x".into(),
+        key: "k".into(),
+        request_hash: hash.into(),
+    };
+    let mut keyed = new_payment(sample("PAGOPA", "3.00"), false);
+    keyed.idempotency = Some(key("h1"));
+    let Created::New(original) = store.create_payment(keyed).await.unwrap() else {
+        panic!()
+    };
+    let mut replay = new_payment(sample("PAGOPA", "3.00"), false);
+    replay.idempotency = Some(key("h1"));
+    match store.create_payment(replay).await.unwrap() {
+        Created::Replayed(row) => assert_eq!(row.payment.id, original.payment.id),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    let mut reuse = new_payment(sample("PAGOPA", "4.00"), false);
+    reuse.idempotency = Some(key("h2"));
+    assert!(
+        matches!(store.create_payment(reuse).await.unwrap(), Created::KeyReused { payment_id } if payment_id == original.payment.id)
+    );
+}
+
+#[actix_rt::test]
+async fn store_contract_on_sqlite() {
+    suite(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn store_contract_on_postgres() {
+    suite(Backend::Postgres).await;
+}
