@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (embedded SQLite + built-in simulator by default).
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Run the intermediary / payment-system simulator alone.

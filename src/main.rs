@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(settings) => init_tracing(&settings.log, settings.log_format)
             .map_err(anyhow::Error::msg)
-            .and_then(|()| actix_web::rt::System::new().block_on(serve(settings))),
+            .and_then(|()| actix_web::rt::System::new().block_on(serve(*settings))),
         Command::Migrate(db) => init_tracing("info", LogFormat::Text)
             .map_err(anyhow::Error::msg)
             .and_then(|()| {

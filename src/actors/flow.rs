@@ -547,3 +547,231 @@ pub async fn start_checkout(
         s => Err(PaymentError::Conflict(format!("the payment is {s}"))),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::payment::{Links, Payer, PayerType, PaymentData};
+    use crate::domain::saga::SagaState;
+    use crate::intermediary::{GatewayResult, Intermediaries, MockIntermediary, Position};
+    use crate::store::{Created, NewPayment, SqliteStore, Store};
+
+    async fn deps_with(mock: MockIntermediary) -> (Deps, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/flow.db", dir.path().display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        let deps = Deps {
+            intermediaries: Intermediaries::fixed(store.clone(), Arc::new(mock)),
+            store,
+            schedule: "*:1m".parse().unwrap(),
+            public_url: "http://cassa.test".into(),
+        };
+        (deps, dir)
+    }
+
+    async fn stored(deps: &Deps, kind: PaymentType, cents: i64) -> StoredPayment {
+        let now = time::now();
+        let id = uuid::Uuid::new_v4();
+        let payment = Payment {
+            id,
+            user_id: uuid::Uuid::new_v4(),
+            kind,
+            tenant_id: uuid::Uuid::new_v4(),
+            service_id: uuid::Uuid::new_v4(),
+            created_at: now,
+            updated_at: now,
+            status: PaymentStatus::CreationPending,
+            reason: "test".into(),
+            status_message: None,
+            remote_id: None,
+            payment: PaymentData {
+                amount: crate::domain::money::Money::from_cents(cents).unwrap(),
+                currency: "EUR".into(),
+                expire_at: None,
+                notice_code: None,
+                iud: Payment::iud_for(id),
+                iuv: None,
+                transaction_id: None,
+                paid_at: None,
+                split: vec![],
+            },
+            links: Links::default(),
+            payer: Payer {
+                kind: PayerType::Human,
+                tax_identification_number: "RSSMRA80A01H501U".parse().unwrap(),
+                name: "Mario".into(),
+                family_name: None,
+                street_name: None,
+                building_number: None,
+                postal_code: None,
+                town_name: None,
+                country_subdivision: None,
+                country: None,
+                email: None,
+            },
+            debtor: None,
+            locale: None,
+            wallet_account_id: None,
+        };
+        let new = NewPayment {
+            payment,
+            saga: SagaState::default(),
+            next_check_at: Some(now),
+            idempotency: None,
+            hold: None,
+        };
+        match deps.store.create_payment(new).await.unwrap() {
+            Created::New(row) => row,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn position(status: PositionState) -> Position {
+        Position {
+            iuv: "01234567890123456".into(),
+            notice_code: "301234567890123456".into(),
+            status,
+            checkout_url: "http://sim/checkout/01234567890123456".into(),
+            paid_at: None,
+            transaction_id: Some("tx".into()),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_refused_creation_fails_the_payment_without_retrying() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Err(IntermediaryError::Refused("400: bad debtor".into())));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::CreationFailed);
+        assert!(row.payment.status_message.unwrap().contains("bad debtor"));
+        assert_eq!(row.next_check_at, None);
+    }
+
+    #[actix_rt::test]
+    async fn a_transient_error_schedules_a_retry_with_backoff() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Err(IntermediaryError::Transient("503".into())));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let before = time::now();
+        let row = advance(&deps, row, false, false).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::CreationPending);
+        assert_eq!(row.saga.attempts, 1);
+        let retry = row.next_check_at.unwrap();
+        assert!(
+            retry >= before + chrono::Duration::seconds(1)
+                && retry <= time::now() + chrono::Duration::seconds(1)
+        );
+        assert_eq!(
+            deps.store
+                .payment_events(row.payment.id)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "no event for a retry"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn created_then_polled_on_schedule_never_past_expiry() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Ok(position(PositionState::Pending)));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
+        let next = row.next_check_at.unwrap();
+        let delay = next - row.payment.updated_at;
+        assert!(
+            delay >= chrono::Duration::seconds(60) && delay <= chrono::Duration::seconds(66),
+            "{delay}"
+        );
+        assert_eq!(row.payment.links.update.next_check_at, Some(next));
+        // Not due yet: advancing again does nothing (no intermediary call expected).
+        let again = advance(&deps, row.clone(), false, false).await.unwrap();
+        assert_eq!(again, row);
+    }
+
+    #[actix_rt::test]
+    async fn cancel_after_the_citizen_paid_records_the_payment() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Ok(position(PositionState::Pending)));
+        mock.expect_cancel_position()
+            .times(1)
+            .returning(|_| Err(IntermediaryError::AlreadyPaid));
+        mock.expect_position()
+            .times(1)
+            .returning(|_| Ok(position(PositionState::Paid)));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = cancel(&deps, row).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::Complete);
+        assert_eq!(row.payment.payment.transaction_id.as_deref(), Some("tx"));
+    }
+
+    #[actix_rt::test]
+    async fn a_failing_compensation_keeps_the_payment_open_and_visible() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Ok(position(PositionState::Pending)));
+        mock.expect_cancel_position()
+            .times(1)
+            .returning(|_| Err(IntermediaryError::Transient("timeout".into())));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = cancel(&deps, row).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
+        assert_eq!(row.saga.wind_down, Some(WindDown::Cancel));
+        assert!(row.saga.last_error.unwrap().contains("compensation"));
+        assert_eq!(row.saga.attempts, 1);
+    }
+
+    #[actix_rt::test]
+    async fn wallet_gateway_outcome_decides_the_final_status() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_execute_payment().times(1).returning(|_| {
+            Ok(GatewayResult {
+                outcome: GatewayOutcome::Rejected,
+                transaction_id: "t".into(),
+            })
+        });
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Wallet, 1001).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentFailed);
+        let statuses: Vec<_> = deps
+            .store
+            .payment_events(row.payment.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "CREATION_PENDING",
+                "PAYMENT_PENDING",
+                "PAYMENT_STARTED",
+                "PAYMENT_FAILED"
+            ]
+        );
+    }
+}
