@@ -19,6 +19,9 @@ use crate::store::StoredPayment;
 pub const MAILBOX_CAPACITY: usize = 32;
 /// Longest single timer; longer waits re-arm after it (the row decides).
 const MAX_TIMER: Duration = Duration::from_secs(3600);
+/// An actor whose payment ended stays this long after its last message, so commands
+/// already queued are answered from the final row instead of finding it gone.
+const FINAL_LINGER: Duration = Duration::from_millis(200);
 /// Overdue work found at start-up is spread over up to this long.
 const START_SPREAD_MS: u64 = 500;
 
@@ -99,14 +102,14 @@ impl PaymentActor {
         }
     }
 
-    /// Arms the timer for the row's next work, or stops when the payment has ended.
+    /// Arms the timer for the row's next work, or (shortly) stops when the payment has ended.
     fn arm(&mut self, ctx: &mut Context<Self>, spread: bool) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
         let Some(row) = &self.row else { return };
         if row.payment.status.is_final() {
-            self.stop_cleanly(ctx);
+            self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| act.stop_cleanly(ctx)));
             return;
         }
         let now = Utc::now();

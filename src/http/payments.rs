@@ -46,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/{id}/update", web::post().to(update))
             .route("/{id}/online-payment", web::get().to(online_payment))
             .route("/{id}/landing", web::get().to(landing))
-            .route("/{id}/receipt", web::get().to(receipt)),
+            .route("/{id}/receipt", web::get().to(receipt))
+            .route("/{id}/notice", web::get().to(super::notice::notice)),
     )
     .route(
         "/v1/intermediaries/{name}/notify",

@@ -26,6 +26,22 @@ async fn pagopa_round_trip(backend: Backend) {
     );
     assert!(pending["links"]["update"]["next_check_at"].is_string());
 
+    // The printable notice carries the notice code.
+    let notice = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/notice")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notice.status(), 200);
+    assert_eq!(notice.headers()["content-type"], "application/pdf");
+    let pdf = notice.bytes().await.unwrap();
+    assert!(pdf.starts_with(b"%PDF-1.4") && pdf.ends_with(b"%%EOF\n"));
+    let notice_code = pending["payment"]["notice_code"].as_str().unwrap();
+    assert!(pdf
+        .windows(notice_code.len())
+        .any(|w| w == notice_code.as_bytes()));
+
     // The citizen opens the online payment: 302 to the checkout, PAYMENT_STARTED.
     let r = app
         .client
@@ -59,8 +75,9 @@ async fn pagopa_round_trip(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    let status = r.status();
     let done: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{done}");
     assert_eq!(done["status"], "COMPLETE", "{done}");
     assert!(done["payment"]["paid_at"].is_string());
     assert!(done["payment"]["transaction_id"].is_string());
