@@ -86,7 +86,7 @@ fn lines(payment: &Payment) -> Vec<(u32, String)> {
 }
 
 /// A PDF string literal in WinAnsi: parentheses and backslashes escaped, characters
-/// outside Latin-1 replaced by `?`.
+/// WinAnsi lacks replaced by `?`.
 fn pdf_text(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 2);
     out.push(b'(');
@@ -98,6 +98,14 @@ fn pdf_text(text: &str) -> Vec<u8> {
             }
             c if (c as u32) < 0x20 => out.push(b' '),
             c if (c as u32) <= 0xFF => out.push(c as u32 as u8),
+            // The WinAnsi characters outside Latin-1 that Italian texts use.
+            '€' => out.push(0x80),
+            '‘' => out.push(0x91),
+            '’' => out.push(0x92),
+            '“' => out.push(0x93),
+            '”' => out.push(0x94),
+            '–' => out.push(0x96),
+            '—' => out.push(0x97),
             _ => out.push(b'?'),
         }
     }
@@ -163,6 +171,6 @@ mod tests {
     #[test]
     fn text_is_escaped_and_kept_in_latin_1() {
         assert_eq!(pdf_text("a(b)\\c"), b"(a\\(b\\)\\\\c)".to_vec());
-        assert_eq!(pdf_text("città €"), b"(citt\xe0 ?)".to_vec());
+        assert_eq!(pdf_text("città € – ✓"), b"(citt\xe0 \x80 \x96 ?)".to_vec());
     }
 }
