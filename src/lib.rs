@@ -5,6 +5,7 @@ pub mod actors;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod intake;
 pub mod intermediary;
 pub mod seed;
 pub mod server;

@@ -240,6 +240,15 @@ impl Payment {
         Ok(())
     }
 
+    /// Whether the platform still has to be told the outcome (the updater's retriable
+    /// step): the payment ended and some notify link was neither sent nor refused.
+    pub fn notify_pending(&self, saga: &super::saga::SagaState) -> bool {
+        self.status.is_final()
+            && self.links.notify.iter().any(|link| {
+                link.sent_at.is_none() && !saga.notify_refused.iter().any(|r| r.url == link.url)
+            })
+    }
+
     /// Fills the links that point back at cassa (`base` is the public URL, no trailing `/`).
     pub fn set_own_links(&mut self, base: &str) {
         let base = base.trim_end_matches('/');

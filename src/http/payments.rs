@@ -3,7 +3,6 @@
 //! landing, receipt). Reads come from the database; changes go through the payment's
 //! actor, so they never race with its own work.
 
-use actix::Addr;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -15,25 +14,19 @@ use uuid::Uuid;
 use super::body;
 use super::problem::ApiError;
 use super::AppState;
-use crate::actors::{Ensure, Forward, PaymentCommand, PaymentRegistry};
+use crate::actors::{Forward, PaymentCommand};
 use crate::domain::money::Money;
-use crate::domain::payment::{
-    Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
-};
+use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::store::{Created, Cursor, HoldRequest, IdempotencyKey, NewPayment, PaymentFilter};
+use crate::intake::{user_id_for, CreatePayment, Intake};
+use crate::store::{Created, Cursor, IdempotencyKey, PaymentFilter};
 
-/// Longest `reason`.
-const REASON_MAX: usize = 140;
 /// Longest `Idempotency-Key`.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// Largest page of the list.
 pub const LIST_LIMIT_MAX: i64 = 500;
 const LIST_LIMIT_DEFAULT: i64 = 50;
-/// Namespace of the user ids cassa derives from a payer's tax code when the caller is
-/// not authenticated as a citizen.
-const PAYER_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7373_612d_7061_7965_722d_6e73_0001);
 
 /// Mounts the payment routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -53,247 +46,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/intermediaries/{name}/notify",
         web::post().to(intermediary_notify),
     );
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct CreatePayment {
-    #[serde(rename = "type")]
-    kind: PaymentType,
-    tenant_id: Uuid,
-    service_id: Uuid,
-    #[serde(default)]
-    remote_id: Option<Uuid>,
-    reason: String,
-    payment: CreatePaymentData,
-    payer: Payer,
-    #[serde(default)]
-    debtor: Option<Payer>,
-    #[serde(default)]
-    locale: Option<String>,
-    #[serde(default)]
-    links: CreateLinks,
-    #[serde(default)]
-    wallet_account_id: Option<Uuid>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct CreatePaymentData {
-    amount: Money,
-    #[serde(default = "euro")]
-    currency: String,
-    #[serde(default, with = "time::rome_opt")]
-    expire_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    split: Vec<Split>,
-}
-
-fn euro() -> String {
-    "EUR".into()
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct CreateLinks {
-    #[serde(default)]
-    notify: Vec<LinkTarget>,
-    #[serde(default)]
-    online_payment_landing: Option<LinkTarget>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct LinkTarget {
-    url: String,
-    #[serde(default)]
-    method: Option<String>,
-}
-
-fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() <= 2048
-        && !url.chars().any(char::is_whitespace)
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field(field, "must be an absolute http(s) URL"))
-    }
-}
-
-fn check_method(field: &str, method: Option<&str>, allowed: &[&str]) -> Result<String, ApiError> {
-    let method = method.unwrap_or(allowed[0]).to_ascii_uppercase();
-    if allowed.contains(&method.as_str()) {
-        Ok(method)
-    } else {
-        Err(ApiError::field(
-            field,
-            format!("must be one of {}", allowed.join(", ")),
-        ))
-    }
-}
-
-impl CreatePayment {
-    /// Field rules beyond the types; the first broken one is reported.
-    fn validate(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
-        let reason = self.reason.trim();
-        if reason.is_empty() {
-            return Err(ApiError::field("reason", "must not be empty"));
-        }
-        if self.reason.chars().count() > REASON_MAX {
-            return Err(ApiError::field(
-                "reason",
-                format!("must be at most {REASON_MAX} characters"),
-            ));
-        }
-        if self.payment.currency != "EUR" {
-            return Err(ApiError::field("payment.currency", "only EUR is supported"));
-        }
-        if let Some(expire_at) = self.payment.expire_at {
-            if expire_at <= now {
-                return Err(ApiError::field(
-                    "payment.expire_at",
-                    "must be in the future",
-                ));
-            }
-        }
-        if !self.payment.split.is_empty() {
-            for (i, part) in self.payment.split.iter().enumerate() {
-                if part.code.trim().is_empty() {
-                    return Err(ApiError::field(
-                        format!("payment.split[{i}].code"),
-                        "must not be empty",
-                    ));
-                }
-            }
-            let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
-            if total != self.payment.amount.cents() {
-                return Err(ApiError::field(
-                    "payment.split",
-                    format!(
-                        "amounts add up to {} but payment.amount is {}",
-                        crate::domain::money::format_cents(total),
-                        self.payment.amount
-                    ),
-                ));
-            }
-        }
-        for (prefix, payer) in [
-            ("payer", Some(&self.payer)),
-            ("debtor", self.debtor.as_ref()),
-        ] {
-            let Some(payer) = payer else { continue };
-            if payer.name.trim().is_empty() {
-                return Err(ApiError::field(
-                    format!("{prefix}.name"),
-                    "must not be empty",
-                ));
-            }
-            if let Some(email) = &payer.email {
-                if !email.contains('@') || email.len() > 254 {
-                    return Err(ApiError::field(
-                        format!("{prefix}.email"),
-                        "must be an email address",
-                    ));
-                }
-            }
-        }
-        for (i, link) in self.links.notify.iter().enumerate() {
-            check_url(&format!("links.notify[{i}].url"), &link.url)?;
-            check_method(
-                &format!("links.notify[{i}].method"),
-                link.method.as_deref(),
-                &["POST", "PUT"],
-            )?;
-        }
-        if let Some(landing) = &self.links.online_payment_landing {
-            check_url("links.online_payment_landing.url", &landing.url)?;
-            check_method(
-                "links.online_payment_landing.method",
-                landing.method.as_deref(),
-                &["GET"],
-            )?;
-        }
-        match (self.kind, self.wallet_account_id) {
-            (PaymentType::Wallet, None) => Err(ApiError::field(
-                "wallet_account_id",
-                "is required for WALLET payments",
-            )),
-            (PaymentType::Pagopa, Some(_)) => Err(ApiError::field(
-                "wallet_account_id",
-                "must be null for PAGOPA payments",
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// The new payment this request describes.
-    fn into_payment(self, user_id: Uuid, public_url: &str, now: DateTime<Utc>) -> Payment {
-        let id = Uuid::new_v4();
-        let notify = self
-            .links
-            .notify
-            .into_iter()
-            .map(|l| NotifyLink {
-                url: l.url,
-                method: l
-                    .method
-                    .unwrap_or_else(|| "POST".into())
-                    .to_ascii_uppercase(),
-                sent_at: None,
-            })
-            .collect();
-        let landing = self
-            .links
-            .online_payment_landing
-            .map(|l| Link {
-                url: Some(l.url),
-                method: Some("GET".into()),
-                last_opened_at: None,
-            })
-            .unwrap_or_default();
-        let mut payment = Payment {
-            id,
-            user_id,
-            kind: self.kind,
-            tenant_id: self.tenant_id,
-            service_id: self.service_id,
-            created_at: now,
-            updated_at: now,
-            status: PaymentStatus::CreationPending,
-            reason: self.reason.trim().to_string(),
-            status_message: None,
-            remote_id: self.remote_id,
-            payment: PaymentData {
-                amount: self.payment.amount,
-                currency: self.payment.currency,
-                expire_at: self.payment.expire_at,
-                notice_code: None,
-                iud: Payment::iud_for(id),
-                iuv: None,
-                transaction_id: None,
-                paid_at: None,
-                split: self.payment.split,
-            },
-            links: Links {
-                online_payment_landing: landing,
-                notify,
-                ..Links::default()
-            },
-            payer: self.payer,
-            debtor: self.debtor,
-            locale: self.locale,
-            wallet_account_id: self.wallet_account_id,
-        };
-        payment.set_own_links(public_url);
-        if payment.kind == PaymentType::Wallet {
-            payment.links.online_payment_begin = Link::default();
-            payment.links.offline_payment = Link::default();
-        }
-        payment.links.update.next_check_at = Some(now);
-        payment
-    }
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -327,15 +79,6 @@ fn accepted(payment: &Payment) -> HttpResponse {
         .json(payment)
 }
 
-async fn wake(registry: &Addr<PaymentRegistry>, payment: &Payment) {
-    if !payment.status.is_final() {
-        if let Err(e) = registry.send(Ensure(payment.id)).await {
-            // The row is durable: the next start-up re-arms it.
-            tracing::error!(payment_id = %payment.id, error = %e, "cannot reach the registry");
-        }
-    }
-}
-
 #[tracing::instrument(name = "http.create_payment", skip_all)]
 async fn create(
     req: HttpRequest,
@@ -344,60 +87,19 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let (request, raw): (CreatePayment, _) = body::json(&req, payload).await?;
-    let now = time::now();
-    request.validate(now)?;
-    let service = state
-        .store
-        .service(request.service_id)
-        .await?
-        .filter(|s| s.tenant_id == request.tenant_id)
-        .ok_or_else(|| ApiError::field("service_id", "no such service for this tenant_id"))?;
-    if !service.active {
-        return Err(ApiError::field(
-            "service_id",
-            "the service is not active: it takes no new payments",
-        ));
-    }
-    if !service.payment_types.contains(&request.kind) {
-        return Err(ApiError::field(
-            "type",
-            format!(
-                "the service does not take {} payments",
-                request.kind.as_str()
-            ),
-        ));
-    }
     let idempotency = key.map(|key| IdempotencyKey {
         scope: format!("tenant:{}", request.tenant_id),
         key,
         request_hash: request_hash(&raw),
     });
-    let user_id = Uuid::new_v5(
-        &PAYER_NAMESPACE,
-        request.payer.tax_identification_number.as_str().as_bytes(),
-    );
-    let payment = request.into_payment(user_id, &state.public_url, now);
-    let hold = payment.wallet_account_id.map(|account_id| HoldRequest {
-        account_id,
-        amount_cents: payment.payment.amount.cents(),
-    });
-    let created = state
-        .store
-        .create_payment(NewPayment {
-            next_check_at: Some(now),
-            payment,
-            saga: Default::default(),
-            idempotency,
-            hold,
-        })
-        .await?;
-    match created {
-        Created::New(row) => {
-            tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
-            wake(&state.registry, &row.payment).await;
-            Ok(accepted(&row.payment))
-        }
-        Created::Replayed(row) => Ok(accepted(&row.payment)),
+    let user_id = user_id_for(&request.payer);
+    let intake = Intake {
+        store: state.store.as_ref(),
+        registry: &state.registry,
+        public_url: &state.public_url,
+    };
+    match intake.create(request, user_id, idempotency).await? {
+        Created::New(row) | Created::Replayed(row) => Ok(accepted(&row.payment)),
         Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(
             "this Idempotency-Key was already used with a different body (payment {payment_id}); use a new key for a new payment"
         ))),

@@ -136,6 +136,24 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::intake::FieldError> for ApiError {
+    fn from(e: crate::intake::FieldError) -> Self {
+        ApiError::InvalidField {
+            field: e.field,
+            detail: e.detail,
+        }
+    }
+}
+
+impl From<crate::intake::IntakeError> for ApiError {
+    fn from(e: crate::intake::IntakeError) -> Self {
+        match e {
+            crate::intake::IntakeError::Invalid(e) => e.into(),
+            crate::intake::IntakeError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -119,6 +119,16 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// An outbox event waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub payment_id: Uuid,
+    pub topic: String,
+    /// The event JSON exactly as stored.
+    pub payload: String,
+}
+
 /// A wallet account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -191,10 +201,23 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         cursor: Option<Cursor>,
     ) -> Result<Vec<StoredPayment>, StoreError>;
-    /// Ids of all open payments, soonest `next_check_at` first.
+    /// Ids of every payment with work left (open, or the platform not yet told), soonest
+    /// `next_check_at` first.
     async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError>;
     /// The payloads of a payment's outbox events, oldest first.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
+    /// The oldest unpublished outbox events, in order.
+    async fn unpublished_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Marks outbox events published.
+    async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError>;
+    /// Takes or renews the named lease for `owner` until `ttl` from now; `false` while
+    /// another owner holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: chrono::Duration,
+    ) -> Result<bool, StoreError>;
     /// Reads a wallet account.
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
     /// Adds money to an account; `None` when the account does not exist.

@@ -288,8 +288,8 @@ macro_rules! sql_store {
                 }
                 let inserted = sqlx::query(
                     "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
-                     created_at, updated_at, next_check_at, version, document, saga) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12) ON CONFLICT DO NOTHING",
+                     created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13) ON CONFLICT DO NOTHING",
                 )
                 .bind(payment.id)
                 .bind(payment.tenant_id)
@@ -303,6 +303,7 @@ macro_rules! sql_store {
                 .bind(next_check_at)
                 .bind(Json(&payment))
                 .bind(Json(&saga))
+                .bind(payment.notify_pending(&saga))
                 .execute(&mut *tx)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -336,7 +337,7 @@ macro_rules! sql_store {
                 let mut tx = self.write.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE payments SET status = $1, updated_at = $2, next_check_at = $3, version = version + 1, \
-                     document = $4, saga = $5 WHERE id = $6 AND version = $7",
+                     document = $4, saga = $5, notify_pending = $8 WHERE id = $6 AND version = $7",
                 )
                 .bind(payment.status.as_str())
                 .bind(payment.updated_at)
@@ -345,6 +346,7 @@ macro_rules! sql_store {
                 .bind(Json(&saga))
                 .bind(payment.id)
                 .bind(expected_version)
+                .bind(payment.notify_pending(&saga))
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
@@ -402,8 +404,9 @@ macro_rules! sql_store {
             async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT id FROM payments WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
-                     ORDER BY next_check_at",
+                     OR notify_pending = $1 ORDER BY next_check_at",
                 )
+                .bind(true)
                 .fetch_all(&self.read)
                 .await?;
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
@@ -417,6 +420,58 @@ macro_rules! sql_store {
                 rows.iter()
                     .map(|r| r.try_get::<Json<serde_json::Value>, _>("payload").map(|j| j.0).map_err(StoreError::from))
                     .collect()
+            }
+
+            async fn unpublished_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, payment_id, topic, CAST(payload AS TEXT) AS payload FROM outbox \
+                     WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(OutboxRecord {
+                            seq: r.try_get("seq")?,
+                            payment_id: r.try_get("payment_id")?,
+                            topic: r.try_get("topic")?,
+                            payload: r.try_get("payload")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
+                if seqs.is_empty() {
+                    return Ok(());
+                }
+                let mut qb = QueryBuilder::<$db>::new("UPDATE outbox SET published_at = ");
+                qb.push_bind(time::now()).push(" WHERE seq IN (");
+                let mut list = qb.separated(", ");
+                for seq in seqs {
+                    list.push_bind(*seq);
+                }
+                list.push_unseparated(")");
+                qb.build().execute(&self.write).await?;
+                Ok(())
+            }
+
+            async fn acquire_lease(&self, name: &str, owner: &str, ttl: chrono::Duration) -> Result<bool, StoreError> {
+                let now = time::now();
+                let until = now + ttl;
+                let taken = sqlx::query(
+                    "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+                     WHERE leases.owner = excluded.owner OR leases.expires_at < $4",
+                )
+                .bind(name)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                Ok(taken.rows_affected() == 1)
             }
 
             async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {

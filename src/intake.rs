@@ -1,0 +1,376 @@
+//! Creating payments: the one path that HTTP, the application dispatcher and the proxy
+//! all use. Validate → build the payment → one transaction (row, idempotency key, hold,
+//! outbox event) → wake its actor.
+
+use actix::Addr;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::actors::{Ensure, PaymentRegistry};
+use crate::domain::money::Money;
+use crate::domain::payment::{
+    Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
+};
+use crate::domain::status::PaymentStatus;
+use crate::domain::time;
+use crate::store::{Created, HoldRequest, IdempotencyKey, NewPayment, Store, StoreError};
+
+/// Longest `reason`.
+pub const REASON_MAX: usize = 140;
+/// Namespace of the user ids cassa derives from a payer's tax code when the caller is
+/// not authenticated as a citizen.
+const PAYER_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7373_612d_7061_7965_722d_6e73_0001);
+
+/// A field that breaks a rule: names the field and says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {detail}")]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
+}
+
+impl FieldError {
+    /// A broken rule of `field`.
+    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a payment was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The user id of a payer when the caller does not say who the citizen is.
+pub fn user_id_for(payer: &Payer) -> Uuid {
+    Uuid::new_v5(
+        &PAYER_NAMESPACE,
+        payer.tax_identification_number.as_str().as_bytes(),
+    )
+}
+
+/// What creating needs.
+pub struct Intake<'a> {
+    pub store: &'a dyn Store,
+    pub registry: &'a Addr<PaymentRegistry>,
+    pub public_url: &'a str,
+}
+
+impl Intake<'_> {
+    /// Validates and creates a payment (or finds the one this key / remote_id made).
+    pub async fn create(
+        &self,
+        request: CreatePayment,
+        user_id: Uuid,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created, IntakeError> {
+        let now = time::now();
+        request.validate(now)?;
+        let service = self
+            .store
+            .service(request.service_id)
+            .await?
+            .filter(|s| s.tenant_id == request.tenant_id)
+            .ok_or_else(|| FieldError::new("service_id", "no such service for this tenant_id"))?;
+        if !service.active {
+            return Err(FieldError::new(
+                "service_id",
+                "the service is not active: it takes no new payments",
+            )
+            .into());
+        }
+        if !service.payment_types.contains(&request.kind) {
+            return Err(FieldError::new(
+                "type",
+                format!(
+                    "the service does not take {} payments",
+                    request.kind.as_str()
+                ),
+            )
+            .into());
+        }
+        let payment = request.into_payment(user_id, self.public_url, now);
+        self.store_new(payment, idempotency).await
+    }
+
+    /// Stores a payment built elsewhere (an adopted foreign event) and wakes its actor.
+    pub async fn store_new(
+        &self,
+        payment: Payment,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created, IntakeError> {
+        let hold = payment.wallet_account_id.map(|account_id| HoldRequest {
+            account_id,
+            amount_cents: payment.payment.amount.cents(),
+        });
+        let created = self
+            .store
+            .create_payment(NewPayment {
+                next_check_at: payment.links.update.next_check_at,
+                payment,
+                saga: Default::default(),
+                idempotency,
+                hold,
+            })
+            .await?;
+        if let Created::New(row) = &created {
+            tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
+            if !row.payment.status.is_final() {
+                if let Err(e) = self.registry.send(Ensure(row.payment.id)).await {
+                    // The row is durable: the next start-up or rebalance re-arms it.
+                    tracing::error!(payment_id = %row.payment.id, error = %e, "cannot reach the registry");
+                }
+            }
+        }
+        Ok(created)
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    #[serde(rename = "type")]
+    pub kind: PaymentType,
+    pub tenant_id: Uuid,
+    pub service_id: Uuid,
+    #[serde(default)]
+    pub remote_id: Option<Uuid>,
+    pub reason: String,
+    pub payment: CreatePaymentData,
+    pub payer: Payer,
+    #[serde(default)]
+    pub debtor: Option<Payer>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub links: CreateLinks,
+    #[serde(default)]
+    pub wallet_account_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentData {
+    pub amount: Money,
+    #[serde(default = "euro")]
+    pub currency: String,
+    #[serde(default, with = "time::rome_opt")]
+    pub expire_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub split: Vec<Split>,
+}
+
+fn euro() -> String {
+    "EUR".into()
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLinks {
+    #[serde(default)]
+    pub notify: Vec<LinkTarget>,
+    #[serde(default)]
+    pub online_payment_landing: Option<LinkTarget>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTarget {
+    pub url: String,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(char::is_whitespace)
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be an absolute http(s) URL"))
+    }
+}
+
+fn check_method(field: &str, method: Option<&str>, allowed: &[&str]) -> Result<String, FieldError> {
+    let method = method.unwrap_or(allowed[0]).to_ascii_uppercase();
+    if allowed.contains(&method.as_str()) {
+        Ok(method)
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+impl CreatePayment {
+    /// Field rules beyond the types; the first broken one is reported.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), FieldError> {
+        let reason = self.reason.trim();
+        if reason.is_empty() {
+            return Err(FieldError::new("reason", "must not be empty"));
+        }
+        if self.reason.chars().count() > REASON_MAX {
+            return Err(FieldError::new(
+                "reason",
+                format!("must be at most {REASON_MAX} characters"),
+            ));
+        }
+        if self.payment.currency != "EUR" {
+            return Err(FieldError::new("payment.currency", "only EUR is supported"));
+        }
+        if let Some(expire_at) = self.payment.expire_at {
+            if expire_at <= now {
+                return Err(FieldError::new(
+                    "payment.expire_at",
+                    "must be in the future",
+                ));
+            }
+        }
+        if !self.payment.split.is_empty() {
+            for (i, part) in self.payment.split.iter().enumerate() {
+                if part.code.trim().is_empty() {
+                    return Err(FieldError::new(
+                        format!("payment.split[{i}].code"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
+            if total != self.payment.amount.cents() {
+                return Err(FieldError::new(
+                    "payment.split",
+                    format!(
+                        "amounts add up to {} but payment.amount is {}",
+                        crate::domain::money::format_cents(total),
+                        self.payment.amount
+                    ),
+                ));
+            }
+        }
+        for (prefix, payer) in [
+            ("payer", Some(&self.payer)),
+            ("debtor", self.debtor.as_ref()),
+        ] {
+            let Some(payer) = payer else { continue };
+            if payer.name.trim().is_empty() {
+                return Err(FieldError::new(
+                    format!("{prefix}.name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(email) = &payer.email {
+                if !email.contains('@') || email.len() > 254 {
+                    return Err(FieldError::new(
+                        format!("{prefix}.email"),
+                        "must be an email address",
+                    ));
+                }
+            }
+        }
+        for (i, link) in self.links.notify.iter().enumerate() {
+            check_url(&format!("links.notify[{i}].url"), &link.url)?;
+            check_method(
+                &format!("links.notify[{i}].method"),
+                link.method.as_deref(),
+                &["POST", "PUT"],
+            )?;
+        }
+        if let Some(landing) = &self.links.online_payment_landing {
+            check_url("links.online_payment_landing.url", &landing.url)?;
+            check_method(
+                "links.online_payment_landing.method",
+                landing.method.as_deref(),
+                &["GET"],
+            )?;
+        }
+        match (self.kind, self.wallet_account_id) {
+            (PaymentType::Wallet, None) => Err(FieldError::new(
+                "wallet_account_id",
+                "is required for WALLET payments",
+            )),
+            (PaymentType::Pagopa, Some(_)) => Err(FieldError::new(
+                "wallet_account_id",
+                "must be null for PAGOPA payments",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The new payment this request describes.
+    pub fn into_payment(self, user_id: Uuid, public_url: &str, now: DateTime<Utc>) -> Payment {
+        let id = Uuid::new_v4();
+        let notify = self
+            .links
+            .notify
+            .into_iter()
+            .map(|l| NotifyLink {
+                url: l.url,
+                method: l
+                    .method
+                    .unwrap_or_else(|| "POST".into())
+                    .to_ascii_uppercase(),
+                sent_at: None,
+            })
+            .collect();
+        let landing = self
+            .links
+            .online_payment_landing
+            .map(|l| Link {
+                url: Some(l.url),
+                method: Some("GET".into()),
+                last_opened_at: None,
+            })
+            .unwrap_or_default();
+        let mut payment = Payment {
+            id,
+            user_id,
+            kind: self.kind,
+            tenant_id: self.tenant_id,
+            service_id: self.service_id,
+            created_at: now,
+            updated_at: now,
+            status: PaymentStatus::CreationPending,
+            reason: self.reason.trim().to_string(),
+            status_message: None,
+            remote_id: self.remote_id,
+            payment: PaymentData {
+                amount: self.payment.amount,
+                currency: self.payment.currency,
+                expire_at: self.payment.expire_at,
+                notice_code: None,
+                iud: Payment::iud_for(id),
+                iuv: None,
+                transaction_id: None,
+                paid_at: None,
+                split: self.payment.split,
+            },
+            links: Links {
+                online_payment_landing: landing,
+                notify,
+                ..Links::default()
+            },
+            payer: self.payer,
+            debtor: self.debtor,
+            locale: self.locale,
+            wallet_account_id: self.wallet_account_id,
+        };
+        payment.set_own_links(public_url);
+        if payment.kind == PaymentType::Wallet {
+            payment.links.online_payment_begin = Link::default();
+            payment.links.offline_payment = Link::default();
+        }
+        payment.links.update.next_check_at = Some(now);
+        payment
+    }
+}

@@ -1,0 +1,1 @@
+//! Kafka: embedded broker, producer, consumers, outbox relay.
