@@ -30,6 +30,29 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Run the intermediary / payment-system simulator alone.
     Simulator(SimulatorArgs),
+    /// Run the embedded Kafka broker alone, so several instances (and kcat) can share it.
+    DevKafka(DevKafkaArgs),
+}
+
+/// Settings of `cassa dev-kafka`.
+#[derive(Debug, Clone, Args)]
+pub struct DevKafkaArgs {
+    /// Fixed bootstrap port on 127.0.0.1.
+    #[arg(long, default_value = "9092")]
+    pub port: u16,
+    /// Partitions of the topics it creates.
+    #[arg(long, default_value = "6")]
+    pub partitions: i32,
+    #[arg(long, env = "CASSA_TOPIC_APPLICATIONS", default_value = "applications")]
+    pub topic_applications: String,
+    #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
+    pub topic_payments: String,
+    #[arg(
+        long,
+        env = "CASSA_TOPIC_DEAD_LETTER",
+        default_value = "cassa-dead-letter"
+    )]
+    pub topic_dead_letter: String,
 }
 
 /// Roles this instance plays.
@@ -70,6 +93,18 @@ pub struct Settings {
     /// Fixed port of the embedded broker (default: any free port).
     #[arg(long, env = "CASSA_KAFKA_EMBEDDED_PORT")]
     pub kafka_embedded_port: Option<u16>,
+    /// Consumer group of the `payments` topic (all instances of one deployment share it).
+    #[arg(long, env = "CASSA_KAFKA_GROUP", default_value = "cassa")]
+    pub kafka_group: String,
+    /// Partitions of topics cassa creates (embedded broker, or missing topics).
+    #[arg(long, env = "CASSA_KAFKA_PARTITIONS", default_value = "6", value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub kafka_partitions: i32,
+    /// Consumer-group session timeout: how soon a dead instance's partitions move.
+    #[arg(long, env = "CASSA_KAFKA_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub kafka_session_timeout: Duration,
+    /// This instance's name (leases, Kafka client id); default: host and process id.
+    #[arg(long, env = "CASSA_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     #[arg(long, env = "CASSA_TOPIC_APPLICATIONS", default_value = "applications")]
     pub topic_applications: String,
     #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
@@ -140,6 +175,10 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_DATABASE_URL",
     "CASSA_KAFKA_BROKERS",
     "CASSA_KAFKA_EMBEDDED_PORT",
+    "CASSA_KAFKA_GROUP",
+    "CASSA_KAFKA_PARTITIONS",
+    "CASSA_KAFKA_SESSION_TIMEOUT",
+    "CASSA_INSTANCE_ID",
     "CASSA_TOPIC_APPLICATIONS",
     "CASSA_TOPIC_PAYMENTS",
     "CASSA_TOPIC_DEAD_LETTER",
@@ -191,6 +230,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
+    /// This instance's name.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+
     /// Embedded mode: SQLite and no Kafka brokers configured.
     pub fn embedded(&self) -> bool {
         self.database.database_url.starts_with("sqlite:") && self.kafka_brokers.trim().is_empty()

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod http;
 pub mod intake;
 pub mod intermediary;
+pub mod kafka;
 pub mod seed;
 pub mod server;
 pub mod simulator;

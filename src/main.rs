@@ -73,6 +73,18 @@ fn main() -> ExitCode {
                     Ok(cassa::simulator::serve(args.addr, config).await?)
                 })
             }),
+        Command::DevKafka(args) => init_tracing("info", LogFormat::Text)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| {
+                actix_web::rt::System::new().block_on(async move {
+                    let topics = [
+                        (args.topic_applications.as_str(), args.partitions),
+                        (args.topic_payments.as_str(), args.partitions),
+                        (args.topic_dead_letter.as_str(), 1),
+                    ];
+                    cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
+                })
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

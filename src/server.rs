@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::actors::{Deps, PaymentRegistry, RearmOpen};
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::http::{self, AppState};
 use crate::intermediary::{Intermediaries, Intermediary};
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -30,6 +30,8 @@ pub struct Running {
     pub seeded: bool,
     /// The built-in simulator, when mounted.
     pub simulator: Option<Simulator>,
+    /// Kafka: broker (embedded or not), relay and consumers; dropping it stops them.
+    pub kafka: crate::kafka::KafkaBridge,
 }
 
 /// Extra wiring for tests and benchmarks.
@@ -71,13 +73,30 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         intermediaries,
         schedule: settings.poll_schedule.clone(),
         public_url: public_url.clone(),
+        notify_platform: settings.roles.contains(&Role::Updater),
+        http: reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?,
     });
     let arbiters = settings.arbiters.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let registry = PaymentRegistry::new(deps, arbiters).start();
+    let kafka = crate::kafka::connect(settings).await?;
+    // Ownership by partition: nothing is owned until the group assigns partitions.
+    let ownership = crate::actors::Ownership::Partitions {
+        count: kafka.payments_partitions,
+        owned: Default::default(),
+    };
+    let registry = PaymentRegistry::new(deps, arbiters, ownership).start();
+    let kafka = crate::kafka::start(
+        settings,
+        kafka,
+        store.clone(),
+        registry.clone(),
+        public_url.clone(),
+    )?;
     // Serving HTTP does not wait for the open payments to be re-armed.
     let rearm = registry.clone();
     actix::spawn(async move {
@@ -116,7 +135,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     .workers(2)
     .shutdown_timeout(10)
     .run();
-    tracing::info!(%addr, %public_url, database = store.backend(), embedded, "cassa is serving");
+    tracing::info!(%addr, %public_url, database = store.backend(), embedded, kafka = kafka.bootstrap(), "cassa is serving");
     Ok(Running {
         addr,
         public_url,
@@ -125,5 +144,6 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         server,
         seeded,
         simulator,
+        kafka,
     })
 }

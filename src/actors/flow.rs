@@ -30,7 +30,7 @@ pub async fn advance(
     for _ in 0..MAX_STEPS_PER_DRIVE {
         let now = time::now();
         let due = check_now || row.next_check_at.is_none_or(|at| at <= now);
-        if row.payment.status.is_final() || !due {
+        if !has_work(deps, &row) || !due {
             break;
         }
         check_now = false;
@@ -43,6 +43,13 @@ pub async fn advance(
         }
     }
     Ok(row)
+}
+
+/// Whether the payment still has work: it is open, or (updater role) the platform has
+/// not been told its outcome yet.
+pub fn has_work(deps: &Deps, row: &StoredPayment) -> bool {
+    !row.payment.status.is_final()
+        || (deps.notify_platform && row.payment.notify_pending(&row.saga))
 }
 
 /// Runs an operation on a row; when the row changed underneath (optimistic
@@ -77,6 +84,9 @@ async fn step(
     citizen_returned: bool,
 ) -> Result<StoredPayment, StoreError> {
     let status = row.payment.status;
+    if status.is_final() {
+        return notify_platform(deps, row, now).await;
+    }
     if let Some(reason) = row.saga.wind_down {
         if matches!(
             status,
@@ -116,8 +126,15 @@ async fn save(
     next_check_at: Option<DateTime<Utc>>,
     hold: Option<HoldAction>,
 ) -> Result<StoredPayment, StoreError> {
-    payment.links.update.next_check_at = next_check_at;
+    // The update link tells when the intermediary is checked next: never once final
+    // (the row's next_check_at may still time the platform notification).
+    payment.links.update.next_check_at = if payment.status.is_final() {
+        None
+    } else {
+        next_check_at
+    };
     let mut change = Change::of(row, payment, saga);
+    change.next_check_at = next_check_at;
     change.hold = hold;
     deps.store.update_payment(row.version, change).await
 }
@@ -177,7 +194,78 @@ async fn finish(
     }
     let mut saga = row.saga.clone();
     saga.succeeded();
-    save(deps, row, payment, saga, None, hold).await
+    // Telling the platform is the next (retriable) step, due at once.
+    let next = payment.notify_pending(&saga).then_some(now);
+    save(deps, row, payment, saga, next, hold).await
+}
+
+/// The body POSTed to the platform's notify URLs (CONTRACTS.md §3).
+fn outcome(payment: &Payment) -> serde_json::Value {
+    let ok = payment.status == PaymentStatus::Complete;
+    let message = payment
+        .status_message
+        .clone()
+        .unwrap_or_else(|| match payment.status {
+            PaymentStatus::Complete => "payment completed".to_string(),
+            s => format!("payment ended {s}"),
+        });
+    serde_json::json!({
+        "status": if ok { "OK" } else { "KO" },
+        "status_code": payment.status.as_str(),
+        "status_message": message,
+        "data": payment,
+    })
+}
+
+/// Updater (retriable step): POSTs the outcome to every notify link not yet told; a
+/// 2xx records `sent_at`, a 4xx is final and recorded, anything else is retried with
+/// backoff. Bookkeeping only: no status change, so no event is published.
+async fn notify_platform(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    let mut payment = row.payment.clone();
+    let mut saga = row.saga.clone();
+    let body = outcome(&row.payment);
+    let mut failures = Vec::new();
+    for link in payment.links.notify.iter_mut() {
+        if link.sent_at.is_some() || saga.notify_refused.iter().any(|r| r.url == link.url) {
+            continue;
+        }
+        let method =
+            reqwest::Method::from_bytes(link.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let answer = deps
+            .http
+            .request(method, &link.url)
+            .timeout(std::time::Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => link.sent_at = Some(now),
+            Ok(r) if r.status().is_client_error() => {
+                tracing::warn!(payment_id = %payment.id, url = %link.url, status = %r.status(), "platform refused the outcome; not retried");
+                saga.notify_refused
+                    .push(crate::domain::saga::NotifyRefusal {
+                        url: link.url.clone(),
+                        status: r.status().as_u16(),
+                        at: now,
+                    });
+            }
+            Ok(r) => failures.push(format!("{}: {}", link.url, r.status())),
+            Err(e) => failures.push(format!("{}: {e}", link.url)),
+        }
+    }
+    payment.updated_at = now;
+    if failures.is_empty() {
+        saga.succeeded();
+        save(deps, row, payment, saga, None, None).await
+    } else {
+        let retry_at = saga.failed(format!("notify platform: {}", failures.join("; ")), now);
+        tracing::warn!(payment_id = %payment.id, attempts = saga.attempts, "platform notification failed, will retry");
+        save(deps, row, payment, saga, Some(retry_at), None).await
+    }
 }
 
 /// When the next poll is due after a check at `now`.
@@ -568,6 +656,8 @@ mod tests {
             store,
             schedule: "*:1m".parse().unwrap(),
             public_url: "http://cassa.test".into(),
+            notify_platform: true,
+            http: reqwest::Client::new(),
         };
         (deps, dir)
     }

@@ -12,7 +12,10 @@ use crate::intermediary::Intermediaries;
 use crate::store::{Store, StoreError};
 
 pub use payment::{CommandReply, PaymentActor, PaymentCommand};
-pub use registry::{Ensure, Forward, GetStats, PaymentRegistry, RearmOpen, RegistryStats};
+pub use registry::{
+    Ensure, Forward, GetStats, Ownership, PartitionsAssigned, PartitionsRevoked, PaymentRegistry,
+    RearmOpen, RegistryStats, Touch,
+};
 
 /// What every payment actor needs from the outside world.
 pub struct Deps {
@@ -21,6 +24,10 @@ pub struct Deps {
     pub schedule: PollSchedule,
     /// Base of the links that point back at cassa, without trailing `/`.
     pub public_url: String,
+    /// The updater role: tell the platform the outcome at `links.notify[]`.
+    pub notify_platform: bool,
+    /// Client for the platform's notify endpoints.
+    pub http: reqwest::Client,
 }
 
 /// Why a command to a payment could not be carried out.

@@ -88,17 +88,21 @@ pub struct PaymentActor {
     row: Option<StoredPayment>,
     timer: Option<SpawnHandle>,
     watch: DeathWatch,
+    /// Runs one command for a payment this instance does not own, then stops (no timers:
+    /// the owner polls).
+    transient: bool,
 }
 
 impl PaymentActor {
     /// An actor for payment `id`; it loads its row when it starts.
-    pub fn new(id: Uuid, deps: Arc<Deps>, watch: DeathWatch) -> Self {
+    pub fn new(id: Uuid, deps: Arc<Deps>, watch: DeathWatch, transient: bool) -> Self {
         PaymentActor {
             id,
             deps,
             row: None,
             timer: None,
             watch,
+            transient,
         }
     }
 
@@ -108,7 +112,7 @@ impl PaymentActor {
             ctx.cancel_future(timer);
         }
         let Some(row) = &self.row else { return };
-        if row.payment.status.is_final() {
+        if self.transient || !flow::has_work(&self.deps, row) {
             self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| act.stop_cleanly(ctx)));
             return;
         }
@@ -169,6 +173,47 @@ impl Actor for PaymentActor {
                 }
             },
         ));
+    }
+}
+
+/// The row changed elsewhere (an event was seen): reload it and re-arm.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+impl Handler<Reload> for PaymentActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Reload, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.deps.store.clone();
+        let id = self.id;
+        AtomicResponse::new(Box::pin(
+            async move { store.payment(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(Some(row)) => {
+                        let newer = act.row.as_ref().is_none_or(|r| row.version > r.version);
+                        act.settle(newer.then_some(row), ctx);
+                    }
+                    Ok(None) => act.stop_cleanly(ctx),
+                    Err(e) => {
+                        tracing::warn!(payment_id = %act.id, error = %e, "cannot reload payment")
+                    }
+                }),
+        ))
+    }
+}
+
+/// Stop now, cleanly (the partition moved to another instance); the row is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
+impl Handler<Passivate> for PaymentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        self.stop_cleanly(ctx);
     }
 }
 

@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::payment::{ActorExited, Command, CommandReply, DeathWatch, PaymentCommand};
+use std::collections::HashSet;
+
+use super::payment::{
+    ActorExited, Command, CommandReply, DeathWatch, Passivate, PaymentCommand, Reload,
+};
 use super::{Deps, PaymentActor, PaymentError};
+use crate::kafka::partition::partition_for;
 
 /// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
 const RESTART_BUDGET: usize = 5;
@@ -41,6 +46,33 @@ pub struct RegistryStats {
 struct Resident {
     addr: Addr<PaymentActor>,
     generation: u64,
+    transient: bool,
+}
+
+/// Which payments this instance owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// All of them (a single instance without Kafka ownership).
+    All,
+    /// Those whose key falls in an assigned partition of the `payments` topic.
+    Partitions { count: i32, owned: HashSet<i32> },
+}
+
+impl Ownership {
+    /// The partition of a payment's events (key = the payment id as text).
+    pub fn partition_of(id: Uuid, count: i32) -> i32 {
+        partition_for(id.to_string().as_bytes(), count)
+    }
+
+    /// Whether this instance owns payment `id`.
+    pub fn owns(&self, id: Uuid) -> bool {
+        match self {
+            Ownership::All => true,
+            Ownership::Partitions { count, owned } => {
+                owned.contains(&Self::partition_of(id, *count))
+            }
+        }
+    }
 }
 
 /// Supervisor and directory of payment actors.
@@ -51,11 +83,13 @@ pub struct PaymentRegistry {
     restarts: HashMap<Uuid, VecDeque<Instant>>,
     next_generation: u64,
     stats: RegistryStats,
+    ownership: Ownership,
 }
 
 impl PaymentRegistry {
-    /// A registry spreading actors over `arbiters` new arbiter threads (at least one).
-    pub fn new(deps: Arc<Deps>, arbiters: usize) -> Self {
+    /// A registry spreading actors over `arbiters` new arbiter threads (at least one),
+    /// owning the payments `ownership` says.
+    pub fn new(deps: Arc<Deps>, arbiters: usize, ownership: Ownership) -> Self {
         let arbiters = (0..arbiters.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -66,16 +100,20 @@ impl PaymentRegistry {
             restarts: HashMap::new(),
             next_generation: 0,
             stats: RegistryStats::default(),
+            ownership,
         }
     }
 
-    /// The actor of payment `id`, spawned if not resident.
+    /// The actor of payment `id`, spawned if not resident. A payment this instance does
+    /// not own gets a transient actor that answers and stops.
     fn ensure(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Addr<PaymentActor> {
+        let owned = self.ownership.owns(id);
         if let Some(resident) = self.actors.get(&id) {
-            if resident.addr.connected() {
+            if resident.addr.connected() && resident.transient != owned {
                 return resident.addr.clone();
             }
         }
+        let transient = !owned;
         self.next_generation += 1;
         let generation = self.next_generation;
         let watch = DeathWatch {
@@ -86,14 +124,16 @@ impl PaymentRegistry {
         };
         let deps = self.deps.clone();
         let arbiter = &self.arbiters[(id.as_u128() % self.arbiters.len() as u128) as usize];
-        let addr =
-            PaymentActor::start_in_arbiter(arbiter, move |_| PaymentActor::new(id, deps, watch));
+        let addr = PaymentActor::start_in_arbiter(arbiter, move |_| {
+            PaymentActor::new(id, deps, watch, transient)
+        });
         self.stats.spawned += 1;
         self.actors.insert(
             id,
             Resident {
                 addr: addr.clone(),
                 generation,
+                transient,
             },
         );
         addr
@@ -117,7 +157,97 @@ impl Handler<Ensure> for PaymentRegistry {
     type Result = ();
 
     fn handle(&mut self, Ensure(id): Ensure, ctx: &mut Context<Self>) {
-        self.ensure(id, ctx);
+        // The owner picks up payments it does not own from their events.
+        if self.ownership.owns(id) {
+            self.ensure(id, ctx);
+        }
+    }
+}
+
+/// An event about payment `id` was seen on the `payments` topic: the owner makes sure
+/// its actor runs and has the latest row (a non-owner may have changed it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Touch(pub Uuid);
+
+impl Handler<Touch> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Touch(id): Touch, ctx: &mut Context<Self>) {
+        if !self.ownership.owns(id) {
+            return;
+        }
+        let fresh = !self
+            .actors
+            .get(&id)
+            .is_some_and(|r| r.addr.connected() && !r.transient);
+        let addr = self.ensure(id, ctx);
+        if !fresh {
+            if let Err(e) = addr.try_send(Reload) {
+                tracing::debug!(payment_id = %id, error = %e, "reload not queued; the actor is busy and will see the new version on its next write");
+            }
+        }
+    }
+}
+
+/// Partitions of the `payments` topic assigned to this instance (a rebalance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PartitionsAssigned {
+    pub count: i32,
+    pub partitions: Vec<i32>,
+}
+
+impl Handler<PartitionsAssigned> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PartitionsAssigned, ctx: &mut Context<Self>) {
+        let owned = match &mut self.ownership {
+            Ownership::Partitions { count, owned } => {
+                *count = msg.count;
+                owned
+            }
+            Ownership::All => return,
+        };
+        owned.extend(msg.partitions.iter().copied());
+        tracing::info!(partitions = ?msg.partitions, "partitions assigned; loading their open payments");
+        ctx.notify(RearmOpen);
+    }
+}
+
+/// Partitions taken away from this instance: their actors stop (rows are durable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PartitionsRevoked(pub Vec<i32>);
+
+impl Handler<PartitionsRevoked> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        PartitionsRevoked(partitions): PartitionsRevoked,
+        _ctx: &mut Context<Self>,
+    ) {
+        let Ownership::Partitions { count, owned } = &mut self.ownership else {
+            return;
+        };
+        for p in &partitions {
+            owned.remove(p);
+        }
+        let count = *count;
+        let revoked: HashSet<i32> = partitions.iter().copied().collect();
+        let mut stopped = 0;
+        for (id, resident) in &self.actors {
+            if !resident.transient && revoked.contains(&Ownership::partition_of(*id, count)) {
+                resident.addr.do_send(Passivate);
+                stopped += 1;
+            }
+        }
+        tracing::info!(
+            ?partitions,
+            stopped,
+            "partitions revoked; their actors stop"
+        );
     }
 }
 
@@ -211,8 +341,8 @@ impl Handler<ActorExited> for PaymentRegistry {
     }
 }
 
-/// Re-arms every open payment (start-up): answers how many were found; the actors are
-/// spawned a chunk per tick afterwards.
+/// Re-arms every open payment this instance owns that has no actor (start-up, partition
+/// assignment): answers how many; the actors are spawned a chunk per tick afterwards.
 #[derive(Message)]
 #[rtype(result = "Result<usize, PaymentError>")]
 pub struct RearmOpen;
@@ -225,8 +355,9 @@ impl Handler<RearmOpen> for PaymentRegistry {
         Box::pin(
             async move { store.open_payment_ids().await }
                 .into_actor(self)
-                .map(|ids, _act, ctx| {
-                    let ids = ids?;
+                .map(|ids, act, ctx| {
+                    let mut ids = ids?;
+                    ids.retain(|id| act.ownership.owns(*id) && !act.actors.contains_key(id));
                     let count = ids.len();
                     for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
                         let chunk = chunk.to_vec();

@@ -1,1 +1,256 @@
-//! Kafka: embedded broker, producer, consumers, outbox relay.
+//! Kafka: the embedded broker, the idempotent producer and `OutboxRelay`, the
+//! `ApplicationDispatcher` (dispatcher role) and the `payments` consumer (proxy role,
+//! and ownership of payments by partition). `KafkaBridge::start` wires them for
+//! `cassa serve`.
+
+pub mod dispatcher;
+pub mod embedded;
+pub mod partition;
+pub mod proxy;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, Producer as _};
+use tokio::sync::watch;
+
+use crate::actors::PaymentRegistry;
+use crate::config::{Role, Settings};
+use crate::intake::Intake;
+use crate::store::Store;
+use embedded::EmbeddedKafka;
+
+/// The context of every cassa Kafka client: it holds the embedded broker (if any), and
+/// rdkafka drops a client's context only after closing the client, so the in-process
+/// broker always outlives its clients (a consumer closing against a vanished broker
+/// would block forever).
+#[derive(Clone, Default)]
+pub struct BrokerGuard(pub Option<Arc<EmbeddedKafka>>);
+
+impl rdkafka::ClientContext for BrokerGuard {}
+impl rdkafka::consumer::ConsumerContext for BrokerGuard {}
+
+/// cassa's producer.
+pub type Producer = FutureProducer<BrokerGuard>;
+
+/// Where cassa's Kafka is and how its topics are laid out.
+pub struct KafkaSetup {
+    /// The embedded broker (when no brokers were configured), shared by the clients.
+    pub embedded: BrokerGuard,
+    pub bootstrap: String,
+    pub producer: Producer,
+    /// Partitions of the `payments` topic (ownership is by partition).
+    pub payments_partitions: i32,
+}
+
+/// Running Kafka work; dropping it stops the loops (and the embedded broker).
+pub struct KafkaBridge {
+    pub setup: KafkaSetup,
+    stop: watch::Sender<bool>,
+}
+
+impl KafkaBridge {
+    /// The bootstrap address in use.
+    pub fn bootstrap(&self) -> &str {
+        &self.setup.bootstrap
+    }
+
+    /// Stops the consumers and the relay.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn base_config(settings: &Settings, bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", format!("cassa-{}", settings.instance_id()))
+        .set("log_level", "4")
+        .set("reconnect.backoff.max.ms", "1000");
+    config
+}
+
+/// Connects to the configured brokers (or starts the embedded one), makes sure the
+/// topics exist, and builds the idempotent producer.
+pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
+    let partitions = settings.kafka_partitions;
+    let topics = [
+        (settings.topic_applications.as_str(), partitions),
+        (settings.topic_payments.as_str(), partitions),
+        (settings.topic_dead_letter.as_str(), 1),
+    ];
+    let (embedded, bootstrap) = if settings.kafka_brokers.trim().is_empty() {
+        let kafka = EmbeddedKafka::start(settings.kafka_embedded_port, &topics)
+            .await
+            .context("cannot start the embedded Kafka broker")?;
+        let bootstrap = kafka.bootstrap_servers();
+        tracing::info!(%bootstrap, "embedded Kafka broker started (librdkafka mock cluster)");
+        (BrokerGuard(Some(Arc::new(kafka))), bootstrap)
+    } else {
+        (BrokerGuard(None), settings.kafka_brokers.trim().to_string())
+    };
+    let producer: Producer = base_config(settings, &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(embedded.clone())
+        .context("cannot create the Kafka producer")?;
+    if embedded.0.is_none() {
+        ensure_topics(settings, &bootstrap, &topics).await?;
+    }
+    let payments_partitions = topic_partitions(&producer, &settings.topic_payments).await?;
+    Ok(KafkaSetup {
+        embedded,
+        bootstrap,
+        producer,
+        payments_partitions,
+    })
+}
+
+async fn topic_partitions(producer: &Producer, topic: &str) -> anyhow::Result<i32> {
+    let producer = producer.clone();
+    let topic_name = topic.to_string();
+    let metadata = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic_name), Duration::from_secs(10))
+    })
+    .await?
+    .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    anyhow::ensure!(
+        count > 0,
+        "topic {topic} does not exist on the Kafka cluster"
+    );
+    Ok(count as i32)
+}
+
+/// Creates missing topics on a real cluster; a clear error when that is impossible.
+async fn ensure_topics(
+    settings: &Settings,
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, bootstrap)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("cannot reach the Kafka cluster to check the topics (CASSA_KAFKA_BROKERS)")?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "topic created"),
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "topic exists")
+            }
+            Err((name, code)) => anyhow::bail!(
+                "topic {name} is missing and cannot be created ({code}); create it on the cluster"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the relay and the consumers of this instance's roles.
+pub fn start(
+    settings: &Settings,
+    setup: KafkaSetup,
+    store: Arc<dyn Store>,
+    registry: Addr<PaymentRegistry>,
+    public_url: String,
+) -> anyhow::Result<KafkaBridge> {
+    let (stop, stopped) = watch::channel(false);
+    let relay = relay::OutboxRelay {
+        store: store.clone(),
+        producer: setup.producer.clone(),
+        instance: settings.instance_id(),
+        idle: Duration::from_millis(100),
+    };
+    actix::spawn(relay.run(stopped.clone()));
+
+    let session = settings.kafka_session_timeout.as_millis().to_string();
+    let consumer_config = |group: &str| {
+        let mut config = base_config(settings, &setup.bootstrap);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", &session)
+            .set("heartbeat.interval.ms", "500");
+        config
+    };
+
+    if settings.roles.contains(&Role::Proxy) {
+        let context = proxy::PaymentsRebalance {
+            registry: registry.clone(),
+            topic: settings.topic_payments.clone(),
+            partitions: setup.payments_partitions,
+            _broker: setup.embedded.clone(),
+        };
+        let consumer: StreamConsumer<proxy::PaymentsRebalance> =
+            consumer_config(&settings.kafka_group)
+                .create_with_context(context)
+                .context("cannot create the payments consumer")?;
+        consumer.subscribe(&[&settings.topic_payments])?;
+        let (store, registry, public_url, stopped) = (
+            store.clone(),
+            registry.clone(),
+            public_url.clone(),
+            stopped.clone(),
+        );
+        actix::spawn(async move {
+            let intake = Intake {
+                store: store.as_ref(),
+                registry: &registry,
+                public_url: &public_url,
+            };
+            proxy::run(consumer, intake, stopped).await;
+        });
+    }
+    if settings.roles.contains(&Role::Dispatcher) {
+        let consumer: StreamConsumer<BrokerGuard> =
+            consumer_config(&format!("{}-dispatcher", settings.kafka_group))
+                .create_with_context(setup.embedded.clone())
+                .context("cannot create the applications consumer")?;
+        consumer.subscribe(&[&settings.topic_applications])?;
+        let dispatcher = dispatcher::ApplicationDispatcher {
+            consumer,
+            producer: setup.producer.clone(),
+            dead_letter_topic: settings.topic_dead_letter.clone(),
+        };
+        actix::spawn(async move {
+            let intake = Intake {
+                store: store.as_ref(),
+                registry: &registry,
+                public_url: &public_url,
+            };
+            dispatcher.run(intake, stopped).await;
+        });
+    }
+    Ok(KafkaBridge { setup, stop })
+}

@@ -119,6 +119,7 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub registry: actix::Addr<PaymentRegistry>,
     pub sim: TestSimulator,
+    pub kafka: cassa::kafka::KafkaBridge,
     pub _db: TestDatabase,
 }
 
@@ -140,6 +141,8 @@ pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
         "1s",
         "--arbiters",
         "2",
+        "--kafka-session-timeout",
+        "3s",
     ])
     .unwrap()
 }
@@ -160,6 +163,7 @@ impl TestApp {
         tune(&mut settings);
         let running = server::start(&settings, overrides).await.unwrap();
         actix_rt::spawn(running.server);
+        let kafka = running.kafka;
         TestApp {
             base: running.public_url,
             client: reqwest::Client::builder()
@@ -169,6 +173,7 @@ impl TestApp {
             store: running.store,
             registry: running.registry,
             sim,
+            kafka,
             _db: db,
         }
     }

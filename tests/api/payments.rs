@@ -232,7 +232,7 @@ async fn cancelling_a_paid_position_records_the_payment_instead() {
 async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut body = pagopa_body("3.00");
-    let expire_at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let expire_at = (chrono::Utc::now() + chrono::Duration::seconds(8)).to_rfc3339();
     body["payment"]["expire_at"] = json!(expire_at);
     let id = app.create(&body).await["id"].as_str().unwrap().to_string();
     let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;

@@ -1,0 +1,318 @@
+//! `ApplicationDispatcher` (dispatcher role): reads Opencity application events from
+//! `applications` and turns those waiting for a payment into payments, through the same
+//! intake as HTTP. One application yields at most one payment (unique `remote_id`),
+//! however often it is redelivered or re-sent. The offset is stored only once the
+//! payment is committed (or the event dead-lettered or skipped); a malformed event goes
+//! to the dead-letter topic with the reason, and the consumer goes on.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::domain::money::Money;
+use crate::domain::payment::{PayerType, PaymentType, Split};
+use crate::domain::time;
+use crate::intake::{
+    CreateLinks, CreatePayment, CreatePaymentData, Intake, IntakeError, LinkTarget,
+};
+use crate::store::Created;
+
+/// What became of one application event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// A new payment.
+    Created(Uuid),
+    /// The application already has its payment.
+    AlreadyDone(Uuid),
+    /// Not for the dispatcher (other status, unsupported version); why.
+    Skipped(String),
+    /// Malformed or invalid: goes to the dead-letter topic with this reason.
+    Rejected(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplicationEvent {
+    id: Uuid,
+    tenant_id: Uuid,
+    service_id: Uuid,
+    user: Uuid,
+    #[serde(default)]
+    payment_data: Option<ApplicationPayment>,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplicationPayment {
+    amount: Money,
+    reason: String,
+    #[serde(default, with = "time::rome_opt")]
+    expire_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    split: Option<Vec<Split>>,
+    #[serde(default)]
+    notify: Option<ApplicationLink>,
+    #[serde(default)]
+    landing: Option<ApplicationLink>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplicationLink {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+/// Whether `event_version` is a 2.x version.
+fn supported_version(version: &Value) -> bool {
+    match version {
+        Value::Number(n) => n.as_f64().is_some_and(|v| (2.0..3.0).contains(&v)),
+        Value::String(s) => s == "2" || s.starts_with("2."),
+        _ => false,
+    }
+}
+
+/// A value of the applicant in `data`, whether flattened (`"applicant.data.x"`) or nested.
+fn lookup<'a>(data: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(v) = data.get(path) {
+        return Some(v);
+    }
+    path.split('.').try_fold(data, |node, key| node.get(key))
+}
+
+fn text(data: &Value, path: &str) -> Option<String> {
+    lookup(data, path)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Builds the payment request of an application, or says what is wrong with it.
+fn to_request(event: ApplicationEvent) -> Result<CreatePayment, String> {
+    let payment = event.payment_data.ok_or("payment_data is missing")?;
+    let data = &event.data;
+    let tax_code = text(data, "applicant.data.fiscal_code.data.fiscal_code")
+        .ok_or("applicant.data.fiscal_code.data.fiscal_code is missing")?;
+    let payer = serde_json::json!({
+        "type": PayerType::Human,
+        "tax_identification_number": tax_code,
+        "name": text(data, "applicant.data.completename.data.name").ok_or("applicant.data.completename.data.name is missing")?,
+        "family_name": text(data, "applicant.data.completename.data.surname"),
+        "email": text(data, "applicant.data.email_address"),
+        "street_name": text(data, "applicant.data.address.data.address"),
+        "building_number": text(data, "applicant.data.address.data.house_number"),
+        "postal_code": text(data, "applicant.data.address.data.postal_code"),
+        "town_name": text(data, "applicant.data.address.data.municipality"),
+        "country_subdivision": text(data, "applicant.data.address.data.county"),
+    });
+    let payer = serde_json::from_value(payer).map_err(|e| format!("applicant: {e}"))?;
+    let link = |l: ApplicationLink| LinkTarget {
+        url: l.url,
+        method: l.method,
+    };
+    Ok(CreatePayment {
+        kind: PaymentType::Pagopa,
+        tenant_id: event.tenant_id,
+        service_id: event.service_id,
+        remote_id: Some(event.id),
+        reason: payment.reason,
+        payment: CreatePaymentData {
+            amount: payment.amount,
+            currency: "EUR".into(),
+            expire_at: payment.expire_at,
+            split: payment.split.unwrap_or_default(),
+        },
+        payer,
+        debtor: None,
+        locale: None,
+        links: CreateLinks {
+            notify: payment.notify.map(link).into_iter().collect(),
+            online_payment_landing: payment.landing.map(link),
+        },
+        wallet_account_id: None,
+    })
+}
+
+/// Handles one application event. `Err` only for failures worth retrying (database).
+pub async fn dispatch(
+    intake: &Intake<'_>,
+    payload: Option<&[u8]>,
+) -> Result<Dispatched, crate::store::StoreError> {
+    let Some(payload) = payload else {
+        return Ok(Dispatched::Rejected("empty message".into()));
+    };
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return Ok(Dispatched::Rejected(format!("not JSON: {e}"))),
+    };
+    if !value.is_object() {
+        return Ok(Dispatched::Rejected("not a JSON object".into()));
+    }
+    let version = value.get("event_version").cloned().unwrap_or(Value::Null);
+    if !supported_version(&version) {
+        return Ok(Dispatched::Skipped(format!(
+            "unsupported event_version {version}"
+        )));
+    }
+    let status = value
+        .get("status_name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !status.contains("status_payment_pending") {
+        return Ok(Dispatched::Skipped(format!(
+            "status_name {status:?} is not waiting for a payment"
+        )));
+    }
+    let event: ApplicationEvent = match serde_path_to_error::deserialize(value) {
+        Ok(e) => e,
+        Err(e) => return Ok(Dispatched::Rejected(format!("{}: {}", e.path(), e.inner()))),
+    };
+    let user_id = event.user;
+    let request = match to_request(event) {
+        Ok(r) => r,
+        Err(reason) => return Ok(Dispatched::Rejected(reason)),
+    };
+    match intake.create(request, user_id, None).await {
+        Ok(Created::New(row)) => Ok(Dispatched::Created(row.payment.id)),
+        Ok(Created::RemoteIdTaken(row) | Created::Replayed(row)) => {
+            Ok(Dispatched::AlreadyDone(row.payment.id))
+        }
+        Ok(Created::KeyReused { payment_id }) => Ok(Dispatched::AlreadyDone(payment_id)),
+        Err(IntakeError::Invalid(e)) => Ok(Dispatched::Rejected(e.to_string())),
+        Err(IntakeError::Store(e)) => Err(e),
+    }
+}
+
+/// The running dispatcher.
+pub struct ApplicationDispatcher {
+    pub consumer: StreamConsumer<super::BrokerGuard>,
+    pub producer: super::Producer,
+    pub dead_letter_topic: String,
+}
+
+impl ApplicationDispatcher {
+    /// Consumes until `stop` turns true.
+    pub async fn run(self, intake: Intake<'_>, mut stop: watch::Receiver<bool>) {
+        tracing::info!("application dispatcher started");
+        loop {
+            let message = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = stop.changed() => break,
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "applications consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut backoff = Duration::from_millis(200);
+            let outcome = loop {
+                match dispatch(&intake, message.payload()).await {
+                    Ok(outcome) => break outcome,
+                    Err(e) => {
+                        // The database is down: keep this message, try again.
+                        tracing::warn!(error = %e, ?backoff, "cannot store the payment; retrying the application");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            };
+            match &outcome {
+                Dispatched::Created(id) => {
+                    tracing::info!(payment_id = %id, "application dispatched")
+                }
+                Dispatched::AlreadyDone(id) => {
+                    tracing::debug!(payment_id = %id, "application already has its payment")
+                }
+                Dispatched::Skipped(why) => tracing::debug!(%why, "application skipped"),
+                Dispatched::Rejected(reason) => {
+                    tracing::warn!(%reason, offset = message.offset(), "application dead-lettered");
+                    self.dead_letter(&message, reason).await;
+                }
+            }
+            if let Err(e) = self.consumer.store_offset_from_message(&message) {
+                tracing::warn!(error = %e, "cannot store the applications offset");
+            }
+        }
+        tracing::info!("application dispatcher stopped");
+    }
+
+    /// Writes the message to the dead-letter topic with the reason (retried until acknowledged).
+    async fn dead_letter(&self, message: &rdkafka::message::BorrowedMessage<'_>, reason: &str) {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        loop {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "cassa-reason",
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: "cassa-source-topic",
+                    value: Some(message.topic()),
+                })
+                .insert(Header {
+                    key: "cassa-source-partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "cassa-source-offset",
+                    value: Some(&offset),
+                });
+            let mut record =
+                FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.producer.send(record, Duration::from_secs(0)).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "cannot write the dead-letter record; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_2_x_only() {
+        assert!(supported_version(&serde_json::json!(2)));
+        assert!(supported_version(&serde_json::json!("2.0")));
+        assert!(supported_version(&serde_json::json!(2.1)));
+        assert!(!supported_version(&serde_json::json!(1)));
+        assert!(!supported_version(&serde_json::json!("3.0")));
+        assert!(!supported_version(&Value::Null));
+    }
+
+    #[test]
+    fn applicant_fields_are_found_flat_or_nested() {
+        let flat = serde_json::json!({"applicant.data.completename.data.name": "Mario"});
+        let nested = serde_json::json!({"applicant": {"data": {"completename": {"data": {"name": "Mario"}}}}});
+        assert_eq!(
+            text(&flat, "applicant.data.completename.data.name").as_deref(),
+            Some("Mario")
+        );
+        assert_eq!(
+            text(&nested, "applicant.data.completename.data.name").as_deref(),
+            Some("Mario")
+        );
+        assert_eq!(text(&nested, "applicant.data.email_address"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The `payments` consumer (proxy role). All instances join one consumer group on
+//! `payments`: the partitions assigned to an instance decide which payments it owns
+//! (`PaymentsRebalance` tells the registry), and every event is a trigger for the
+//! owner — never applied blindly, since the database is the source of truth. A
+//! `CREATION_PENDING` (or imported `PAYMENT_PENDING`) payment written by another system
+//! for a service with an active config is adopted: stored, given an actor, created at
+//! the intermediary.
+
+use std::time::Duration;
+
+use actix::Addr;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientContext;
+use tokio::sync::watch;
+
+use crate::actors::{PartitionsAssigned, PartitionsRevoked, PaymentRegistry, Touch};
+use crate::domain::payment::{app_id, PaymentEvent};
+use crate::domain::status::PaymentStatus;
+use crate::domain::time;
+use crate::intake::Intake;
+use crate::store::{Created, StoreError};
+
+/// Forwards the group's partition assignments to the registry.
+pub struct PaymentsRebalance {
+    pub registry: Addr<PaymentRegistry>,
+    pub topic: String,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// Keeps an embedded broker alive until this consumer is closed.
+    pub _broker: super::BrokerGuard,
+}
+
+impl ClientContext for PaymentsRebalance {}
+
+impl PaymentsRebalance {
+    fn partitions_of(&self, list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+        list.elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect()
+    }
+}
+
+impl ConsumerContext for PaymentsRebalance {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.registry
+                .do_send(PartitionsRevoked(self.partitions_of(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.registry.do_send(PartitionsAssigned {
+                count: self.partitions,
+                partitions: self.partitions_of(list),
+            });
+        }
+    }
+}
+
+/// What the proxy did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxied {
+    /// A payment cassa knows: its owner was told.
+    Touched,
+    /// A foreign payment was adopted.
+    Adopted,
+    /// Nothing to do; why.
+    Ignored(String),
+}
+
+/// Handles one event of the `payments` topic.
+pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxied, StoreError> {
+    let Some(payload) = payload else {
+        return Ok(Proxied::Ignored("empty message".into()));
+    };
+    let event: PaymentEvent = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => return Ok(Proxied::Ignored(format!("not a v2 payment event: {e}"))),
+    };
+    let id = event.payment.id;
+    if intake.store.payment(id).await?.is_some() {
+        intake.registry.do_send(Touch(id));
+        return Ok(Proxied::Touched);
+    }
+    if event.app_id == app_id() {
+        return Ok(Proxied::Ignored(
+            "cassa's own event for a payment not in this database".into(),
+        ));
+    }
+    let mut payment = event.payment;
+    if !matches!(
+        payment.status,
+        PaymentStatus::CreationPending | PaymentStatus::PaymentPending
+    ) {
+        return Ok(Proxied::Ignored(format!(
+            "foreign payment in status {}",
+            payment.status
+        )));
+    }
+    let Some(service) = intake.store.service(payment.service_id).await? else {
+        return Ok(Proxied::Ignored(format!(
+            "no configuration for service {}",
+            payment.service_id
+        )));
+    };
+    if !service.active
+        || service.tenant_id != payment.tenant_id
+        || !service.payment_types.contains(&payment.kind)
+    {
+        return Ok(Proxied::Ignored(
+            "the service's configuration does not take this payment".into(),
+        ));
+    }
+    if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {
+        return Ok(Proxied::Ignored(
+            "imported PAYMENT_PENDING payment without iuv".into(),
+        ));
+    }
+    // Adopted: cassa's own links, checked at once.
+    let now = time::now();
+    payment.payment.iud = crate::domain::payment::Payment::iud_for(id);
+    payment.set_own_links(intake.public_url);
+    payment.links.update.next_check_at = Some(now);
+    match intake.store_new(payment, None).await {
+        Ok(Created::New(_)) => Ok(Proxied::Adopted),
+        Ok(_) => Ok(Proxied::Ignored("already adopted".into())),
+        Err(crate::intake::IntakeError::Store(e)) => Err(e),
+        Err(crate::intake::IntakeError::Invalid(e)) => Ok(Proxied::Ignored(e.to_string())),
+    }
+}
+
+/// Consumes `payments` until `stop` turns true. Offsets are stored after handling.
+pub async fn run(
+    consumer: StreamConsumer<PaymentsRebalance>,
+    intake: Intake<'_>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::info!("payments consumer started");
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => m,
+            _ = stop.changed() => break,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "payments consumer error");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match proxy(&intake, message.payload()).await {
+                Ok(Proxied::Adopted) => {
+                    tracing::info!(offset = message.offset(), "foreign payment adopted");
+                    break;
+                }
+                Ok(Proxied::Ignored(why)) => {
+                    tracing::debug!(%why, "payments event ignored");
+                    break;
+                }
+                Ok(Proxied::Touched) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "database unavailable; retrying the event");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if let Err(e) = rdkafka::consumer::Consumer::store_offset_from_message(&consumer, &message)
+        {
+            tracing::warn!(error = %e, "cannot store the payments offset");
+        }
+    }
+    tracing::info!("payments consumer stopped");
+}

@@ -1,0 +1,98 @@
+//! `OutboxRelay`: publishes the outbox to Kafka. Every state change wrote its event in
+//! the same transaction as the row; the relay sends unpublished events in order (key =
+//! payment id, idempotent producer) and marks them published only after the broker
+//! acknowledged them, so a crash or a broker outage delays events but loses none. One
+//! instance publishes at a time (a lease in the database), which keeps each payment's
+//! events in order across instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::FutureRecord;
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// Events published per round.
+const BATCH: i64 = 500;
+/// How long the lease lasts without renewal.
+const LEASE_TTL_SECONDS: i64 = 15;
+const LEASE_NAME: &str = "outbox-relay";
+
+/// Settings of the relay.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pub store: Arc<dyn Store>,
+    pub producer: super::Producer,
+    /// This instance's name in the lease.
+    pub instance: String,
+    /// Pause between rounds when there was nothing to publish.
+    pub idle: Duration,
+}
+
+impl OutboxRelay {
+    /// Publishes until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(instance = %self.instance, "outbox relay started");
+        loop {
+            let published = match self.round().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay round failed; retrying");
+                    0
+                }
+            };
+            if published == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.idle) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// One round: take the lease, publish a batch in order, mark what was acknowledged.
+    /// Returns how many events were published.
+    pub async fn round(&self) -> anyhow::Result<usize> {
+        if !self
+            .store
+            .acquire_lease(
+                LEASE_NAME,
+                &self.instance,
+                chrono::Duration::seconds(LEASE_TTL_SECONDS),
+            )
+            .await?
+        {
+            return Ok(0);
+        }
+        let events = self.store.unpublished_events(BATCH).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = events.iter().map(|e| e.payment_id.to_string()).collect();
+        let deliveries = events.iter().zip(&keys).map(|(event, key)| {
+            let record = FutureRecord::to(&event.topic)
+                .key(key.as_str())
+                .payload(event.payload.as_str());
+            self.producer.send(record, Duration::from_secs(0))
+        });
+        let results = futures::future::join_all(deliveries).await;
+        // Only the acknowledged prefix is marked, so order is kept on retry.
+        let mut acknowledged = Vec::with_capacity(events.len());
+        for (event, result) in events.iter().zip(results) {
+            match result {
+                Ok(_) => acknowledged.push(event.seq),
+                Err((e, _)) => {
+                    tracing::warn!(seq = event.seq, payment_id = %event.payment_id, error = %e, "event not acknowledged; will be re-published");
+                    break;
+                }
+            }
+        }
+        self.store.mark_published(&acknowledged).await?;
+        Ok(acknowledged.len())
+    }
+}
