@@ -321,6 +321,7 @@ impl CreatePayment {
                     .unwrap_or_else(|| "POST".into())
                     .to_ascii_uppercase(),
                 sent_at: None,
+                refused: None,
             })
             .collect();
         let landing = self

@@ -48,8 +48,7 @@ pub async fn advance(
 /// Whether the payment still has work: it is open, or (updater role) the platform has
 /// not been told its outcome yet.
 pub fn has_work(deps: &Deps, row: &StoredPayment) -> bool {
-    !row.payment.status.is_final()
-        || (deps.notify_platform && row.payment.notify_pending(&row.saga))
+    !row.payment.status.is_final() || (deps.notify_platform && row.payment.notify_pending())
 }
 
 /// Runs an operation on a row; when the row changed underneath (optimistic
@@ -195,7 +194,7 @@ async fn finish(
     let mut saga = row.saga.clone();
     saga.succeeded();
     // Telling the platform is the next (retriable) step, due at once.
-    let next = payment.notify_pending(&saga).then_some(now);
+    let next = payment.notify_pending().then_some(now);
     save(deps, row, payment, saga, next, hold).await
 }
 
@@ -230,7 +229,7 @@ async fn notify_platform(
     let body = outcome(&row.payment);
     let mut failures = Vec::new();
     for link in payment.links.notify.iter_mut() {
-        if link.sent_at.is_some() || saga.notify_refused.iter().any(|r| r.url == link.url) {
+        if link.sent_at.is_some() || link.refused.is_some() {
             continue;
         }
         let method =
@@ -246,12 +245,10 @@ async fn notify_platform(
             Ok(r) if r.status().is_success() => link.sent_at = Some(now),
             Ok(r) if r.status().is_client_error() => {
                 tracing::warn!(payment_id = %payment.id, url = %link.url, status = %r.status(), "platform refused the outcome; not retried");
-                saga.notify_refused
-                    .push(crate::domain::saga::NotifyRefusal {
-                        url: link.url.clone(),
-                        status: r.status().as_u16(),
-                        at: now,
-                    });
+                link.refused = Some(crate::domain::payment::NotifyRefusal {
+                    status: r.status().as_u16(),
+                    at: now,
+                });
             }
             Ok(r) => failures.push(format!("{}: {}", link.url, r.status())),
             Err(e) => failures.push(format!("{}: {e}", link.url)),

@@ -41,6 +41,8 @@ pub struct RegistryStats {
     pub restarts: u64,
     /// Payments whose restart budget ran out (they wait for the next start-up or command).
     pub gave_up: u64,
+    /// Partitions of `payments` this instance owns (`None`: it owns every payment).
+    pub owned_partitions: Option<usize>,
 }
 
 struct Resident {
@@ -385,6 +387,10 @@ impl Handler<GetStats> for PaymentRegistry {
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats;
         stats.resident = self.actors.len();
+        stats.owned_partitions = match &self.ownership {
+            Ownership::All => None,
+            Ownership::Partitions { owned, .. } => Some(owned.len()),
+        };
         MessageResult(stats)
     }
 }

@@ -128,6 +128,18 @@ pub struct NotifyLink {
     pub method: String,
     #[serde(with = "time::rome_opt", default)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// cassa's own: the endpoint refused the outcome with a 4xx (final, not retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<NotifyRefusal>,
+}
+
+/// A platform endpoint's final refusal of the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyRefusal {
+    /// The HTTP status it answered.
+    pub status: u16,
+    #[serde(with = "time::rome")]
+    pub at: DateTime<Utc>,
 }
 
 /// All the links of a payment.
@@ -242,11 +254,13 @@ impl Payment {
 
     /// Whether the platform still has to be told the outcome (the updater's retriable
     /// step): the payment ended and some notify link was neither sent nor refused.
-    pub fn notify_pending(&self, saga: &super::saga::SagaState) -> bool {
+    pub fn notify_pending(&self) -> bool {
         self.status.is_final()
-            && self.links.notify.iter().any(|link| {
-                link.sent_at.is_none() && !saga.notify_refused.iter().any(|r| r.url == link.url)
-            })
+            && self
+                .links
+                .notify
+                .iter()
+                .any(|link| link.sent_at.is_none() && link.refused.is_none())
     }
 
     /// Fills the links that point back at cassa (`base` is the public URL, no trailing `/`).

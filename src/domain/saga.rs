@@ -115,17 +115,6 @@ pub struct SagaState {
     /// The intermediary's checkout page for this payment (PAGOPA).
     #[serde(default)]
     pub checkout_url: Option<String>,
-    /// Platform notify URLs that refused the outcome with a 4xx: final, not retried.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notify_refused: Vec<NotifyRefusal>,
-}
-
-/// A platform endpoint that answered the outcome with a 4xx (final, recorded).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotifyRefusal {
-    pub url: String,
-    pub status: u16,
-    pub at: DateTime<Utc>,
 }
 
 impl SagaState {

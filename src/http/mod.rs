@@ -32,6 +32,7 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/openapi.json", web::get().to(openapi))
+        .route("/metrics", web::get().to(metrics))
         .configure(payments::configure)
         .configure(accounts::configure);
 }
@@ -53,6 +54,64 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .map_err(|e| ApiError::Unavailable(format!("database not reachable: {e}")))?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"status": "ready", "database": state.store.backend()})))
+}
+
+/// Prometheus text exposition of the registry's counters.
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state
+        .registry
+        .send(crate::actors::GetStats)
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!("the payment registry is not answering: {e}"))
+        })?;
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "cassa_payment_actors_resident",
+        "gauge",
+        "Payment actors resident now.",
+        stats.resident as u64,
+    );
+    metric(
+        "cassa_payment_actors_spawned_total",
+        "counter",
+        "Payment actors spawned since start.",
+        stats.spawned,
+    );
+    metric(
+        "cassa_payment_actor_crashes_total",
+        "counter",
+        "Payment actors that died uncleanly (panics, failed loads).",
+        stats.crashes,
+    );
+    metric(
+        "cassa_payment_actor_restarts_total",
+        "counter",
+        "Payment actors restarted from their row after a crash.",
+        stats.restarts,
+    );
+    metric(
+        "cassa_payment_actor_restart_budget_exhausted_total",
+        "counter",
+        "Payments whose actor kept crashing and was left for the next start-up.",
+        stats.gave_up,
+    );
+    if let Some(owned) = stats.owned_partitions {
+        metric(
+            "cassa_owned_partitions",
+            "gauge",
+            "Partitions of the payments topic this instance owns.",
+            owned as u64,
+        );
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
 }
 
 async fn openapi() -> HttpResponse {

@@ -106,7 +106,15 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
         .create_with_context(embedded.clone())
         .context("cannot create the Kafka producer")?;
     if embedded.0.is_none() {
-        ensure_topics(settings, &bootstrap, &topics).await?;
+        let mut missing = Vec::new();
+        for (name, partitions) in topics {
+            if topic_partitions(&producer, name).await.is_err() {
+                missing.push((name, partitions));
+            }
+        }
+        if !missing.is_empty() {
+            ensure_topics(settings, &bootstrap, &missing).await?;
+        }
     }
     let payments_partitions = topic_partitions(&producer, &settings.topic_payments).await?;
     Ok(KafkaSetup {

@@ -303,7 +303,7 @@ macro_rules! sql_store {
                 .bind(next_check_at)
                 .bind(Json(&payment))
                 .bind(Json(&saga))
-                .bind(payment.notify_pending(&saga))
+                .bind(payment.notify_pending())
                 .execute(&mut *tx)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -346,7 +346,7 @@ macro_rules! sql_store {
                 .bind(Json(&saga))
                 .bind(payment.id)
                 .bind(expected_version)
-                .bind(payment.notify_pending(&saga))
+                .bind(payment.notify_pending())
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {

@@ -5,8 +5,10 @@
 
 mod helpers;
 mod idempotency;
+mod kafka;
 mod payments;
 mod restart;
+mod scale_out;
 mod store_suite;
 mod supervision;
 mod validation;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -17,9 +17,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
+pub fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
+    start_cassa_with(db_url, port, sim_base, &[])
+}
+
+/// Starts `cassa serve` as its own process, with extra environment.
+pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cassa"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CASSA_DATABASE_URL", db_url)
         .env("CASSA_SIMULATOR_URL", sim_base)
@@ -33,7 +39,7 @@ fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status() == 200 {

@@ -1,0 +1,520 @@
+//! The Kafka bridge over the real protocol (librdkafka's mock cluster, embedded per
+//! test): applications → exactly one payment, dead letters, events on `payments`,
+//! adoption of foreign payments, platform notifications, a broker outage.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap()
+}
+
+async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+    producer(bootstrap)
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+/// A consumer reading `topic` from the beginning (its own group).
+fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-{}", Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "3000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// Reads records until `done` says so; fails after `seconds`.
+async fn read_until(
+    consumer: &StreamConsumer,
+    seconds: u64,
+    mut done: impl FnMut(&[(Option<String>, Vec<u8>, Vec<(String, String)>)]) -> bool,
+) -> Vec<(Option<String>, Vec<u8>, Vec<(String, String)>)> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out after {seconds}s; read {} records",
+            seen.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(left, consumer.recv()).await {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).to_string());
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.push((key, m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    seen
+}
+
+fn application(id: Uuid, amount: Value) -> Value {
+    json!({
+        "id": id,
+        "event_id": Uuid::new_v4(),
+        "event_version": "2.0",
+        "tenant_id": cassa::seed::DEMO_TENANT,
+        "service_id": cassa::seed::DEMO_SERVICE,
+        "user": Uuid::new_v4(),
+        "status_name": "status_payment_pending",
+        "payment_data": {
+            "amount": amount, "reason": "Occupazione suolo pubblico",
+            "notify": {"url": "http://127.0.0.1:9/applications/notify", "method": "POST"},
+            "landing": {"url": "http://platform.example/back", "method": "GET"}
+        },
+        "data": {
+            "applicant.data.completename.data.name": "Mario",
+            "applicant.data.completename.data.surname": "Rossi",
+            "applicant.data.fiscal_code.data.fiscal_code": "RSSMRA80A01H501U",
+            "applicant.data.email_address": "mario@example.org"
+        }
+    })
+}
+
+async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
+    let page: Value = app
+        .client
+        .get(app.url(&format!("/v1/payments?remote_id={remote_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn wait_for_payment_of(app: &TestApp, remote_id: Uuid) -> Value {
+    for _ in 0..300 {
+        if let Some(p) = payments_of(app, remote_id).await.first() {
+            return p.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no payment for application {remote_id}");
+}
+
+#[actix_rt::test]
+async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let bootstrap = app.kafka.bootstrap().to_string();
+    // One key: every record lands on one partition, so they are handled in order.
+    let key = "applications-under-test";
+    let first = Uuid::new_v4();
+    let event = application(first, json!(16.5));
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        event.to_string().as_bytes(),
+    )
+    .await;
+    // Redelivered as is, and re-sent with a new event_id.
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        event.to_string().as_bytes(),
+    )
+    .await;
+    let mut resent = event.clone();
+    resent["event_id"] = json!(Uuid::new_v4());
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        resent.to_string().as_bytes(),
+    )
+    .await;
+    // Garbage, schema-invalid, invalid field, unsupported version, another status.
+    produce(&bootstrap, "applications", key, b"{not json").await;
+    let mut no_tax_code = application(Uuid::new_v4(), json!(5));
+    no_tax_code["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("applicant.data.fiscal_code.data.fiscal_code");
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        no_tax_code.to_string().as_bytes(),
+    )
+    .await;
+    let three_decimals = application(Uuid::new_v4(), json!("1.234"));
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        three_decimals.to_string().as_bytes(),
+    )
+    .await;
+    let old = Uuid::new_v4();
+    let mut old_version = application(old, json!(5));
+    old_version["event_version"] = json!(1);
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        old_version.to_string().as_bytes(),
+    )
+    .await;
+    let draft = Uuid::new_v4();
+    let mut not_pending = application(draft, json!(5));
+    not_pending["status_name"] = json!("status_draft");
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        not_pending.to_string().as_bytes(),
+    )
+    .await;
+    // The next good event is still processed.
+    let last = Uuid::new_v4();
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        application(last, json!("7.25")).to_string().as_bytes(),
+    )
+    .await;
+
+    let later = wait_for_payment_of(&app, last).await;
+    assert_eq!(later["payment"]["amount"], json!(7.25));
+    let payments = payments_of(&app, first).await;
+    assert_eq!(
+        payments.len(),
+        1,
+        "one payment per application however often it is sent"
+    );
+    let payment = &payments[0];
+    assert_eq!(payment["payer"]["family_name"], "Rossi");
+    assert_eq!(
+        payment["links"]["notify"][0]["url"],
+        "http://127.0.0.1:9/applications/notify"
+    );
+    assert_eq!(
+        payment["links"]["online_payment_landing"]["url"],
+        "http://platform.example/back"
+    );
+    app.wait_for(payment["id"].as_str().unwrap(), "PAYMENT_PENDING", 15)
+        .await;
+    assert!(
+        payments_of(&app, old).await.is_empty(),
+        "unsupported version skipped"
+    );
+    assert!(
+        payments_of(&app, draft).await.is_empty(),
+        "other statuses skipped"
+    );
+
+    let dead = read_until(&reader(&bootstrap, "cassa-dead-letter"), 20, |seen| {
+        seen.len() >= 3
+    })
+    .await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, _, headers)| {
+            headers
+                .iter()
+                .find(|(k, _)| k == "cassa-reason")
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("not JSON"), "{reasons:?}");
+    assert!(reasons[1].contains("fiscal_code"), "{reasons:?}");
+    assert!(reasons[2].contains("2 decimal places"), "{reasons:?}");
+    assert_eq!(
+        dead[0].1,
+        b"{not json".to_vec(),
+        "the original record is kept"
+    );
+}
+
+#[actix_rt::test]
+async fn every_state_change_is_published_on_payments_with_its_own_event_id() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.create(&wallet_body("12.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.wait_for(&id, "COMPLETE", 15).await;
+    let records = read_until(&reader(app.kafka.bootstrap(), "payments"), 20, |seen| {
+        seen.iter()
+            .filter(|(k, _, _)| k.as_deref() == Some(&id))
+            .count()
+            >= 4
+    })
+    .await;
+    let events: Vec<Value> = records
+        .iter()
+        .filter(|(k, _, _)| k.as_deref() == Some(&id))
+        .map(|(_, payload, _)| serde_json::from_slice(payload).unwrap())
+        .collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "CREATION_PENDING",
+            "PAYMENT_PENDING",
+            "PAYMENT_STARTED",
+            "COMPLETE"
+        ]
+    );
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    assert!(events
+        .iter()
+        .all(|e| e["event_version"] == "2.0" && e["payment"]["amount"] == json!(12.0)));
+    assert!(events
+        .iter()
+        .all(|e| e["event_created_at"].as_str().unwrap().ends_with(":00")));
+}
+
+#[actix_rt::test]
+async fn a_foreign_creation_pending_payment_is_adopted() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = Uuid::new_v4();
+    let now = cassa::domain::time::format(&cassa::domain::time::now());
+    let mut body = pagopa_body("31.00");
+    let event = body.as_object_mut().unwrap();
+    event.insert("id".into(), json!(id));
+    event.insert("user_id".into(), json!(Uuid::new_v4()));
+    event.insert("created_at".into(), json!(now));
+    event.insert("updated_at".into(), json!(now));
+    event.insert("status".into(), json!("CREATION_PENDING"));
+    event.insert("event_id".into(), json!(Uuid::new_v4()));
+    event.insert("event_version".into(), json!("2.0"));
+    event.insert("event_created_at".into(), json!(now));
+    event.insert("app_id".into(), json!("payment-dispatcher:1.4.0"));
+    event["payment"]["iud"] = json!(id.simple().to_string());
+    event["links"] =
+        json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]});
+    produce(
+        app.kafka.bootstrap(),
+        "payments",
+        &id.to_string(),
+        Value::Object(event.clone()).to_string().as_bytes(),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app
+            .client
+            .get(app.url(&format!("/v1/payments/{id}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the foreign payment was not adopted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let adopted = app.wait_for(&id.to_string(), "PAYMENT_PENDING", 15).await;
+    assert!(adopted["payment"]["notice_code"].is_string());
+    assert!(adopted["links"]["online_payment_begin"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&app.base));
+    assert_eq!(app.sim.stats().await.positions_created, 1);
+}
+
+/// A platform endpoint recording what it receives.
+struct Platform {
+    base: String,
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn platform() -> Platform {
+    let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let flaky_calls = Arc::new(Mutex::new(0));
+    let state = (received.clone(), flaky_calls);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().route(
+            "/{kind}",
+            web::post().to(move |kind: web::Path<String>, body: web::Json<Value>| {
+                let (received, flaky) = state.clone();
+                async move {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push((kind.to_string(), body.into_inner()));
+                    match kind.as_str() {
+                        "ok" => HttpResponse::Ok().finish(),
+                        "gone" => HttpResponse::UnprocessableEntity().finish(),
+                        _ => {
+                            let mut calls = flaky.lock().unwrap();
+                            *calls += 1;
+                            if *calls <= 2 {
+                                HttpResponse::ServiceUnavailable().finish()
+                            } else {
+                                HttpResponse::Ok().finish()
+                            }
+                        }
+                    }
+                }
+            }),
+        )
+    })
+    .listen(listener)
+    .unwrap()
+    .workers(1)
+    .run();
+    actix_rt::spawn(server);
+    Platform { base, received }
+}
+
+#[actix_rt::test]
+async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let platform = platform().await;
+    let mut body = wallet_body("8.00");
+    body["links"]["notify"] = json!([
+        {"url": format!("{}/ok", platform.base), "method": "POST"},
+        {"url": format!("{}/flaky", platform.base), "method": "POST"},
+        {"url": format!("{}/gone", platform.base), "method": "POST"}
+    ]);
+    let id = app.create(&body).await["id"].as_str().unwrap().to_string();
+    app.wait_for(&id, "COMPLETE", 15).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let payment = loop {
+        let p = app.get_payment(&id).await;
+        if p["links"]["notify"][1]["sent_at"].is_string() {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flaky endpoint never recorded as sent: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let notify = &payment["links"]["notify"];
+    assert!(notify[0]["sent_at"].is_string());
+    assert!(notify[2]["sent_at"].is_null());
+    assert_eq!(notify[2]["refused"]["status"], 422);
+    let received = platform.received.lock().unwrap().clone();
+    let count = |kind: &str| received.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!(count("ok"), 1, "told once");
+    assert_eq!(count("flaky"), 3, "retried until a 2xx");
+    assert_eq!(count("gone"), 1, "a 4xx is final");
+    let (_, outcome) = received.iter().find(|(k, _)| k == "ok").unwrap();
+    assert_eq!(outcome["status"], "OK");
+    assert_eq!(outcome["status_code"], "COMPLETE");
+    assert_eq!(outcome["data"]["id"], id.as_str());
+}
+
+#[actix_rt::test]
+async fn a_broker_outage_loses_no_event() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    // Owned partitions first (the group's first assignment).
+    let warm = app.create(&wallet_body("1.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.wait_for(&warm, "COMPLETE", 15).await;
+    let broker = app.kafka.setup.embedded.0.clone().unwrap();
+    broker.broker_down().unwrap();
+    let mut ids = Vec::new();
+    for amount in ["2.00", "3.00", "4.00"] {
+        let id = app.create(&wallet_body(amount)).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.wait_for(&id, "COMPLETE", 15).await;
+        ids.push(id);
+    }
+    assert!(
+        !app.store.unpublished_events(100).await.unwrap().is_empty(),
+        "events wait in the outbox"
+    );
+    broker.broker_up().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !app.store.unpublished_events(100).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = read_until(&reader(app.kafka.bootstrap(), "payments"), 30, |seen| {
+        ids.iter().all(|id| {
+            seen.iter()
+                .filter(|(k, _, _)| k.as_deref() == Some(id))
+                .count()
+                >= 4
+        })
+    })
+    .await;
+    for id in &ids {
+        let statuses: Vec<String> = records
+            .iter()
+            .filter(|(k, _, _)| k.as_deref() == Some(id))
+            .map(|(_, p, _)| {
+                serde_json::from_slice::<Value>(p).unwrap()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "CREATION_PENDING",
+                "PAYMENT_PENDING",
+                "PAYMENT_STARTED",
+                "COMPLETE"
+            ],
+            "{id}"
+        );
+    }
+}
