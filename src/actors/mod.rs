@@ -13,8 +13,8 @@ use crate::store::{Store, StoreError};
 
 pub use payment::{CommandReply, PaymentActor, PaymentCommand};
 pub use registry::{
-    Ensure, Forward, GetStats, Ownership, PartitionsAssigned, PartitionsRevoked, PaymentRegistry,
-    RearmOpen, RegistryStats, Touch,
+    Ensure, Forward, GetOwnedPartitions, GetStats, Ownership, PartitionsAssigned,
+    PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch,
 };
 
 /// What every payment actor needs from the outside world.

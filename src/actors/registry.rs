@@ -45,6 +45,26 @@ pub struct RegistryStats {
     pub owned_partitions: Option<usize>,
 }
 
+/// Asks which partitions this instance owns (`None`: every payment).
+#[derive(Message)]
+#[rtype(result = "Option<Vec<i32>>")]
+pub struct GetOwnedPartitions;
+
+impl Handler<GetOwnedPartitions> for PaymentRegistry {
+    type Result = MessageResult<GetOwnedPartitions>;
+
+    fn handle(&mut self, _: GetOwnedPartitions, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match &self.ownership {
+            Ownership::All => None,
+            Ownership::Partitions { owned, .. } => {
+                let mut owned: Vec<i32> = owned.iter().copied().collect();
+                owned.sort_unstable();
+                Some(owned)
+            }
+        })
+    }
+}
+
 struct Resident {
     addr: Addr<PaymentActor>,
     generation: u64,

@@ -109,6 +109,19 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             owned as u64,
         );
     }
+    let partitions = state
+        .registry
+        .send(crate::actors::GetOwnedPartitions)
+        .await
+        .ok()
+        .flatten();
+    if let Some(partitions) = partitions {
+        text.push_str("# HELP cassa_owned_partition 1 for each partition of the payments topic this instance owns.\n");
+        text.push_str("# TYPE cassa_owned_partition gauge\n");
+        for p in partitions {
+            text.push_str(&format!("cassa_owned_partition{{partition=\"{p}\"}} 1\n"));
+        }
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))

@@ -209,7 +209,9 @@ pub fn start(
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", &session)
-            .set("heartbeat.interval.ms", "500");
+            .set("heartbeat.interval.ms", "500")
+            // Bounded prefetch: while handlers wait (back-pressure) little piles up.
+            .set("queued.max.messages.kbytes", "4096");
         config
     };
 

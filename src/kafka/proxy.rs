@@ -82,7 +82,10 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     };
     let id = event.payment.id;
     if intake.store.payment(id).await?.is_some() {
-        intake.registry.do_send(Touch(id));
+        // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
+        if let Err(e) = intake.registry.send(Touch(id)).await {
+            tracing::error!(payment_id = %id, error = %e, "registry unavailable");
+        }
         return Ok(Proxied::Touched);
     }
     if event.app_id == app_id() {

@@ -71,7 +71,8 @@ async fn same_key_same_payment(backend: Backend) {
     );
     assert_eq!(count_payments(&app).await, 2);
     app.wait_for(&ids[0], "PAYMENT_PENDING", 15).await;
-    app.wait_for(first["id"].as_str().unwrap(), "PAYMENT_PENDING", 15).await;
+    app.wait_for(first["id"].as_str().unwrap(), "PAYMENT_PENDING", 15)
+        .await;
     assert_eq!(app.sim.stats().await.positions_created, 2);
 }
 

@@ -40,7 +40,7 @@ pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &
 }
 
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status() == 200 {
                 return;

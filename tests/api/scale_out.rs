@@ -24,6 +24,21 @@ async fn owned_partitions(client: &reqwest::Client, base: &str) -> u64 {
         .unwrap_or_else(|| panic!("no cassa_owned_partitions in {text}"))
 }
 
+async fn owned_partition_list(client: &reqwest::Client, base: &str) -> Vec<i32> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("cassa_owned_partition{partition=\""))
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect()
+}
+
 #[actix_rt::test]
 async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
     let db = TestDatabase::new(Backend::Postgres).await;
@@ -107,6 +122,57 @@ async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
         );
     }
 
+    // A change made through the instance that does not own the payment reaches the
+    // owner and is not overwritten by it.
+    let owned_by_a = owned_partition_list(&client, &bases[0]).await;
+    let owned_by_a_ = owned_by_a.clone();
+    let belongs_to_a = move |id: &str| {
+        let id = uuid::Uuid::parse_str(id).unwrap();
+        owned_by_a_.contains(&cassa::actors::Ownership::partition_of(id, 6))
+    };
+    let mut victim = None;
+    for _ in 0..40 {
+        let r = client
+            .post(format!("{}/v1/payments", bases[1]))
+            .json(&pagopa_body("3.00"))
+            .send()
+            .await
+            .unwrap();
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if belongs_to_a(&id) {
+            victim = Some(id);
+            break;
+        }
+        // Not a's: it runs on b like the others.
+        let pending = wait_for_status(&client, &bases[1], &id, "PAYMENT_PENDING", 30).await;
+        iuvs.push(pending["payment"]["iuv"].as_str().unwrap().to_string());
+        pagopa.push(id);
+    }
+    let victim =
+        victim.unwrap_or_else(|| panic!("no payment landed in a's partitions {owned_by_a:?}"));
+    let pending = wait_for_status(&client, &bases[1], &victim, "PAYMENT_PENDING", 30).await;
+    let victim_iuv = pending["payment"]["iuv"].as_str().unwrap().to_string();
+    let r = client
+        .post(format!("{}/v1/payments/{victim}/cancel", bases[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "cancel through the non-owner");
+    assert_eq!(sim.position(&victim_iuv).await["status"], "CANCELED");
+    let r = client
+        .post(format!("{}/v1/payments/{victim}/update", bases[0]))
+        .send()
+        .await
+        .unwrap();
+    let seen_by_owner: Value = r.json().await.unwrap();
+    assert_eq!(
+        seen_by_owner["status"], "CANCELED",
+        "the owner sees the change: {seen_by_owner}"
+    );
+
     // Instance a dies; b takes over its partitions and completes everything by polling.
     a.kill().unwrap();
     a.wait().unwrap();
@@ -121,7 +187,11 @@ async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
         6,
         "b owns every partition now"
     );
-    assert_eq!(sim.stats().await.positions_created, pagopa.len() as u64);
+    assert_eq!(sim.stats().await.positions_created, pagopa.len() as u64 + 1);
+    assert_eq!(
+        wait_for_status(&client, &bases[1], &victim, "CANCELED", 5).await["status"],
+        "CANCELED"
+    );
     b.kill().unwrap();
     b.wait().unwrap();
     broker.kill().unwrap();
