@@ -43,16 +43,45 @@ pub struct DevKafkaArgs {
     /// Partitions of the topics it creates.
     #[arg(long, default_value = "6")]
     pub partitions: i32,
-    #[arg(long, env = "CASSA_TOPIC_APPLICATIONS", default_value = "applications")]
-    pub topic_applications: String,
-    #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
-    pub topic_payments: String,
+    #[command(flatten)]
+    pub topics: Topics,
+}
+
+/// The Kafka topics cassa uses.
+#[derive(Debug, Clone, Args)]
+pub struct Topics {
+    /// Opencity application events (dispatcher role).
     #[arg(
-        long,
+        long = "topic-applications",
+        env = "CASSA_TOPIC_APPLICATIONS",
+        default_value = "applications"
+    )]
+    pub applications: String,
+    /// Payment events (every state change; proxy role).
+    #[arg(
+        long = "topic-payments",
+        env = "CASSA_TOPIC_PAYMENTS",
+        default_value = "payments"
+    )]
+    pub payments: String,
+    /// Rejected application events, with the reason.
+    #[arg(
+        long = "topic-dead-letter",
         env = "CASSA_TOPIC_DEAD_LETTER",
         default_value = "cassa-dead-letter"
     )]
-    pub topic_dead_letter: String,
+    pub dead_letter: String,
+}
+
+impl Topics {
+    /// The topics with their partition counts (`partitions` each; one for dead letters).
+    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 3] {
+        [
+            (self.applications.as_str(), partitions),
+            (self.payments.as_str(), partitions),
+            (self.dead_letter.as_str(), 1),
+        ]
+    }
 }
 
 /// Roles this instance plays.
@@ -105,16 +134,8 @@ pub struct Settings {
     /// This instance's name (leases, Kafka client id); default: host and process id.
     #[arg(long, env = "CASSA_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    #[arg(long, env = "CASSA_TOPIC_APPLICATIONS", default_value = "applications")]
-    pub topic_applications: String,
-    #[arg(long, env = "CASSA_TOPIC_PAYMENTS", default_value = "payments")]
-    pub topic_payments: String,
-    #[arg(
-        long,
-        env = "CASSA_TOPIC_DEAD_LETTER",
-        default_value = "cassa-dead-letter"
-    )]
-    pub topic_dead_letter: String,
+    #[command(flatten)]
+    pub topics: Topics,
     /// Comma-separated roles: api, dispatcher, proxy, updater.
     #[arg(
         long,

@@ -77,11 +77,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::msg)
             .and_then(|()| {
                 actix_web::rt::System::new().block_on(async move {
-                    let topics = [
-                        (args.topic_applications.as_str(), args.partitions),
-                        (args.topic_payments.as_str(), args.partitions),
-                        (args.topic_dead_letter.as_str(), 1),
-                    ];
+                    let topics = args.topics.with_partitions(args.partitions);
                     cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
                 })
             }),

@@ -82,11 +82,7 @@ fn base_config(settings: &Settings, bootstrap: &str) -> ClientConfig {
 /// topics exist, and builds the idempotent producer.
 pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
     let partitions = settings.kafka_partitions;
-    let topics = [
-        (settings.topic_applications.as_str(), partitions),
-        (settings.topic_payments.as_str(), partitions),
-        (settings.topic_dead_letter.as_str(), 1),
-    ];
+    let topics = settings.topics.with_partitions(partitions);
     let (embedded, bootstrap) = if settings.kafka_brokers.trim().is_empty() {
         let kafka = EmbeddedKafka::start(settings.kafka_embedded_port, &topics)
             .await
@@ -116,7 +112,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
             ensure_topics(settings, &bootstrap, &missing).await?;
         }
     }
-    let payments_partitions = topic_partitions(&producer, &settings.topic_payments).await?;
+    let payments_partitions = topic_partitions(&producer, &settings.topics.payments).await?;
     Ok(KafkaSetup {
         embedded,
         bootstrap,
@@ -218,7 +214,7 @@ pub fn start(
     if settings.roles.contains(&Role::Proxy) {
         let context = proxy::PaymentsRebalance {
             registry: registry.clone(),
-            topic: settings.topic_payments.clone(),
+            topic: settings.topics.payments.clone(),
             partitions: setup.payments_partitions,
             _broker: setup.embedded.clone(),
         };
@@ -226,7 +222,7 @@ pub fn start(
             consumer_config(&settings.kafka_group)
                 .create_with_context(context)
                 .context("cannot create the payments consumer")?;
-        consumer.subscribe(&[&settings.topic_payments])?;
+        consumer.subscribe(&[&settings.topics.payments])?;
         let (store, registry, public_url, stopped) = (
             store.clone(),
             registry.clone(),
@@ -247,11 +243,11 @@ pub fn start(
             consumer_config(&format!("{}-dispatcher", settings.kafka_group))
                 .create_with_context(setup.embedded.clone())
                 .context("cannot create the applications consumer")?;
-        consumer.subscribe(&[&settings.topic_applications])?;
+        consumer.subscribe(&[&settings.topics.applications])?;
         let dispatcher = dispatcher::ApplicationDispatcher {
             consumer,
             producer: setup.producer.clone(),
-            dead_letter_topic: settings.topic_dead_letter.clone(),
+            dead_letter_topic: settings.topics.dead_letter.clone(),
         };
         actix::spawn(async move {
             let intake = Intake {
