@@ -166,6 +166,13 @@ pub struct Settings {
     /// Time limit of one call to an intermediary, e.g. `5s`, `800ms`.
     #[arg(long, env = "CASSA_INTERMEDIARY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub intermediary_timeout: Duration,
+    /// A payment whose next check is further away than this passivates (its actor stops;
+    /// a durable timer wheel wakes it in time). `0s` keeps every actor resident.
+    #[arg(long, env = "CASSA_PASSIVATE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub passivate_after: Duration,
+    /// Most payment actors resident at once (the timer wheel wakes no more).
+    #[arg(long, env = "CASSA_MAX_RESIDENT", default_value = "200000")]
+    pub max_resident: usize,
     /// Arbiters (threads) payment actors are spread over (default: one per core).
     #[arg(long, env = "CASSA_ARBITERS")]
     pub arbiters: Option<usize>,
@@ -211,6 +218,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_SEED_DEMO",
     "CASSA_INTERMEDIARY_TIMEOUT",
     "CASSA_ARBITERS",
+    "CASSA_PASSIVATE_AFTER",
+    "CASSA_MAX_RESIDENT",
     "CASSA_LOG",
     "CASSA_LOG_FORMAT",
 ];

@@ -77,6 +77,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         http: reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?,
+        passivate_after: (!settings.passivate_after.is_zero()).then_some(settings.passivate_after),
     });
     let arbiters = settings.arbiters.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -89,7 +90,14 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         count: kafka.payments_partitions,
         owned: Default::default(),
     };
-    let registry = PaymentRegistry::new(deps, arbiters, ownership).start();
+    let wheel = deps
+        .passivate_after
+        .map(|after| crate::actors::Wheel::for_passivation(after, settings.max_resident));
+    let mut registry = PaymentRegistry::new(deps, arbiters, ownership);
+    if let Some(wheel) = wheel {
+        registry = registry.with_wheel(wheel);
+    }
+    let registry = registry.start();
     let kafka = crate::kafka::start(
         settings,
         kafka,

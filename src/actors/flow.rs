@@ -655,6 +655,7 @@ mod tests {
             public_url: "http://cassa.test".into(),
             notify_platform: true,
             http: reqwest::Client::new(),
+            passivate_after: None,
         };
         (deps, dir)
     }

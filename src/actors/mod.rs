@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 pub use payment::{CommandReply, PaymentActor, PaymentCommand};
 pub use registry::{
     Ensure, Forward, GetOwnedPartitions, GetStats, Ownership, PartitionsAssigned,
-    PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch,
+    PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch, Wheel,
 };
 
 /// What every payment actor needs from the outside world.
@@ -28,6 +28,9 @@ pub struct Deps {
     pub notify_platform: bool,
     /// Client for the platform's notify endpoints.
     pub http: reqwest::Client,
+    /// An actor whose next work is further away than this stops (passivates); the
+    /// registry's timer wheel wakes it in time. `None`: actors stay resident.
+    pub passivate_after: Option<std::time::Duration>,
 }
 
 /// Why a command to a payment could not be carried out.

@@ -61,6 +61,8 @@ pub struct ActorExited {
     pub generation: u64,
     /// `false` when the actor died without stopping (a panic, a failed load).
     pub clean: bool,
+    /// It stopped because its next work is far away (the timer wheel wakes it).
+    pub passivated: bool,
 }
 
 /// Reports the actor's end from `Drop`, which also runs while a panic unwinds.
@@ -69,6 +71,7 @@ pub struct DeathWatch {
     pub generation: u64,
     pub registry: Recipient<ActorExited>,
     pub clean: bool,
+    pub passivated: bool,
 }
 
 impl Drop for DeathWatch {
@@ -77,6 +80,7 @@ impl Drop for DeathWatch {
             id: self.id,
             generation: self.generation,
             clean: self.clean,
+            passivated: self.passivated,
         });
     }
 }
@@ -118,10 +122,14 @@ impl PaymentActor {
         }
         let now = Utc::now();
         let due = row.next_check_at.unwrap_or(now);
-        let mut delay = (due - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_TIMER);
+        let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
+        if self.deps.passivate_after.is_some_and(|limit| wait > limit) {
+            // Nothing to do for a long while: no resident actor needed.
+            self.watch.passivated = true;
+            self.stop_cleanly(ctx);
+            return;
+        }
+        let mut delay = wait.min(MAX_TIMER);
         // Work missed while no actor ran (restart) is spread out; fresh work is not.
         if spread && due < now - chrono::Duration::seconds(2) {
             delay = Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS);

@@ -27,6 +27,8 @@ const RESTART_BACKOFF: Duration = Duration::from_millis(100);
 /// Open payments re-armed per tick at start-up.
 const REARM_CHUNK: usize = 1000;
 const REARM_TICK: Duration = Duration::from_millis(5);
+/// Payments woken per wheel turn at most.
+const WHEEL_BATCH: usize = 5000;
 
 /// Counters of the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,31 @@ pub struct RegistryStats {
     pub gave_up: u64,
     /// Partitions of `payments` this instance owns (`None`: it owns every payment).
     pub owned_partitions: Option<usize>,
+    /// Actors that stopped because their next work was far away.
+    pub passivated: u64,
+    /// Actors woken by the timer wheel.
+    pub woken: u64,
+}
+
+/// Timer-wheel settings: how often the wheel looks, how far ahead it wakes payments,
+/// and how many actors may be resident at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Wheel {
+    pub tick: Duration,
+    pub lookahead: Duration,
+    pub max_resident: usize,
+}
+
+impl Wheel {
+    /// A wheel for actors that passivate beyond `passivate_after`: it looks every
+    /// quarter of that (at most 10 s) and wakes what is due within half of it.
+    pub fn for_passivation(passivate_after: Duration, max_resident: usize) -> Self {
+        Wheel {
+            tick: (passivate_after / 4).min(Duration::from_secs(10)),
+            lookahead: passivate_after / 2,
+            max_resident,
+        }
+    }
 }
 
 /// Asks which partitions this instance owns (`None`: every payment).
@@ -106,6 +133,9 @@ pub struct PaymentRegistry {
     next_generation: u64,
     stats: RegistryStats,
     ownership: Ownership,
+    wheel: Option<Wheel>,
+    /// A wheel query is running (ticks never overlap).
+    wheel_busy: bool,
 }
 
 impl PaymentRegistry {
@@ -123,7 +153,48 @@ impl PaymentRegistry {
             next_generation: 0,
             stats: RegistryStats::default(),
             ownership,
+            wheel: None,
+            wheel_busy: false,
         }
+    }
+
+    /// Turns on the durable timer wheel (with passivating actors).
+    pub fn with_wheel(mut self, wheel: Wheel) -> Self {
+        self.wheel = Some(wheel);
+        self
+    }
+
+    /// One turn of the wheel: wake the owned payments due within the lookahead that have
+    /// no actor, up to the resident cap.
+    fn turn_wheel(&mut self, ctx: &mut Context<Self>) {
+        let Some(wheel) = self.wheel else { return };
+        let room = wheel.max_resident.saturating_sub(self.actors.len());
+        if self.wheel_busy || room == 0 {
+            return;
+        }
+        self.wheel_busy = true;
+        let store = self.deps.store.clone();
+        let until = chrono::Utc::now()
+            + chrono::Duration::from_std(wheel.lookahead).unwrap_or(chrono::Duration::zero());
+        let limit = room.min(WHEEL_BATCH) as i64;
+        ctx.spawn(
+            async move { store.due_payment_ids(until, limit).await }
+                .into_actor(self)
+                .map(|due, act, ctx| {
+                    act.wheel_busy = false;
+                    match due {
+                        Ok(ids) => {
+                            for id in ids {
+                                if act.ownership.owns(id) && !act.actors.contains_key(&id) {
+                                    act.stats.woken += 1;
+                                    act.ensure(id, ctx);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "timer wheel query failed"),
+                    }
+                }),
+        );
     }
 
     /// The actor of payment `id`, spawned if not resident. A payment this instance does
@@ -143,6 +214,7 @@ impl PaymentRegistry {
             generation,
             registry: ctx.address().recipient(),
             clean: false,
+            passivated: false,
         };
         let deps = self.deps.clone();
         let arbiter = &self.arbiters[(id.as_u128() % self.arbiters.len() as u128) as usize];
@@ -167,6 +239,9 @@ impl Actor for PaymentRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        if let Some(wheel) = self.wheel {
+            ctx.run_interval(wheel.tick, |act, ctx| act.turn_wheel(ctx));
+        }
     }
 }
 
@@ -336,6 +411,9 @@ impl Handler<ActorExited> for PaymentRegistry {
         {
             self.actors.remove(&exit.id);
         }
+        if exit.passivated {
+            self.stats.passivated += 1;
+        }
         if exit.clean {
             return;
         }
@@ -374,24 +452,38 @@ impl Handler<RearmOpen> for PaymentRegistry {
 
     fn handle(&mut self, _: RearmOpen, _ctx: &mut Context<Self>) -> Self::Result {
         let store = self.deps.store.clone();
+        let wheel = self.wheel;
         Box::pin(
-            async move { store.open_payment_ids().await }
-                .into_actor(self)
-                .map(|ids, act, ctx| {
-                    let mut ids = ids?;
-                    ids.retain(|id| act.ownership.owns(*id) && !act.actors.contains_key(id));
-                    let count = ids.len();
-                    for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
-                        let chunk = chunk.to_vec();
-                        ctx.run_later(REARM_TICK * tick as u32, move |act, ctx| {
-                            for id in chunk {
-                                act.ensure(id, ctx);
-                            }
-                        });
+            async move {
+                match wheel {
+                    // Passivating: only what is due soon; the wheel wakes the rest in time.
+                    Some(wheel) => {
+                        let until = chrono::Utc::now()
+                            + chrono::Duration::from_std(wheel.lookahead)
+                                .unwrap_or(chrono::Duration::zero());
+                        store
+                            .due_payment_ids(until, wheel.max_resident as i64)
+                            .await
                     }
-                    tracing::info!(open_payments = count, "re-arming open payments");
-                    Ok(count)
-                }),
+                    None => store.open_payment_ids().await,
+                }
+            }
+            .into_actor(self)
+            .map(|ids, act, ctx| {
+                let mut ids = ids?;
+                ids.retain(|id| act.ownership.owns(*id) && !act.actors.contains_key(id));
+                let count = ids.len();
+                for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
+                    let chunk = chunk.to_vec();
+                    ctx.run_later(REARM_TICK * tick as u32, move |act, ctx| {
+                        for id in chunk {
+                            act.ensure(id, ctx);
+                        }
+                    });
+                }
+                tracing::info!(open_payments = count, "re-arming open payments");
+                Ok(count)
+            }),
         )
     }
 }

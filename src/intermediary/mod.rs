@@ -2,6 +2,7 @@
 //! and a payment-system gateway (wallet charges), behind one trait so actors can be
 //! tested with a mock. `http` is the real adapter for the simulator's API.
 
+pub mod guard;
 pub mod http;
 
 use async_trait::async_trait;

@@ -204,6 +204,13 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of every payment with work left (open, or the platform not yet told), soonest
     /// `next_check_at` first.
     async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// Ids of payments with work left whose `next_check_at` is before `until`, soonest
+    /// first, at most `limit` (the durable timer wheel).
+    async fn due_payment_ids(
+        &self,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, StoreError>;
     /// The payloads of a payment's outbox events, oldest first.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
     /// The oldest unpublished outbox events, in order.

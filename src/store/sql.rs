@@ -412,6 +412,25 @@ macro_rules! sql_store {
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
             }
 
+            async fn due_payment_ids(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+                // Two index range scans (open payments; pending notifications), merged.
+                let rows = sqlx::query(
+                    "SELECT id, next_check_at FROM (\
+                       SELECT id, next_check_at FROM payments \
+                       WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
+                       UNION ALL \
+                       SELECT id, next_check_at FROM payments \
+                       WHERE notify_pending = $2 AND next_check_at < $1\
+                     ) AS due ORDER BY next_check_at LIMIT $3",
+                )
+                .bind(until)
+                .bind(true)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+            }
+
             async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {
                 let rows = sqlx::query("SELECT payload FROM outbox WHERE payment_id = $1 ORDER BY seq")
                     .bind(payment_id)

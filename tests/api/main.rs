@@ -11,5 +11,6 @@ mod restart;
 mod scale_out;
 mod store_suite;
 mod supervision;
+mod timers;
 mod validation;
 mod wallet;
