@@ -166,6 +166,18 @@ pub struct Settings {
     /// Time limit of one call to an intermediary, e.g. `5s`, `800ms`.
     #[arg(long, env = "CASSA_INTERMEDIARY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub intermediary_timeout: Duration,
+    /// Calls per second to one intermediary, shared by all its payments (`0`: no limit).
+    #[arg(long, env = "CASSA_INTERMEDIARY_RATE_LIMIT", default_value = "50")]
+    pub intermediary_rate_limit: f64,
+    /// Calls in flight to one intermediary at most.
+    #[arg(long, env = "CASSA_INTERMEDIARY_MAX_IN_FLIGHT", default_value = "32")]
+    pub intermediary_max_in_flight: usize,
+    /// Consecutive transient failures that open an intermediary's circuit (`0`: never).
+    #[arg(long, env = "CASSA_CIRCUIT_FAILURES", default_value = "5")]
+    pub circuit_failures: u32,
+    /// How long an open circuit postpones calls before one probe is let through.
+    #[arg(long, env = "CASSA_CIRCUIT_OPEN_FOR", default_value = "30s", value_parser = parse_duration)]
+    pub circuit_open_for: Duration,
     /// A payment whose next check is further away than this passivates (its actor stops;
     /// a durable timer wheel wakes it in time). `0s` keeps every actor resident.
     #[arg(long, env = "CASSA_PASSIVATE_AFTER", default_value = "10m", value_parser = parse_duration)]
@@ -219,6 +231,10 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_INTERMEDIARY_TIMEOUT",
     "CASSA_ARBITERS",
     "CASSA_PASSIVATE_AFTER",
+    "CASSA_INTERMEDIARY_RATE_LIMIT",
+    "CASSA_INTERMEDIARY_MAX_IN_FLIGHT",
+    "CASSA_CIRCUIT_FAILURES",
+    "CASSA_CIRCUIT_OPEN_FOR",
     "CASSA_MAX_RESIDENT",
     "CASSA_LOG",
     "CASSA_LOG_FORMAT",
@@ -260,6 +276,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
+    /// The per-intermediary guard these settings describe.
+    pub fn guard(&self) -> crate::intermediary::guard::GuardConfig {
+        crate::intermediary::guard::GuardConfig {
+            rate_per_sec: self.intermediary_rate_limit,
+            burst: (self.intermediary_rate_limit.ceil() as u32).max(1),
+            max_in_flight: self.intermediary_max_in_flight,
+            max_wait: Duration::from_secs(2),
+            failure_threshold: self.circuit_failures,
+            open_for: self.circuit_open_for,
+        }
+    }
+
     /// This instance's name.
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {

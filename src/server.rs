@@ -66,7 +66,11 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     }
     let intermediaries = match overrides.intermediary {
         Some(fixed) => Intermediaries::fixed(store.clone(), fixed),
-        None => Intermediaries::from_config(store.clone(), settings.intermediary_timeout),
+        None => Intermediaries::from_config(
+            store.clone(),
+            settings.intermediary_timeout,
+            settings.guard(),
+        ),
     };
     let deps = Arc::new(Deps {
         store: store.clone(),
@@ -93,7 +97,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     let wheel = deps
         .passivate_after
         .map(|after| crate::actors::Wheel::for_passivation(after, settings.max_resident));
-    let mut registry = PaymentRegistry::new(deps, arbiters, ownership);
+    let mut registry = PaymentRegistry::new(deps.clone(), arbiters, ownership);
     if let Some(wheel) = wheel {
         registry = registry.with_wheel(wheel);
     }
@@ -124,6 +128,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         store: store.clone(),
         registry: registry.clone(),
         public_url: public_url.clone(),
+        deps: deps.clone(),
     });
     let mounted = simulator.clone();
     let server = HttpServer::new(move || {

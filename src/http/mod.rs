@@ -22,6 +22,8 @@ pub struct AppState {
     pub registry: Addr<PaymentRegistry>,
     /// Base of the links that point back at cassa.
     pub public_url: String,
+    /// The payment actors' dependencies (intermediary guards for /metrics).
+    pub deps: std::sync::Arc<crate::actors::Deps>,
 }
 
 /// The OpenAPI description of this API.
@@ -101,6 +103,18 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "Payments whose actor kept crashing and was left for the next start-up.",
         stats.gave_up,
     );
+    metric(
+        "cassa_payment_actors_passivated_total",
+        "counter",
+        "Payment actors stopped because their next work was far away.",
+        stats.passivated,
+    );
+    metric(
+        "cassa_payment_actors_woken_total",
+        "counter",
+        "Payment actors woken by the timer wheel.",
+        stats.woken,
+    );
     if let Some(owned) = stats.owned_partitions {
         metric(
             "cassa_owned_partitions",
@@ -120,6 +134,29 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         text.push_str("# TYPE cassa_owned_partition gauge\n");
         for p in partitions {
             text.push_str(&format!("cassa_owned_partition{{partition=\"{p}\"}} 1\n"));
+        }
+    }
+    let guards = state.deps.intermediaries.guards();
+    if !guards.is_empty() {
+        text.push_str("# HELP cassa_intermediary_circuit_open 1 while the intermediary's circuit is open or half-open (checks are postponed).\n");
+        text.push_str("# TYPE cassa_intermediary_circuit_open gauge\n");
+        for (url, guard) in &guards {
+            let open = u8::from(guard.state != crate::intermediary::guard::CircuitState::Closed);
+            text.push_str(&format!(
+                "cassa_intermediary_circuit_open{{intermediary=\"{url}\"}} {open}\n"
+            ));
+        }
+        text.push_str("# HELP cassa_intermediary_calls_total Calls that reached the intermediary.\n# TYPE cassa_intermediary_calls_total counter\n");
+        for (url, guard) in &guards {
+            text.push_str(&format!(
+                "cassa_intermediary_calls_total{{intermediary=\"{url}\"}} {}\n",
+                guard.calls
+            ));
+        }
+        text.push_str("# HELP cassa_intermediary_rejected_total Calls postponed by the guard, by reason.\n# TYPE cassa_intermediary_rejected_total counter\n");
+        for (url, guard) in &guards {
+            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{url}\",reason=\"circuit_open\"}} {}\n", guard.rejected_open));
+            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{url}\",reason=\"rate_limit\"}} {}\n", guard.rejected_rate));
         }
     }
     Ok(HttpResponse::Ok()

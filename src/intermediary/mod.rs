@@ -5,6 +5,9 @@
 pub mod guard;
 pub mod http;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -110,47 +113,57 @@ pub trait Intermediary: Send + Sync + 'static {
     ) -> Result<GatewayResult, IntermediaryError>;
 }
 
-/// Finds the intermediary of a service: from its configuration (one HTTP client per
-/// intermediary URL, shared by all its payments), or one fixed intermediary for all.
+/// Finds the intermediary of a service: from its configuration, one guarded HTTP client
+/// per intermediary URL shared by all its payments (one rate limit, concurrency cap and
+/// circuit breaker per intermediary), or one fixed intermediary for all.
 pub struct Intermediaries {
-    store: std::sync::Arc<dyn crate::store::Store>,
-    fixed: Option<std::sync::Arc<dyn Intermediary>>,
+    store: Arc<dyn crate::store::Store>,
+    fixed: Option<Arc<dyn Intermediary>>,
     timeout: std::time::Duration,
-    clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn Intermediary>>>,
+    guard: guard::GuardConfig,
+    clients: Mutex<HashMap<String, Arc<guard::GuardedIntermediary>>>,
 }
 
 impl Intermediaries {
     /// Resolves intermediaries from the services' configuration.
     pub fn from_config(
-        store: std::sync::Arc<dyn crate::store::Store>,
+        store: Arc<dyn crate::store::Store>,
         timeout: std::time::Duration,
+        guard: guard::GuardConfig,
     ) -> Self {
         Intermediaries {
             store,
             fixed: None,
             timeout,
+            guard,
             clients: Default::default(),
         }
     }
 
     /// Uses one intermediary for every service (tests, benchmarks).
-    pub fn fixed(
-        store: std::sync::Arc<dyn crate::store::Store>,
-        intermediary: std::sync::Arc<dyn Intermediary>,
-    ) -> Self {
+    pub fn fixed(store: Arc<dyn crate::store::Store>, intermediary: Arc<dyn Intermediary>) -> Self {
         Intermediaries {
             store,
             fixed: Some(intermediary),
             timeout: std::time::Duration::from_secs(5),
+            guard: guard::GuardConfig::default(),
             clients: Default::default(),
         }
     }
 
+    /// The guard state of every intermediary in use, by URL.
+    pub fn guards(&self) -> Vec<(String, guard::GuardSnapshot)> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guards: Vec<_> = clients
+            .iter()
+            .map(|(url, client)| (url.clone(), client.snapshot()))
+            .collect();
+        guards.sort_by(|a, b| a.0.cmp(&b.0));
+        guards
+    }
+
     /// The intermediary of a service, or why there is none.
-    pub async fn for_service(
-        &self,
-        service_id: Uuid,
-    ) -> Result<std::sync::Arc<dyn Intermediary>, String> {
+    pub async fn for_service(&self, service_id: Uuid) -> Result<Arc<dyn Intermediary>, String> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
@@ -166,11 +179,12 @@ impl Intermediaries {
         }
         let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
         config.timeout = self.timeout;
-        let client: std::sync::Arc<dyn Intermediary> = std::sync::Arc::new(
+        let client: Arc<dyn Intermediary> = Arc::new(
             http::HttpIntermediary::new(config)
                 .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
         );
-        clients.insert(service.intermediary_url, client.clone());
-        Ok(client)
+        let guarded = Arc::new(guard::GuardedIntermediary::new(client, self.guard.clone()));
+        clients.insert(service.intermediary_url, guarded.clone());
+        Ok(guarded)
     }
 }
