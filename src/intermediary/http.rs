@@ -138,3 +138,33 @@ impl Intermediary for HttpIntermediary {
         self.call(Method::POST, "/payments", Some(request)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_intermediaries_are_reachable_in_principle() {
+        // Nothing listens there: the call must fail as a connection problem (transient),
+        // not because the client cannot speak TLS.
+        let mut config = HttpIntermediaryConfig::new("https://127.0.0.1:9/sim");
+        config.retries = 0;
+        let client = HttpIntermediary::new(config).unwrap();
+        let error = client
+            .client
+            .get("https://127.0.0.1:9/")
+            .send()
+            .await
+            .unwrap_err();
+        let detail = format!("{error:?}");
+        assert!(
+            !detail.contains("scheme is not http"),
+            "TLS support missing: {detail}"
+        );
+        assert!(detail.contains("Connection refused"), "{detail}");
+        assert!(matches!(
+            client.position("1").await,
+            Err(IntermediaryError::Transient(_))
+        ));
+    }
+}
