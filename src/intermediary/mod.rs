@@ -122,7 +122,12 @@ pub struct Intermediaries {
     timeout: std::time::Duration,
     guard: guard::GuardConfig,
     clients: Mutex<HashMap<String, Arc<guard::GuardedIntermediary>>>,
+    /// Service → intermediary URL, briefly cached: every check needs it.
+    routes: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
 }
+
+/// How long a service's intermediary URL is reused before the configuration is read again.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Intermediaries {
     /// Resolves intermediaries from the services' configuration.
@@ -137,6 +142,7 @@ impl Intermediaries {
             timeout,
             guard,
             clients: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -148,6 +154,7 @@ impl Intermediaries {
             timeout: std::time::Duration::from_secs(5),
             guard: guard::GuardConfig::default(),
             clients: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -167,24 +174,43 @@ impl Intermediaries {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
-        let service = self
-            .store
-            .service(service_id)
-            .await
-            .map_err(|e| format!("cannot read the service configuration: {e}"))?
-            .ok_or_else(|| format!("no configuration for service {service_id}"))?;
+        let url = self.intermediary_url(service_id).await?;
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&service.intermediary_url) {
+        if let Some(client) = clients.get(&url) {
             return Ok(client.clone());
         }
-        let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
+        let mut config = http::HttpIntermediaryConfig::new(url.clone());
         config.timeout = self.timeout;
         let client: Arc<dyn Intermediary> = Arc::new(
             http::HttpIntermediary::new(config)
                 .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
         );
         let guarded = Arc::new(guard::GuardedIntermediary::new(client, self.guard.clone()));
-        clients.insert(service.intermediary_url, guarded.clone());
+        clients.insert(url, guarded.clone());
         Ok(guarded)
+    }
+
+    /// The intermediary URL of a service's configuration (cached for `ROUTE_TTL`).
+    async fn intermediary_url(&self, service_id: Uuid) -> Result<String, String> {
+        {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((url, at)) = routes.get(&service_id) {
+                if at.elapsed() < ROUTE_TTL {
+                    return Ok(url.clone());
+                }
+            }
+        }
+        let service = self
+            .store
+            .service(service_id)
+            .await
+            .map_err(|e| format!("cannot read the service configuration: {e}"))?
+            .ok_or_else(|| format!("no configuration for service {service_id}"))?;
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.insert(
+            service_id,
+            (service.intermediary_url.clone(), std::time::Instant::now()),
+        );
+        Ok(service.intermediary_url)
     }
 }
