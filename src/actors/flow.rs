@@ -29,7 +29,9 @@ pub async fn advance(
 ) -> Result<StoredPayment, StoreError> {
     for _ in 0..MAX_STEPS_PER_DRIVE {
         let now = time::now();
-        let due = check_now || row.next_check_at.is_none_or(|at| at <= now);
+        // next_check_at carries millisecond jitter: compare with the precise clock.
+        let precise = chrono::Utc::now();
+        let due = check_now || row.next_check_at.is_none_or(|at| at <= precise);
         if !has_work(deps, &row) || !due {
             break;
         }
@@ -87,10 +89,13 @@ async fn step(
         return notify_platform(deps, row, now).await;
     }
     if let Some(reason) = row.saga.wind_down {
-        if matches!(
+        // Cancel applies before the checkout; expiry also while the citizen is at it
+        // (PAYMENT_STARTED → EXPIRED is legal).
+        let applies = matches!(
             status,
             PaymentStatus::CreationPending | PaymentStatus::PaymentPending
-        ) {
+        ) || (status == PaymentStatus::PaymentStarted && reason == WindDown::Expire);
+        if applies {
             return wind_down(deps, row, reason, now).await;
         }
     }
@@ -417,6 +422,14 @@ async fn check_position(
                 save(deps, row, payment, saga, Some(next), None).await
             }
         },
+        Err(e) if now >= payment.expires_at() => {
+            // Past expiry the intermediary may have dropped the position: wind down
+            // (cancelling it is idempotent; a paid one still turns COMPLETE).
+            tracing::warn!(payment_id = %payment.id, error = %e, "status check failed after expiry; winding down");
+            let mut saga = row.saga.clone();
+            saga.wind_down = Some(WindDown::Expire);
+            save(deps, row, payment, saga, Some(now), None).await
+        }
         Err(e) => retry_later(deps, row, format!("status check failed: {e}"), now).await,
     }
 }
@@ -555,6 +568,11 @@ async fn execute_gateway(
         Err(IntermediaryError::Transient(e)) => {
             retry_later(deps, row, format!("gateway: {e}"), now).await
         }
+        // "Already executed" / "unknown" say nothing about the outcome: ask again (the
+        // execution is idempotent by payment id) rather than release money that moved.
+        Err(e @ (IntermediaryError::AlreadyPaid | IntermediaryError::NotFound)) => {
+            retry_later(deps, row, format!("gateway outcome unclear: {e}"), now).await
+        }
         Err(e) => {
             let message = Some(format!("the gateway refused the payment: {e}"));
             finish(
@@ -613,6 +631,13 @@ pub async fn start_checkout(
             "the debt position is still being created at the intermediary; retry in a moment"
                 .into(),
         )),
+        PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted
+            if row.saga.wind_down.is_some() =>
+        {
+            Err(PaymentError::Conflict(
+                "the payment is being cancelled".into(),
+            ))
+        }
         PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted => {
             let url = row.saga.checkout_url.clone().ok_or_else(|| {
                 PaymentError::NotReady("the intermediary gave no checkout address yet".into())
@@ -829,6 +854,33 @@ mod tests {
         assert_eq!(row.saga.wind_down, Some(WindDown::Cancel));
         assert!(row.saga.last_error.unwrap().contains("compensation"));
         assert_eq!(row.saga.attempts, 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_payment_at_the_checkout_when_it_expires_ends_expired() {
+        let mut mock = MockIntermediary::new();
+        mock.expect_create_position()
+            .times(1)
+            .returning(|_| Ok(position(PositionState::Pending)));
+        mock.expect_position()
+            .returning(|_| Ok(position(PositionState::Pending)));
+        mock.expect_cancel_position().times(1).returning(|_| Ok(()));
+        let (deps, _dir) = deps_with(mock).await;
+        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
+        let row = advance(&deps, row, false, false).await.unwrap();
+        let (row, _) = start_checkout(&deps, row).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+        // Its expiry passes while the citizen is at the checkout.
+        let mut expired = row.payment.clone();
+        expired.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1));
+        let change = crate::store::Change::of(&row, expired, row.saga.clone());
+        let row = deps
+            .store
+            .update_payment(row.version, change)
+            .await
+            .unwrap();
+        let row = advance(&deps, row, true, false).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::Expired, "{:?}", row.saga);
     }
 
     #[actix_rt::test]

@@ -22,6 +22,8 @@ const MAX_TIMER: Duration = Duration::from_secs(3600);
 /// An actor whose payment ended stays this long after its last message, so commands
 /// already queued are answered from the final row instead of finding it gone.
 const FINAL_LINGER: Duration = Duration::from_millis(200);
+/// Pause after a drive that failed (the database did not answer).
+const FAILED_DRIVE_BACKOFF: Duration = Duration::from_secs(1);
 /// Overdue work found at start-up is spread over up to this long.
 const START_SPREAD_MS: u64 = 500;
 
@@ -124,9 +126,13 @@ impl PaymentActor {
         let due = row.next_check_at.unwrap_or(now);
         let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
         if self.deps.passivate_after.is_some_and(|limit| wait > limit) {
-            // Nothing to do for a long while: no resident actor needed.
-            self.watch.passivated = true;
-            self.stop_cleanly(ctx);
+            // Nothing to do for a long while: no resident actor needed. Linger first, so
+            // commands already queued (the reason a passivated payment was woken) are
+            // answered; each handled message re-arms this.
+            self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| {
+                act.watch.passivated = true;
+                act.stop_cleanly(ctx);
+            }));
             return;
         }
         let mut delay = wait.min(MAX_TIMER);
@@ -249,20 +255,18 @@ impl Handler<Drive> for PaymentActor {
             }
             .into_actor(self)
             .map(|row, act, ctx| {
-                let failed = row.is_none();
-                act.settle(row, ctx);
-                if failed
-                    && act.timer.is_none()
-                    && !act
-                        .row
-                        .as_ref()
-                        .is_some_and(|r| r.payment.status.is_final())
-                {
-                    act.timer = Some(ctx.run_later(Duration::from_secs(1), |act, ctx| {
-                        act.timer = None;
-                        ctx.notify(Drive);
-                    }));
+                if row.is_some() {
+                    act.settle(row, ctx);
+                    return;
                 }
+                // The step failed (database trouble): try again in a second, not at once.
+                if let Some(timer) = act.timer.take() {
+                    ctx.cancel_future(timer);
+                }
+                act.timer = Some(ctx.run_later(FAILED_DRIVE_BACKOFF, |act, ctx| {
+                    act.timer = None;
+                    ctx.notify(Drive);
+                }));
             }),
         ))
     }

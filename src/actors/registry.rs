@@ -333,11 +333,20 @@ impl Handler<PartitionsRevoked> for PaymentRegistry {
         }
         let count = *count;
         let revoked: HashSet<i32> = partitions.iter().copied().collect();
-        let mut stopped = 0;
-        for (id, resident) in &self.actors {
-            if !resident.transient && revoked.contains(&Ownership::partition_of(*id, count)) {
+        // Out of the map at once: a re-assignment must spawn fresh actors, not reuse
+        // stopping ones (their late exits are ignored by generation).
+        let leaving: Vec<Uuid> = self
+            .actors
+            .iter()
+            .filter(|(id, r)| {
+                !r.transient && revoked.contains(&Ownership::partition_of(**id, count))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let stopped = leaving.len();
+        for id in leaving {
+            if let Some(resident) = self.actors.remove(&id) {
                 resident.addr.do_send(Passivate);
-                stopped += 1;
             }
         }
         tracing::info!(

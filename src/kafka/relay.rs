@@ -15,8 +15,10 @@ use crate::store::Store;
 
 /// Events published per round.
 const BATCH: i64 = 500;
-/// How long the lease lasts without renewal.
-const LEASE_TTL_SECONDS: i64 = 15;
+/// How long the lease lasts without renewal: longer than the producer's delivery
+/// timeout (30 s), so a round stalled on a slow broker never overlaps another
+/// instance's round.
+const LEASE_TTL_SECONDS: i64 = 60;
 const LEASE_NAME: &str = "outbox-relay";
 
 /// Settings of the relay.

@@ -44,23 +44,55 @@ async fn passivated_payments_wake_on_time_and_complete_by_polling() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // The wheel wakes it for its planned poll, without any other trigger.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let polled = loop {
+        let p = app.get_payment(&id).await;
+        if let Some(at) = p["links"]["update"]["last_check_at"].as_str() {
+            break cassa::domain::time::parse(at).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never polled: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(polled >= planned, "polled at {polled}, planned {planned}");
+    assert!(
+        polled - planned <= chrono::Duration::seconds(3),
+        "woken late: polled at {polled}, planned {planned}"
+    );
+    assert!(app.registry_stats().await.woken >= 1);
+
+    // A command for a passivated payment wakes it and is answered (not 503).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.registry_stats().await.resident > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never passivated again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/update")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "the citizen can start paying a passivated payment"
+    );
+
     app.sim
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
-    let done = app.wait_for(&id, "COMPLETE", 15).await;
-    let checked =
-        cassa::domain::time::parse(done["links"]["update"]["last_check_at"].as_str().unwrap())
-            .unwrap();
-    assert!(
-        checked >= planned,
-        "checked at {checked}, planned {planned}"
-    );
-    assert!(
-        checked - planned <= chrono::Duration::seconds(3),
-        "woken late: checked at {checked}, planned {planned}"
-    );
-    let stats = app.registry_stats().await;
-    assert!(stats.woken >= 1, "the wheel woke it: {stats:?}");
+    app.wait_for(&id, "COMPLETE", 15).await;
 }
 
 #[actix_rt::test]
