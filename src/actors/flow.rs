@@ -408,6 +408,10 @@ async fn check_position(
             PositionState::Pending => {
                 let mut saga = row.saga.clone();
                 saga.succeeded();
+                if saga.checkout_url.is_none() {
+                    // An adopted position: its checkout address comes with its status.
+                    saga.checkout_url = Some(position.checkout_url.clone());
+                }
                 if now >= payment.expires_at() {
                     saga.wind_down = Some(WindDown::Expire);
                     return save(deps, row, payment, saga, Some(now), None).await;

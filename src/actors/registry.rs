@@ -136,6 +136,8 @@ pub struct PaymentRegistry {
     wheel: Option<Wheel>,
     /// A wheel query is running (ticks never overlap).
     wheel_busy: bool,
+    /// Where the wheel's next page starts (after a full page).
+    wheel_cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
 }
 
 impl PaymentRegistry {
@@ -155,6 +157,7 @@ impl PaymentRegistry {
             ownership,
             wheel: None,
             wheel_busy: false,
+            wheel_cursor: None,
         }
     }
 
@@ -174,26 +177,43 @@ impl PaymentRegistry {
         }
         self.wheel_busy = true;
         let store = self.deps.store.clone();
+        let include_notify = self.deps.notify_platform;
         let until = chrono::Utc::now()
             + chrono::Duration::from_std(wheel.lookahead).unwrap_or(chrono::Duration::zero());
-        let limit = room.min(WHEEL_BATCH) as i64;
+        let after = self.wheel_cursor;
         ctx.spawn(
-            async move { store.due_payment_ids(until, limit).await }
-                .into_actor(self)
-                .map(|due, act, ctx| {
-                    act.wheel_busy = false;
-                    match due {
-                        Ok(ids) => {
-                            for id in ids {
-                                if act.ownership.owns(id) && !act.actors.contains_key(&id) {
-                                    act.stats.woken += 1;
-                                    act.ensure(id, ctx);
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "timer wheel query failed"),
+            async move {
+                store
+                    .due_payments(until, after, include_notify, WHEEL_BATCH as i64)
+                    .await
+            }
+            .into_actor(self)
+            .map(move |due, act, ctx| {
+                act.wheel_busy = false;
+                let due = match due {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "timer wheel query failed");
+                        return;
                     }
-                }),
+                };
+                // A full page continues there next tick; a short one starts over, so
+                // rows that are not ours or already resident never starve the rest.
+                act.wheel_cursor = if due.len() == WHEEL_BATCH {
+                    due.last().map(|(id, at)| (*at, *id))
+                } else {
+                    None
+                };
+                for (id, _) in due {
+                    if act.actors.len() >= wheel.max_resident {
+                        break;
+                    }
+                    if act.ownership.owns(id) && !act.actors.contains_key(&id) {
+                        act.stats.woken += 1;
+                        act.ensure(id, ctx);
+                    }
+                }
+            }),
         );
     }
 
@@ -424,6 +444,8 @@ impl Handler<ActorExited> for PaymentRegistry {
             self.stats.passivated += 1;
         }
         if exit.clean {
+            // A clean end forgets past crashes (the map stays as small as the trouble).
+            self.restarts.remove(&exit.id);
             return;
         }
         self.stats.crashes += 1;
@@ -470,9 +492,10 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         let until = chrono::Utc::now()
                             + chrono::Duration::from_std(wheel.lookahead)
                                 .unwrap_or(chrono::Duration::zero());
-                        store
-                            .due_payment_ids(until, wheel.max_resident as i64)
-                            .await
+                        let due = store
+                            .due_payments(until, None, true, wheel.max_resident as i64)
+                            .await?;
+                        Ok(due.into_iter().map(|(id, _)| id).collect())
                     }
                     None => store.open_payment_ids().await,
                 }

@@ -160,6 +160,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(id) => {
                 ApiError::Unavailable(format!("payment {id} changed concurrently; retry"))
             }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry shortly".into())
+            }
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }

@@ -174,6 +174,15 @@ pub async fn dispatch(
         Ok(e) => e,
         Err(e) => return Ok(Dispatched::Rejected(format!("{}: {}", e.path(), e.inner()))),
     };
+    // Already dispatched? (A redelivery may come after the payment's expiry, when the
+    // same event would no longer validate.)
+    let filter = crate::store::PaymentFilter {
+        remote_id: Some(event.id),
+        ..Default::default()
+    };
+    if let Some(existing) = intake.store.list_payments(&filter, 1, None).await?.first() {
+        return Ok(Dispatched::AlreadyDone(existing.payment.id));
+    }
     let user_id = event.user;
     let request = match to_request(event) {
         Ok(r) => r,
@@ -218,6 +227,10 @@ impl ApplicationDispatcher {
             let outcome = loop {
                 match dispatch(&intake, message.payload()).await {
                     Ok(outcome) => break outcome,
+                    Err(e) if !e.is_transient() => {
+                        // Retrying the same event would fail the same way forever.
+                        break Dispatched::Rejected(format!("cannot be stored: {e}"));
+                    }
                     Err(e) => {
                         // The database is down: keep this message, try again.
                         tracing::warn!(error = %e, ?backoff, "cannot store the payment; retrying the application");

@@ -117,6 +117,13 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
             "the service's configuration does not take this payment".into(),
         ));
     }
+    if payment.status == PaymentStatus::PaymentPending
+        && payment.kind == crate::domain::payment::PaymentType::Wallet
+    {
+        return Ok(Proxied::Ignored(
+            "a WALLET payment is adopted only as CREATION_PENDING (its hold is placed here)".into(),
+        ));
+    }
     if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {
         return Ok(Proxied::Ignored(
             "imported PAYMENT_PENDING payment without iuv".into(),
@@ -167,6 +174,11 @@ pub async fn run(
                     break;
                 }
                 Ok(Proxied::Touched) => break,
+                Err(e) if !e.is_transient() => {
+                    // Retrying would fail the same way forever and stall every partition.
+                    tracing::error!(error = %e, offset = message.offset(), partition = message.partition(), "payments event cannot be handled; skipped");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "database unavailable; retrying the event");
                     tokio::time::sleep(backoff).await;

@@ -165,13 +165,42 @@ pub enum StoreError {
     /// The row changed since it was read (optimistic concurrency).
     #[error("payment {0} was changed concurrently")]
     Conflict(Uuid),
+    /// The database cannot be reached right now (connection, pool, I/O): worth retrying.
+    #[error("database unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// Anything else (constraint, decoding, a bug): retrying the same thing will not help.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unexpected(anyhow::Error::new(e).context("database error"))
+        let transient = matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        ) || matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+            // PostgreSQL: serialization failure, deadlock, admin shutdown, cannot connect now;
+            // SQLite: busy, locked.
+            matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "57P03" | "5" | "6" | "261" | "517")
+        }));
+        let e = anyhow::Error::new(e).context("database error");
+        if transient {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Unexpected(e)
+        }
     }
 }
 
@@ -204,13 +233,16 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of every payment with work left (open, or the platform not yet told), soonest
     /// `next_check_at` first.
     async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError>;
-    /// Ids of payments with work left whose `next_check_at` is before `until`, soonest
-    /// first, at most `limit` (the durable timer wheel).
-    async fn due_payment_ids(
+    /// Payments with work left whose `next_check_at` is before `until`, in
+    /// (`next_check_at`, id) order after `after`, at most `limit`: the durable timer
+    /// wheel. Pending platform notifications count only with `include_notify`.
+    async fn due_payments(
         &self,
         until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        include_notify: bool,
         limit: i64,
-    ) -> Result<Vec<Uuid>, StoreError>;
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError>;
     /// The payloads of a payment's outbox events, oldest first.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
     /// The oldest unpublished outbox events, in order.

@@ -412,7 +412,14 @@ macro_rules! sql_store {
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
             }
 
-            async fn due_payment_ids(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+            async fn due_payments(
+                &self,
+                until: DateTime<Utc>,
+                after: Option<(DateTime<Utc>, Uuid)>,
+                include_notify: bool,
+                limit: i64,
+            ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+                let (after_at, after_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
                 // Two index range scans (open payments; pending notifications), merged.
                 let rows = sqlx::query(
                     "SELECT id, next_check_at FROM (\
@@ -420,15 +427,20 @@ macro_rules! sql_store {
                        WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
                        UNION ALL \
                        SELECT id, next_check_at FROM payments \
-                       WHERE notify_pending = $2 AND next_check_at < $1\
-                     ) AS due ORDER BY next_check_at LIMIT $3",
+                       WHERE notify_pending = $2 AND $2 AND next_check_at < $1\
+                     ) AS due WHERE next_check_at > $3 OR (next_check_at = $3 AND id > $4) \
+                     ORDER BY next_check_at, id LIMIT $5",
                 )
                 .bind(until)
-                .bind(true)
+                .bind(include_notify)
+                .bind(after_at)
+                .bind(after_id)
                 .bind(limit)
                 .fetch_all(&self.read)
                 .await?;
-                rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+                rows.iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("next_check_at")?)))
+                    .collect()
             }
 
             async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {

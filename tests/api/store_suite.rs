@@ -234,3 +234,47 @@ async fn store_contract_on_sqlite() {
 async fn store_contract_on_postgres() {
     suite(Backend::Postgres).await;
 }
+
+async fn due_payments_page_in_order(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let now = time::now();
+    let mut expected = Vec::new();
+    for seconds_ago in [30, 20, 10] {
+        let payment = sample("PAGOPA", "1.00");
+        let mut new = new_payment(payment.clone(), false);
+        new.next_check_at = Some(now - chrono::Duration::seconds(seconds_ago));
+        store.create_payment(new).await.unwrap();
+        expected.push(payment.id);
+    }
+    // Not due yet.
+    let mut later = new_payment(sample("PAGOPA", "1.00"), false);
+    later.next_check_at = Some(now + chrono::Duration::seconds(600));
+    store.create_payment(later).await.unwrap();
+
+    let first = store.due_payments(now, None, true, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected[..2]
+    );
+    let after = first.last().map(|(id, at)| (*at, *id));
+    let rest = store.due_payments(now, after, true, 2).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected[2..]
+    );
+    let all = store
+        .due_payments(now + chrono::Duration::seconds(601), None, true, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+}
+
+#[actix_rt::test]
+async fn due_payments_page_in_order_on_sqlite() {
+    due_payments_page_in_order(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn due_payments_page_in_order_on_postgres() {
+    due_payments_page_in_order(Backend::Postgres).await;
+}
