@@ -32,6 +32,9 @@ pub enum Command {
     Simulator(SimulatorArgs),
     /// Run the embedded Kafka broker alone, so several instances (and kcat) can share it.
     DevKafka(DevKafkaArgs),
+    /// Benchmarks: print key=value figures and append them to a markdown file.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Settings of `cassa dev-kafka`.

@@ -2,6 +2,7 @@
 //! open payment; see `ARCHITECTURE.md` in the design folder.
 
 pub mod actors;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod http;

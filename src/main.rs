@@ -81,6 +81,9 @@ fn main() -> ExitCode {
                     cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
                 })
             }),
+        Command::Bench(bench) => init_tracing("warn", LogFormat::Text)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| actix_web::rt::System::new().block_on(cassa::bench::run(bench))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?,
         passivate_after: (!settings.passivate_after.is_zero()).then_some(settings.passivate_after),
+        timer_lag: None,
     });
     let arbiters = settings.arbiters.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -685,6 +685,7 @@ mod tests {
             notify_platform: true,
             http: reqwest::Client::new(),
             passivate_after: None,
+            timer_lag: None,
         };
         (deps, dir)
     }

@@ -31,6 +31,44 @@ pub struct Deps {
     /// An actor whose next work is further away than this stops (passivates); the
     /// registry's timer wheel wakes it in time. `None`: actors stay resident.
     pub passivate_after: Option<std::time::Duration>,
+    /// Benchmarks: records how late each timer fired.
+    pub timer_lag: Option<Arc<TimerLag>>,
+}
+
+/// How late payment timers fire (benchmarks): milliseconds past `next_check_at`.
+#[derive(Debug, Default)]
+pub struct TimerLag {
+    samples: std::sync::Mutex<Vec<u32>>,
+}
+
+impl TimerLag {
+    /// Records one firing `late_ms` after it was due.
+    pub fn record(&self, late_ms: u32) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(late_ms);
+    }
+
+    /// How many firings were recorded.
+    pub fn count(&self) -> usize {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The `q` quantile (0..=1) of the recorded lateness, in ms.
+    pub fn quantile(&self, q: f64) -> Option<u32> {
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let index = ((samples.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        samples.get(index).copied()
+    }
 }
 
 /// Why a command to a payment could not be carried out.

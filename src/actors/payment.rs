@@ -87,11 +87,20 @@ impl Drop for DeathWatch {
     }
 }
 
+/// What the actor keeps between operations: only its timing. The row itself is read
+/// fresh at the start of every operation (a primary-key read, minutes apart), so a
+/// resident payment costs little memory and never works on a stale row.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    next_check_at: Option<chrono::DateTime<Utc>>,
+    has_work: bool,
+}
+
 /// One open payment.
 pub struct PaymentActor {
     id: Uuid,
     deps: Arc<Deps>,
-    row: Option<StoredPayment>,
+    timing: Option<Timing>,
     timer: Option<SpawnHandle>,
     watch: DeathWatch,
     /// Runs one command for a payment this instance does not own, then stops (no timers:
@@ -105,7 +114,7 @@ impl PaymentActor {
         PaymentActor {
             id,
             deps,
-            row: None,
+            timing: None,
             timer: None,
             watch,
             transient,
@@ -117,13 +126,13 @@ impl PaymentActor {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        let Some(row) = &self.row else { return };
-        if self.transient || !flow::has_work(&self.deps, row) {
+        let Some(timing) = self.timing else { return };
+        if self.transient || !timing.has_work {
             self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| act.stop_cleanly(ctx)));
             return;
         }
         let now = Utc::now();
-        let due = row.next_check_at.unwrap_or(now);
+        let due = timing.next_check_at.unwrap_or(now);
         let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
         if self.deps.passivate_after.is_some_and(|limit| wait > limit) {
             // Nothing to do for a long while: no resident actor needed. Linger first, so
@@ -157,9 +166,16 @@ impl PaymentActor {
     /// Stores the outcome of an operation and re-arms.
     fn settle(&mut self, row: Option<StoredPayment>, ctx: &mut Context<Self>) {
         if let Some(row) = row {
-            self.row = Some(row);
+            self.remember(&row);
         }
         self.arm(ctx, false);
+    }
+
+    fn remember(&mut self, row: &StoredPayment) {
+        self.timing = Some(Timing {
+            next_check_at: row.next_check_at,
+            has_work: flow::has_work(&self.deps, row),
+        });
     }
 }
 
@@ -173,7 +189,7 @@ impl Actor for PaymentActor {
         ctx.wait(async move { store.payment(id).await }.into_actor(self).map(
             |loaded, act, ctx| match loaded {
                 Ok(Some(row)) => {
-                    act.row = Some(row);
+                    act.remember(&row);
                     act.arm(ctx, true);
                 }
                 Ok(None) => {
@@ -205,10 +221,7 @@ impl Handler<Reload> for PaymentActor {
             async move { store.payment(id).await }
                 .into_actor(self)
                 .map(|loaded, act, ctx| match loaded {
-                    Ok(Some(row)) => {
-                        let newer = act.row.as_ref().is_none_or(|r| row.version > r.version);
-                        act.settle(newer.then_some(row), ctx);
-                    }
+                    Ok(Some(row)) => act.settle(Some(row), ctx),
                     Ok(None) => act.stop_cleanly(ctx),
                     Err(e) => {
                         tracing::warn!(payment_id = %act.id, error = %e, "cannot reload payment")
@@ -236,11 +249,26 @@ impl Handler<Drive> for PaymentActor {
 
     #[tracing::instrument(name = "payment.drive", skip_all, fields(payment_id = %self.id))]
     fn handle(&mut self, _: Drive, _ctx: &mut Context<Self>) -> Self::Result {
+        if let (Some(lag), Some(due)) = (
+            &self.deps.timer_lag,
+            self.timing.and_then(|t| t.next_check_at),
+        ) {
+            let late = (Utc::now() - due).num_milliseconds();
+            if late >= 0 {
+                lag.record(u32::try_from(late).unwrap_or(u32::MAX));
+            }
+        }
         let deps = self.deps.clone();
-        let row = self.row.clone();
+        let id = self.id;
         AtomicResponse::new(Box::pin(
             async move {
-                let row = row?;
+                let row = match deps.store.payment(id).await {
+                    Ok(row) => row?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the payment");
+                        return None;
+                    }
+                };
                 let result = flow::with_reload(&deps, row, async |deps, row| {
                     Ok(flow::advance(deps, row, false, false).await?)
                 })
@@ -278,16 +306,18 @@ impl Handler<Command> for PaymentActor {
     #[tracing::instrument(name = "payment.command", skip_all, fields(payment_id = %self.id, command = ?command.0))]
     fn handle(&mut self, command: Command, _ctx: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        let row = self.row.clone();
+        let id = self.id;
         AtomicResponse::new(Box::pin(
             async move {
-                let Some(row) = row else {
-                    return (
-                        None,
-                        Err(PaymentError::Unavailable(
-                            "the payment is loading; retry".into(),
-                        )),
-                    );
+                let row = match deps.store.payment(id).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => {
+                        return (
+                            None,
+                            Err(PaymentError::Unavailable(format!("payment {id} is gone"))),
+                        )
+                    }
+                    Err(e) => return (None, Err(e.into())),
                 };
                 let result = match command.0 {
                     PaymentCommand::CheckNow { citizen_returned } => {

@@ -214,6 +214,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a payment: row, idempotency key, wallet hold and outbox event in one
     /// transaction.
     async fn create_payment(&self, new: NewPayment) -> Result<Created, StoreError>;
+    /// Stores payments in bulk, one transaction, without events, holds or idempotency
+    /// keys: for benchmarks and one-off imports only (nothing is published).
+    async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError>;
     /// Reads a payment.
     async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError>;
     /// Writes a change if the row still has `expected_version`; with its outbox event

@@ -323,6 +323,35 @@ macro_rules! sql_store {
                 Ok(Created::New(StoredPayment { payment, version: 1, saga, next_check_at }))
             }
 
+            async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError> {
+                let mut tx = self.write.begin().await?;
+                for new in payments {
+                    let payment = &new.payment;
+                    sqlx::query(
+                        "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
+                         created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13)",
+                    )
+                    .bind(payment.id)
+                    .bind(payment.tenant_id)
+                    .bind(payment.service_id)
+                    .bind(payment.user_id)
+                    .bind(payment.remote_id)
+                    .bind(payment.kind.as_str())
+                    .bind(payment.status.as_str())
+                    .bind(payment.created_at)
+                    .bind(payment.updated_at)
+                    .bind(new.next_check_at)
+                    .bind(Json(payment))
+                    .bind(Json(&new.saga))
+                    .bind(payment.notify_pending())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
                 Self::payment_in(&self.read, "id", id).await
             }

@@ -1,0 +1,716 @@
+//! `cassa bench …`: the figures behind the scale targets. Each command shows progress on
+//! stderr, prints `key=value` figures on stdout at the end, and appends a markdown row
+//! to `--out` (default `bench-results.md`). The intermediary is an in-process stand-in
+//! that answers at once, so the figures are cassa's own, not a simulator's.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use crate::actors::{
+    Deps, GetStats, Ownership, PaymentRegistry, RearmOpen, TimerLag, Touch, Wheel,
+};
+use crate::domain::money::Money;
+use crate::domain::payment::{Links, Payer, PayerType, Payment, PaymentData, PaymentType};
+use crate::domain::status::PaymentStatus;
+use crate::domain::time;
+use crate::intermediary::{
+    GatewayOutcome, GatewayRequest, GatewayResult, Intermediaries, Intermediary, IntermediaryError,
+    Position, PositionRequest, PositionState,
+};
+use crate::seed::{DEMO_SERVICE, DEMO_TENANT};
+use crate::store::{Change, NewPayment, Store};
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// N open payments resident as actors with pending timers: memory, spawn rate, timer lag.
+    Actors(PaymentsArgs),
+    /// N open payments in the database, most passivated: memory and timer lag.
+    Passivated(PaymentsArgs),
+    /// Restart with N overdue payments: time to serve HTTP, to re-arm, peak intermediary call rate.
+    Recovery(PaymentsArgs),
+    /// Durable HTTP creates per second next to raw INSERT+COMMIT at the same concurrency.
+    Create(CreateArgs),
+}
+
+/// Arguments of the payment-count benchmarks.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentsArgs {
+    /// Open payments.
+    #[arg(long, default_value = "100000")]
+    pub payments: usize,
+    /// Database (default: a new SQLite file in a temporary directory).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Markdown file the results are appended to.
+    #[arg(long, default_value = "bench-results.md")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `cassa bench create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value = "16")]
+    pub concurrency: usize,
+    /// Seconds each phase runs.
+    #[arg(long, default_value = "10")]
+    pub seconds: u64,
+    /// Database (default: a new SQLite file in a temporary directory).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Markdown file the results are appended to.
+    #[arg(long, default_value = "bench-results.md")]
+    pub out: PathBuf,
+}
+
+/// Runs a benchmark.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Actors(args) => actors(args).await,
+        BenchCommand::Passivated(args) => passivated(args).await,
+        BenchCommand::Recovery(args) => recovery(args).await,
+        BenchCommand::Create(args) => create(args).await,
+    }
+}
+
+/// An intermediary that answers at once (position pending, gateway approved) and counts
+/// calls per second.
+#[derive(Default)]
+struct InstantIntermediary {
+    calls: AtomicU64,
+    per_second: Mutex<HashMap<u64, u64>>,
+    started: Mutex<Option<Instant>>,
+}
+
+impl InstantIntermediary {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let second = started.get_or_insert_with(Instant::now).elapsed().as_secs();
+        *self
+            .per_second
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(second)
+            .or_default() += 1;
+    }
+
+    fn peak_per_second(&self) -> u64 {
+        self.per_second
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn position(iud: &str) -> Position {
+        Position {
+            iuv: iud.chars().take(17).collect(),
+            notice_code: "3".repeat(18),
+            status: PositionState::Pending,
+            checkout_url: "http://bench.invalid/checkout".into(),
+            paid_at: None,
+            transaction_id: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Intermediary for InstantIntermediary {
+    async fn create_position(
+        &self,
+        request: &PositionRequest,
+    ) -> Result<Position, IntermediaryError> {
+        self.count();
+        Ok(Self::position(&request.iud))
+    }
+    async fn position(&self, iuv: &str) -> Result<Position, IntermediaryError> {
+        self.count();
+        Ok(Self::position(iuv))
+    }
+    async fn cancel_position(&self, _iuv: &str) -> Result<(), IntermediaryError> {
+        self.count();
+        Ok(())
+    }
+    async fn execute_payment(
+        &self,
+        request: &GatewayRequest,
+    ) -> Result<GatewayResult, IntermediaryError> {
+        self.count();
+        Ok(GatewayResult {
+            outcome: GatewayOutcome::Approved,
+            transaction_id: request.payment_id.to_string(),
+        })
+    }
+}
+
+/// Resident memory of this process, from /proc.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// A database for the run: the given URL, or a new SQLite file (kept alive by the dir).
+async fn database(
+    url: Option<String>,
+) -> anyhow::Result<(Arc<dyn Store>, String, Option<tempfile_dir::Dir>)> {
+    match url {
+        Some(url) => Ok((crate::store::open(&url).await?, url, None)),
+        None => {
+            let dir = tempfile_dir::Dir::new()?;
+            let url = format!("sqlite://{}/bench.db", dir.path.display());
+            Ok((crate::store::open(&url).await?, url, Some(dir)))
+        }
+    }
+}
+
+/// A temporary directory removed on drop (no extra crate for one directory).
+mod tempfile_dir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+
+    impl Dir {
+        pub fn new() -> std::io::Result<Self> {
+            let path =
+                std::env::temp_dir().join(format!("cassa-bench-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&path)?;
+            Ok(Dir { path })
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// An open PAGOPA payment (debt position created) due at `next_check_at`.
+fn open_payment(next_check_at: DateTime<Utc>) -> anyhow::Result<NewPayment> {
+    let now = time::now();
+    let id = Uuid::new_v4();
+    let iud = Payment::iud_for(id);
+    let mut payment = Payment {
+        id,
+        user_id: Uuid::new_v4(),
+        kind: PaymentType::Pagopa,
+        tenant_id: DEMO_TENANT,
+        service_id: DEMO_SERVICE,
+        created_at: now,
+        updated_at: now,
+        status: PaymentStatus::PaymentPending,
+        reason: "bench".into(),
+        status_message: None,
+        remote_id: None,
+        payment: PaymentData {
+            amount: Money::from_cents(1000)?,
+            currency: "EUR".into(),
+            expire_at: None,
+            notice_code: Some("3".repeat(18)),
+            iuv: Some(iud.chars().take(17).collect()),
+            iud,
+            transaction_id: None,
+            paid_at: None,
+            split: vec![],
+        },
+        links: Links::default(),
+        payer: Payer {
+            kind: PayerType::Human,
+            tax_identification_number: "RSSMRA80A01H501U".parse()?,
+            name: "Bench".into(),
+            family_name: None,
+            street_name: None,
+            building_number: None,
+            postal_code: None,
+            town_name: None,
+            country_subdivision: None,
+            country: None,
+            email: None,
+        },
+        debtor: None,
+        locale: None,
+        wallet_account_id: None,
+    };
+    payment.links.update.next_check_at = Some(next_check_at);
+    Ok(NewPayment {
+        payment,
+        saga: Default::default(),
+        next_check_at: Some(next_check_at),
+        idempotency: None,
+        hold: None,
+    })
+}
+
+fn progress(label: &str, done: usize, total: usize) {
+    if total > 0 && (done.is_multiple_of((total / 100).max(1)) || done == total) {
+        eprint!("\r{label}: {done}/{total} ({}%)   ", done * 100 / total);
+        if done == total {
+            eprintln!();
+        }
+    }
+}
+
+/// Payments stored per transaction while seeding.
+const SEED_CHUNK: usize = 2000;
+
+/// Stores `n` open payments, due as `due(i)` says; returns the ids.
+async fn seed(
+    store: &Arc<dyn Store>,
+    n: usize,
+    due: impl Fn(usize) -> DateTime<Utc>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for chunk_start in (0..n).step_by(SEED_CHUNK) {
+        let chunk: Vec<NewPayment> = (chunk_start..(chunk_start + SEED_CHUNK).min(n))
+            .map(|i| open_payment(due(i)))
+            .collect::<anyhow::Result<_>>()?;
+        store.import_payments(&chunk).await?;
+        ids.extend(chunk.iter().map(|new| new.payment.id));
+        progress("storing open payments", ids.len(), n);
+    }
+    eprintln!(
+        "stored {n} payments in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ids)
+}
+
+fn deps(
+    store: Arc<dyn Store>,
+    intermediary: Arc<dyn Intermediary>,
+    passivate_after: Option<Duration>,
+    lag: Arc<TimerLag>,
+) -> Arc<Deps> {
+    Arc::new(Deps {
+        intermediaries: Intermediaries::fixed(store.clone(), intermediary),
+        store,
+        schedule: Default::default(),
+        public_url: "http://bench.invalid".into(),
+        notify_platform: false,
+        http: reqwest::Client::new(),
+        passivate_after,
+        timer_lag: Some(lag),
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+async fn stats(registry: &Addr<PaymentRegistry>) -> anyhow::Result<crate::actors::RegistryStats> {
+    registry.send(GetStats).await.context("registry gone")
+}
+
+/// Waits until `lag` has `n` samples (or `limit` passes), showing progress.
+async fn wait_for_timers(lag: &TimerLag, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while lag.count() < n && Instant::now() < deadline {
+        progress("timers fired", lag.count(), n);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress("timers fired", lag.count(), n);
+}
+
+/// Prints the figures and appends them to the markdown file.
+fn report(out: &PathBuf, bench: &str, figures: &[(&str, String)]) -> anyhow::Result<()> {
+    let line: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{}", line.join(" "));
+    let fresh = !out.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)?;
+    if fresh {
+        writeln!(file, "| when | bench | figures |\n|---|---|---|")?;
+    }
+    writeln!(
+        file,
+        "| {} | {bench} | {} |",
+        time::format(&time::now()),
+        line.join(" ")
+    )?;
+    Ok(())
+}
+
+fn ms(value: Option<u32>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into())
+}
+
+async fn actors(args: PaymentsArgs) -> anyhow::Result<()> {
+    let (store, _, _dir) = database(args.database_url.clone()).await?;
+    let n = args.payments;
+    let far = time::now() + chrono::Duration::hours(2);
+    let ids = seed(&store, n, |_| far).await?;
+    let lag = Arc::new(TimerLag::default());
+    let deps = deps(
+        store.clone(),
+        Arc::new(InstantIntermediary::default()),
+        None,
+        lag.clone(),
+    );
+    let before = rss_bytes();
+    let started = Instant::now();
+    let registry = PaymentRegistry::new(deps, cores(), Ownership::All).start();
+    registry.send(RearmOpen).await??;
+    loop {
+        let resident = stats(&registry).await?.resident;
+        progress("actors resident", resident, n);
+        if resident >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spawn_seconds = started.elapsed().as_secs_f64();
+    // Let the actors finish loading their rows before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_bytes();
+
+    // Every resident payment is now made due 10-15 s from its update; its actor reloads
+    // and re-arms, and the lateness of each firing is recorded.
+    eprintln!("re-timing the payments to fire within the next seconds");
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(row) = store.payment(*id).await? {
+            let at = time::now() + chrono::Duration::milliseconds(10_000 + (i % 5000) as i64);
+            let mut payment = row.payment.clone();
+            payment.links.update.next_check_at = Some(at);
+            let mut change = Change::of(&row, payment, row.saga.clone());
+            change.next_check_at = Some(at);
+            store.update_payment(row.version, change).await?;
+            registry.send(Touch(*id)).await?;
+        }
+        progress("re-timed", i + 1, n);
+    }
+    wait_for_timers(&lag, n, Duration::from_secs(60)).await;
+    report(
+        &args.out,
+        "actors",
+        &[
+            ("open_payments", n.to_string()),
+            ("rss_bytes", after.to_string()),
+            (
+                "bytes_per_payment",
+                (after.saturating_sub(before) / n.max(1) as u64).to_string(),
+            ),
+            ("spawn_per_sec", format!("{:.0}", n as f64 / spawn_seconds)),
+            ("timers_fired", lag.count().to_string()),
+            ("timer_lag_p50_ms", ms(lag.quantile(0.5))),
+            ("timer_lag_p99_ms", ms(lag.quantile(0.99))),
+        ],
+    )
+}
+
+async fn passivated(args: PaymentsArgs) -> anyhow::Result<()> {
+    let (store, _, _dir) = database(args.database_url.clone()).await?;
+    let n = args.payments;
+    // One in a hundred is due soon; the rest are due in 15-75 minutes (passivated).
+    let due_soon = (n / 100).max(1);
+    let now = time::now();
+    seed(&store, n - due_soon, |i| {
+        now + chrono::Duration::seconds(900 + (i % 3600) as i64)
+    })
+    .await?;
+    let soon = time::now();
+    seed(&store, due_soon, |i| {
+        soon + chrono::Duration::milliseconds(20_000 + (i % 10_000) as i64)
+    })
+    .await?;
+    let lag = Arc::new(TimerLag::default());
+    let after = Duration::from_secs(600);
+    let deps = deps(
+        store.clone(),
+        Arc::new(InstantIntermediary::default()),
+        Some(after),
+        lag.clone(),
+    );
+    let before = rss_bytes();
+    let registry = PaymentRegistry::new(deps, cores(), Ownership::All)
+        .with_wheel(Wheel::for_passivation(after, 200_000))
+        .start();
+    registry.send(RearmOpen).await??;
+    wait_for_timers(&lag, due_soon, Duration::from_secs(90)).await;
+    let resident = stats(&registry).await?.resident;
+    let rss = rss_bytes();
+    report(
+        &args.out,
+        "passivated",
+        &[
+            ("open_payments", n.to_string()),
+            ("resident_actors", resident.to_string()),
+            ("rss_bytes", rss.to_string()),
+            ("rss_growth_bytes", rss.saturating_sub(before).to_string()),
+            ("timers_fired", lag.count().to_string()),
+            ("timer_lag_p50_ms", ms(lag.quantile(0.5))),
+            ("timer_lag_p99_ms", ms(lag.quantile(0.99))),
+        ],
+    )
+}
+
+async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
+    let (store, url, _dir) = database(args.database_url.clone()).await?;
+    let n = args.payments;
+    let now = time::now();
+    // Overdue, as after a restart.
+    seed(&store, n, |i| {
+        now - chrono::Duration::milliseconds((i % 60_000) as i64)
+    })
+    .await?;
+    drop(store);
+    let settings = crate::config::Settings::parse_from([
+        "cassa",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--seed-demo",
+        "true",
+    ])
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let intermediary = Arc::new(InstantIntermediary::default());
+    let guarded = Arc::new(crate::intermediary::guard::GuardedIntermediary::new(
+        intermediary.clone(),
+        settings.guard(),
+    ));
+    let started = Instant::now();
+    let running = crate::server::start(
+        &settings,
+        crate::server::Overrides {
+            intermediary: Some(guarded),
+        },
+    )
+    .await?;
+    let base = running.public_url.clone();
+    let registry = running.registry.clone();
+    actix::spawn(running.server);
+    let client = reqwest::Client::new();
+    while !client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let serving = started.elapsed().as_secs_f64();
+    loop {
+        let spawned = stats(&registry).await?.spawned as usize;
+        progress("open payments re-armed", spawned.min(n), n);
+        if spawned >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rearmed = started.elapsed().as_secs_f64();
+    // Watch the call rate for a few seconds under the limit.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    report(
+        &args.out,
+        "recovery",
+        &[
+            ("open_payments", n.to_string()),
+            ("serving_http_after_s", format!("{serving:.2}")),
+            ("all_rearmed_after_s", format!("{rearmed:.2}")),
+            (
+                "peak_intermediary_calls_per_sec",
+                intermediary.peak_per_second().to_string(),
+            ),
+            (
+                "intermediary_rate_limit_per_sec",
+                settings.intermediary_rate_limit.to_string(),
+            ),
+        ],
+    )
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let (store, url, _dir) = database(args.database_url.clone()).await?;
+    drop(store);
+    let settings = crate::config::Settings::parse_from([
+        "cassa",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--seed-demo",
+        "true",
+        "--log",
+        "warn",
+    ])
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let running = crate::server::start(
+        &settings,
+        crate::server::Overrides {
+            intermediary: Some(Arc::new(InstantIntermediary::default())),
+        },
+    )
+    .await?;
+    let base = running.public_url.clone();
+    actix::spawn(running.server);
+    let body = serde_json::json!({
+        "type": "PAGOPA", "tenant_id": DEMO_TENANT, "service_id": DEMO_SERVICE, "reason": "bench",
+        "payment": {"amount": "10.00"},
+        "payer": {"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Bench"}
+    });
+    let client = reqwest::Client::new();
+    let window = Duration::from_secs(args.seconds);
+    eprintln!(
+        "durable creates over HTTP: {} clients for {} s",
+        args.concurrency, args.seconds
+    );
+    let http = concurrently(args.concurrency, window, || {
+        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/payments"))
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().as_u16() == 202, "create answered {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
+    eprintln!(
+        "raw single-row INSERT+COMMIT: {} clients for {} s",
+        args.concurrency, args.seconds
+    );
+    let raw = raw_inserts(&url, args.concurrency, window).await?;
+    let ratio = if raw.per_sec > 0.0 {
+        http.per_sec / raw.per_sec
+    } else {
+        0.0
+    };
+    report(
+        &args.out,
+        "create",
+        &[
+            ("database", url.split(':').next().unwrap_or("?").to_string()),
+            ("concurrency", args.concurrency.to_string()),
+            ("creates_per_sec", format!("{:.0}", http.per_sec)),
+            ("create_p50_ms", format!("{:.1}", http.p50_ms)),
+            ("create_p99_ms", format!("{:.1}", http.p99_ms)),
+            ("raw_insert_per_sec", format!("{:.0}", raw.per_sec)),
+            ("ratio_vs_raw_insert", format!("{ratio:.2}")),
+        ],
+    )
+}
+
+struct Throughput {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs `op` from `clients` loops for `window`; throughput and latency quantiles.
+async fn concurrently<F, Fut>(clients: usize, window: Duration, op: F) -> anyhow::Result<Throughput>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + 'static,
+{
+    let started = Instant::now();
+    let deadline = started + window;
+    let loops = (0..clients).map(|_| async {
+        let mut samples = Vec::new();
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            op().await?;
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::Ok(samples)
+    });
+    let mut samples: Vec<f64> = Vec::new();
+    for result in futures::future::join_all(loops).await {
+        samples.extend(result?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| {
+        samples
+            .get(((samples.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(Throughput {
+        per_sec: samples.len() as f64 / elapsed,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    })
+}
+
+/// Single-row INSERT + COMMIT into a scratch table of the same database, same concurrency.
+async fn raw_inserts(url: &str, clients: usize, window: Duration) -> anyhow::Result<Throughput> {
+    if url.starts_with("sqlite:") {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        // One writer, as cassa's own SQLite store has.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        concurrently(clients, window, || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("INSERT INTO bench_raw (id, body) VALUES ($1, $2)")
+                    .bind(Uuid::new_v4().to_string())
+                    .bind("{}")
+                    .execute(&pool)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    } else {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(clients as u32)
+            .connect(url)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS bench_raw (id UUID PRIMARY KEY, body JSONB NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        concurrently(clients, window, || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("INSERT INTO bench_raw (id, body) VALUES ($1, '{}')")
+                    .bind(Uuid::new_v4())
+                    .execute(&pool)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+}
