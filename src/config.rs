@@ -283,7 +283,9 @@ impl Settings {
     pub fn guard(&self) -> crate::intermediary::guard::GuardConfig {
         crate::intermediary::guard::GuardConfig {
             rate_per_sec: self.intermediary_rate_limit,
-            burst: (self.intermediary_rate_limit.ceil() as u32).max(1),
+            // A tenth of a second's worth: a burst never pushes a one-second window far
+            // past the limit.
+            burst: ((self.intermediary_rate_limit / 10.0).ceil() as u32).max(1),
             max_in_flight: self.intermediary_max_in_flight,
             max_wait: Duration::from_secs(2),
             failure_threshold: self.circuit_failures,

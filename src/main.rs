@@ -5,10 +5,19 @@ use std::process::ExitCode;
 use cassa::config::{self, Cli, Command, LogFormat};
 use clap::Parser;
 
+/// mimalloc: size-segregated pages keep hundreds of thousands of small, long-lived actor
+/// allocations compact (glibc's per-thread arenas fragmented them: ~3.3 KB per resident
+/// payment against ~1 KB of live data).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_tracing(filter: &str, format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("CASSA_LOG / --log is not a valid filter: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs on stderr: stdout carries what a command prints (demo banner, bench figures).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

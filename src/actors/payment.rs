@@ -177,6 +177,13 @@ impl PaymentActor {
             has_work: flow::has_work(&self.deps, row),
         });
     }
+
+    fn remember_timing(&mut self, timing: crate::store::PaymentTiming) {
+        self.timing = Some(Timing {
+            next_check_at: timing.next_check_at,
+            has_work: timing.open || (self.deps.notify_platform && timing.notify_pending),
+        });
+    }
 }
 
 impl Actor for PaymentActor {
@@ -186,23 +193,25 @@ impl Actor for PaymentActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let store = self.deps.store.clone();
         let id = self.id;
-        ctx.wait(async move { store.payment(id).await }.into_actor(self).map(
-            |loaded, act, ctx| match loaded {
-                Ok(Some(row)) => {
-                    act.remember(&row);
-                    act.arm(ctx, true);
-                }
-                Ok(None) => {
-                    tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
-                    act.stop_cleanly(ctx);
-                }
-                Err(e) => {
-                    // Unclean: the registry restarts us with backoff.
-                    tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
-                    ctx.stop();
-                }
-            },
-        ));
+        ctx.wait(
+            async move { store.payment_timing(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(Some(timing)) => {
+                        act.remember_timing(timing);
+                        act.arm(ctx, true);
+                    }
+                    Ok(None) => {
+                        tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
+                        act.stop_cleanly(ctx);
+                    }
+                    Err(e) => {
+                        // Unclean: the registry restarts us with backoff.
+                        tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }
 
@@ -218,10 +227,13 @@ impl Handler<Reload> for PaymentActor {
         let store = self.deps.store.clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(
-            async move { store.payment(id).await }
+            async move { store.payment_timing(id).await }
                 .into_actor(self)
                 .map(|loaded, act, ctx| match loaded {
-                    Ok(Some(row)) => act.settle(Some(row), ctx),
+                    Ok(Some(timing)) => {
+                        act.remember_timing(timing);
+                        act.arm(ctx, false);
+                    }
                     Ok(None) => act.stop_cleanly(ctx),
                     Err(e) => {
                         tracing::warn!(payment_id = %act.id, error = %e, "cannot reload payment")

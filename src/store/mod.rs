@@ -26,6 +26,16 @@ pub struct StoredPayment {
     pub next_check_at: Option<DateTime<Utc>>,
 }
 
+/// What a payment's timer needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentTiming {
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Not in a final status.
+    pub open: bool,
+    /// The platform still has to be told the outcome.
+    pub notify_pending: bool,
+}
+
 /// An `Idempotency-Key` as recorded with the payment it created.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -217,6 +227,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores payments in bulk, one transaction, without events, holds or idempotency
     /// keys: for benchmarks and one-off imports only (nothing is published).
     async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError>;
+    /// Reads only what a payment's timer needs (no document): cheap, for actors starting.
+    async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError>;
     /// Reads a payment.
     async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError>;
     /// Writes a change if the row still has `expected_version`; with its outbox event

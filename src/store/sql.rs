@@ -352,6 +352,26 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT next_check_at, status, notify_pending FROM payments WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let status: String = row.try_get("status")?;
+                let open = status
+                    .parse::<PaymentStatus>()
+                    .map(|s| !s.is_final())
+                    .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
+                Ok(Some(PaymentTiming {
+                    next_check_at: row.try_get("next_check_at")?,
+                    open,
+                    notify_pending: row.try_get("notify_pending")?,
+                }))
+            }
+
             async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
                 Self::payment_in(&self.read, "id", id).await
             }
