@@ -1,0 +1,53 @@
+//! The benchmark commands keep working (tiny sizes; the figures themselves are in
+//! BENCHMARKS.md, never asserted here).
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_cassa"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .env("CASSA_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = std::fs::read_to_string(&out).unwrap();
+    assert!(table.contains(args[0]), "markdown row written: {table}");
+    stdout
+}
+
+#[test]
+fn bench_actors_prints_its_figures() {
+    let figures = bench(&["actors", "--payments", "300"]);
+    for key in [
+        "open_payments=300",
+        "bytes_per_payment=",
+        "spawn_per_sec=",
+        "timers_fired=300",
+        "timer_lag_p99_ms=",
+    ] {
+        assert!(figures.contains(key), "{key} missing in {figures}");
+    }
+}
+
+#[test]
+fn bench_create_prints_its_figures() {
+    let figures = bench(&["create", "--concurrency", "2", "--seconds", "1"]);
+    for key in [
+        "creates_per_sec=",
+        "create_p99_ms=",
+        "raw_insert_per_sec=",
+        "ratio_vs_raw_insert=",
+    ] {
+        assert!(figures.contains(key), "{key} missing in {figures}");
+    }
+}
