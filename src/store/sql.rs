@@ -211,6 +211,36 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Inserts a payment row unless its id or remote_id exists; whether it did.
+            async fn insert_payment_row(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                payment: &Payment,
+                saga: &SagaState,
+                next_check_at: Option<DateTime<Utc>>,
+            ) -> Result<bool, StoreError> {
+                let inserted = sqlx::query(
+                    "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
+                     created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13) ON CONFLICT DO NOTHING",
+                )
+                .bind(payment.id)
+                .bind(payment.tenant_id)
+                .bind(payment.service_id)
+                .bind(payment.user_id)
+                .bind(payment.remote_id)
+                .bind(payment.kind.as_str())
+                .bind(payment.status.as_str())
+                .bind(payment.created_at)
+                .bind(payment.updated_at)
+                .bind(next_check_at)
+                .bind(Json(payment))
+                .bind(Json(saga))
+                .bind(payment.notify_pending())
+                .execute(&mut **tx)
+                .await?;
+                Ok(inserted.rows_affected() == 1)
+            }
+
             fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
                 Ok(Account {
                     id: row.try_get("id")?,
@@ -286,27 +316,8 @@ macro_rules! sql_store {
                         next_check_at = None;
                     }
                 }
-                let inserted = sqlx::query(
-                    "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
-                     created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13) ON CONFLICT DO NOTHING",
-                )
-                .bind(payment.id)
-                .bind(payment.tenant_id)
-                .bind(payment.service_id)
-                .bind(payment.user_id)
-                .bind(payment.remote_id)
-                .bind(payment.kind.as_str())
-                .bind(payment.status.as_str())
-                .bind(payment.created_at)
-                .bind(payment.updated_at)
-                .bind(next_check_at)
-                .bind(Json(&payment))
-                .bind(Json(&saga))
-                .bind(payment.notify_pending())
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
+                let inserted = Self::insert_payment_row(&mut tx, &payment, &saga, next_check_at).await?;
+                if !inserted {
                     // Lost a race on remote_id with a concurrent creation.
                     tx.rollback().await?;
                     if let Some(remote_id) = payment.remote_id {
@@ -326,27 +337,7 @@ macro_rules! sql_store {
             async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError> {
                 let mut tx = self.write.begin().await?;
                 for new in payments {
-                    let payment = &new.payment;
-                    sqlx::query(
-                        "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
-                         created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13)",
-                    )
-                    .bind(payment.id)
-                    .bind(payment.tenant_id)
-                    .bind(payment.service_id)
-                    .bind(payment.user_id)
-                    .bind(payment.remote_id)
-                    .bind(payment.kind.as_str())
-                    .bind(payment.status.as_str())
-                    .bind(payment.created_at)
-                    .bind(payment.updated_at)
-                    .bind(new.next_check_at)
-                    .bind(Json(payment))
-                    .bind(Json(&new.saga))
-                    .bind(payment.notify_pending())
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::insert_payment_row(&mut tx, &new.payment, &new.saga, new.next_check_at).await?;
                 }
                 tx.commit().await?;
                 Ok(())
