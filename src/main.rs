@@ -78,6 +78,7 @@ fn main() -> ExitCode {
                     let config = cassa::simulator::SimulatorConfig {
                         hang_for: args.hang_for,
                         notify_url: args.notify_url,
+                        push: true,
                     };
                     Ok(cassa::simulator::serve(args.addr, config).await?)
                 })

@@ -31,6 +31,8 @@ pub struct SimulatorConfig {
     /// If set, when a position is paid the simulator POSTs a push notification here
     /// (fire-and-forget, errors only logged), unless the position carries its own notify_url.
     pub notify_url: Option<String>,
+    /// Push "paid" notifications at all (off: the paying is only learnt by polling).
+    pub push: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -38,6 +40,7 @@ impl Default for SimulatorConfig {
         Self {
             hang_for: Duration::from_secs(30),
             notify_url: None,
+            push: true,
         }
     }
 }

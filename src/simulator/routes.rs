@@ -160,6 +160,9 @@ fn do_pay(state: &Arc<State>, iuv: &str) -> Result<Position, SimError> {
 
 /// Fire-and-forget push notification of a paid position.
 fn notify_paid(state: &Arc<State>, position: &Position) {
+    if !state.config.push {
+        return;
+    }
     let Some(url) = position
         .notify_url
         .clone()

@@ -22,6 +22,7 @@ fn sim() -> Simulator {
     Simulator::new(SimulatorConfig {
         hang_for: HANG,
         notify_url: None,
+        push: true,
     })
 }
 
@@ -558,6 +559,7 @@ async fn works_over_real_http() {
         SimulatorConfig {
             hang_for: HANG,
             notify_url: Some(format!("http://{hook_addr}/hook/default")),
+            push: true,
         },
     )
     .unwrap();

@@ -71,10 +71,20 @@ pub struct TestSimulator {
 impl TestSimulator {
     /// Starts serving on `listener` (bind one early to reserve the port).
     pub fn serve(listener: TcpListener) -> Self {
+        Self::serve_with(listener, true)
+    }
+
+    /// Serves without "paid" pushes: cassa can learn payments only by polling.
+    pub fn serve_without_push(listener: TcpListener) -> Self {
+        Self::serve_with(listener, false)
+    }
+
+    fn serve_with(listener: TcpListener, push: bool) -> Self {
         let base = format!("http://{}/sim", listener.local_addr().unwrap());
         let config = SimulatorConfig {
             hang_for: Duration::from_secs(3),
             notify_url: None,
+            push,
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
         TestSimulator { base }
@@ -157,8 +167,28 @@ impl TestApp {
         tune: impl FnOnce(&mut Settings),
         overrides: Overrides,
     ) -> Self {
+        Self::spawn_full(backend, tune, overrides, true).await
+    }
+
+    /// A cassa whose simulator never pushes: payments are learnt by polling only.
+    pub async fn spawn_polling_only(backend: Backend) -> Self {
+        Self::spawn_full(backend, |_| {}, Overrides::default(), false).await
+    }
+
+    /// Full control: settings, overrides, and whether the simulator pushes.
+    pub async fn spawn_full(
+        backend: Backend,
+        tune: impl FnOnce(&mut Settings),
+        overrides: Overrides,
+        push: bool,
+    ) -> Self {
         let db = TestDatabase::new(backend).await;
-        let sim = TestSimulator::start();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sim = if push {
+            TestSimulator::serve(listener)
+        } else {
+            TestSimulator::serve_without_push(listener)
+        };
         let mut settings = test_settings(&db.url, &sim.base);
         tune(&mut settings);
         let running = server::start(&settings, overrides).await.unwrap();

@@ -134,7 +134,7 @@ async fn pagopa_round_trip_on_postgres() {
 
 #[actix_rt::test]
 async fn a_payment_paid_at_the_intermediary_is_found_by_polling_alone() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn_polling_only(Backend::Sqlite).await;
     let id = app.create(&pagopa_body("7.00")).await["id"]
         .as_str()
         .unwrap()
@@ -146,6 +146,26 @@ async fn a_payment_paid_at_the_intermediary_is_found_by_polling_alone() {
     let done = app.wait_for(&id, "COMPLETE", 10).await;
     assert!(done["links"]["update"]["last_check_at"].is_string());
     assert!(done["links"]["update"]["next_check_at"].is_null());
+}
+
+#[actix_rt::test]
+async fn the_intermediary_push_alone_completes_a_payment() {
+    // Hourly polls: only the simulator's "paid" push can finish it within the test.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |s| s.poll_schedule = "*:1h".parse().unwrap(),
+        cassa::server::Overrides::default(),
+    )
+    .await;
+    let id = app.create(&pagopa_body("8.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    app.wait_for(&id, "COMPLETE", 10).await;
 }
 
 #[actix_rt::test]
@@ -244,7 +264,14 @@ async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
 
 #[actix_rt::test]
 async fn landing_redirects_to_the_platform_and_checks() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // No push and hourly polls: only the citizen's return can trigger the check.
+    let app = TestApp::spawn_full(
+        Backend::Sqlite,
+        |s| s.poll_schedule = "*:1h".parse().unwrap(),
+        cassa::server::Overrides::default(),
+        false,
+    )
+    .await;
     let id = app.create(&pagopa_body("4.00")).await["id"]
         .as_str()
         .unwrap()

@@ -97,7 +97,7 @@ async fn kill_and_restart(backend: Backend) {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
-    let sim = TestSimulator::serve(sim_listener);
+    let sim = TestSimulator::serve_without_push(sim_listener);
     let mut second = start_cassa(&db.url, port, &sim_base);
     wait_ready(&client, &base).await;
     for id in &pagopa {

@@ -42,7 +42,8 @@ async fn owned_partition_list(client: &reqwest::Client, base: &str) -> Vec<i32> 
 #[actix_rt::test]
 async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
     let db = TestDatabase::new(Backend::Postgres).await;
-    let sim = TestSimulator::start();
+    let sim =
+        TestSimulator::serve_without_push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let kafka_port = free_port();
     let mut broker = Command::new(env!("CARGO_BIN_EXE_cassa"))
         .args(["dev-kafka", "--port", &kafka_port.to_string()])
