@@ -218,7 +218,6 @@ pub mod cents_as_decimal {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

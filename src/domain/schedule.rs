@@ -215,7 +215,6 @@ pub fn default_expiry(created_at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use chrono::TimeZone;

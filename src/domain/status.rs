@@ -139,7 +139,6 @@ impl FromStr for PaymentStatus {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::PaymentStatus::*;
     use super::*;

@@ -202,7 +202,6 @@ impl<'de> Deserialize<'de> for TaxCode {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
