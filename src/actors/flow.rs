@@ -30,7 +30,7 @@ pub async fn advance(
     for _ in 0..MAX_STEPS_PER_DRIVE {
         let now = time::now();
         // next_check_at carries millisecond jitter: compare with the precise clock.
-        let precise = chrono::Utc::now();
+        let precise = time::precise_now();
         let due = check_now || row.next_check_at.is_none_or(|at| at <= precise);
         if !has_work(deps, &row) || !due {
             break;

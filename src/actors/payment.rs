@@ -131,7 +131,7 @@ impl PaymentActor {
             self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| act.stop_cleanly(ctx)));
             return;
         }
-        let now = Utc::now();
+        let now = crate::domain::time::precise_now();
         let due = timing.next_check_at.unwrap_or(now);
         let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
         if self.deps.passivate_after.is_some_and(|limit| wait > limit) {
@@ -265,7 +265,7 @@ impl Handler<Drive> for PaymentActor {
             &self.deps.timer_lag,
             self.timing.and_then(|t| t.next_check_at),
         ) {
-            let late = (Utc::now() - due).num_milliseconds();
+            let late = (crate::domain::time::precise_now() - due).num_milliseconds();
             if late >= 0 {
                 lag.record(u32::try_from(late).unwrap_or(u32::MAX));
             }

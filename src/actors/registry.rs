@@ -141,12 +141,15 @@ pub struct PaymentRegistry {
 }
 
 impl PaymentRegistry {
-    /// A registry spreading actors over `arbiters` new arbiter threads (at least one),
-    /// owning the payments `ownership` says.
+    /// A registry spreading actors over `arbiters` new arbiter threads (0: the current
+    /// arbiter), owning the payments `ownership` says.
     pub fn new(deps: Arc<Deps>, arbiters: usize, ownership: Ownership) -> Self {
-        let arbiters = (0..arbiters.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+        // 0: the current arbiter (tests in paused time keep every actor on their runtime).
+        let arbiters = if arbiters == 0 {
+            vec![Arbiter::current()]
+        } else {
+            (0..arbiters).map(|_| Arbiter::new().handle()).collect()
+        };
         PaymentRegistry {
             deps,
             arbiters,
@@ -178,7 +181,7 @@ impl PaymentRegistry {
         self.wheel_busy = true;
         let store = self.deps.store.clone();
         let include_notify = self.deps.notify_platform;
-        let until = chrono::Utc::now()
+        let until = crate::domain::time::precise_now()
             + chrono::Duration::from_std(wheel.lookahead).unwrap_or(chrono::Duration::zero());
         let after = self.wheel_cursor;
         ctx.spawn(
@@ -489,7 +492,7 @@ impl Handler<RearmOpen> for PaymentRegistry {
                 match wheel {
                     // Passivating: only what is due soon; the wheel wakes the rest in time.
                     Some(wheel) => {
-                        let until = chrono::Utc::now()
+                        let until = crate::domain::time::precise_now()
                             + chrono::Duration::from_std(wheel.lookahead)
                                 .unwrap_or(chrono::Duration::zero());
                         let due = store

@@ -5,9 +5,24 @@ use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Europe::Rome;
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// The wall clock at the first reading, and the monotonic instant it corresponds to.
+static ANCHOR: std::sync::OnceLock<(DateTime<Utc>, std::time::Instant)> =
+    std::sync::OnceLock::new();
+
+/// The current instant, to the millisecond: the wall clock at the first reading plus
+/// tokio's monotonic time since. It follows tokio's paused clock in tests, so timers
+/// and the due decisions they lead to use one and the same time.
+pub fn precise_now() -> DateTime<Utc> {
+    let (wall, mono) = ANCHOR.get_or_init(|| (Utc::now(), std::time::Instant::now()));
+    let elapsed = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(*mono);
+    *wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+}
+
 /// The current instant, truncated to whole seconds (what every stored timestamp uses).
 pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(0)
+    precise_now().trunc_subsecs(0)
 }
 
 /// Formats an instant as `2026-11-22T10:00:00+01:00` (Europe/Rome offset).

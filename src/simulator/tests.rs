@@ -1,7 +1,6 @@
 //! Unit tests of the simulator, through actix-web's test service and (once) over
 //! real HTTP with reqwest.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

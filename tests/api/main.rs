@@ -10,6 +10,7 @@ mod kafka;
 mod payments;
 mod restart;
 mod scale_out;
+mod schedule;
 mod store_suite;
 mod supervision;
 mod timers;

@@ -1,0 +1,256 @@
+//! Paused time: the poll schedule drives a payment actor's checks — dense at first,
+//! sparse later, never past expiry, then EXPIRED with the position cancelled. An
+//! in-memory store keeps every await on the paused runtime, so virtual time only moves
+//! when the actor waits for its timer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::Actor;
+use async_trait::async_trait;
+use cassa::actors::{Deps, Ownership, PaymentRegistry, RearmOpen};
+use cassa::domain::payment::Payment;
+use cassa::domain::status::PaymentStatus;
+use cassa::domain::time;
+use cassa::intermediary::*;
+use cassa::store::*;
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::helpers::pagopa_body;
+
+#[derive(Default)]
+struct MemoryStore {
+    rows: Mutex<HashMap<Uuid, StoredPayment>>,
+}
+
+fn unsupported() -> StoreError {
+    StoreError::Unexpected(anyhow::anyhow!("not in the memory store"))
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn create_payment(&self, _: NewPayment) -> Result<Created, StoreError> {
+        Err(unsupported())
+    }
+    async fn import_payments(&self, _: &[NewPayment]) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
+        Ok(self.rows.lock().unwrap().get(&id).map(|r| PaymentTiming {
+            next_check_at: r.next_check_at,
+            open: !r.payment.status.is_final(),
+            notify_pending: r.payment.notify_pending(),
+        }))
+    }
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        Ok(self.rows.lock().unwrap().get(&id).cloned())
+    }
+    async fn update_payment(
+        &self,
+        expected_version: i64,
+        change: Change,
+    ) -> Result<StoredPayment, StoreError> {
+        let mut rows = self.rows.lock().unwrap();
+        let id = change.payment.id;
+        let row = rows.get_mut(&id).ok_or_else(unsupported)?;
+        if row.version != expected_version {
+            return Err(StoreError::Conflict(id));
+        }
+        *row = StoredPayment {
+            payment: change.payment,
+            version: expected_version + 1,
+            saga: change.saga,
+            next_check_at: change.next_check_at,
+        };
+        Ok(row.clone())
+    }
+    async fn list_payments(
+        &self,
+        _: &PaymentFilter,
+        _: i64,
+        _: Option<Cursor>,
+    ) -> Result<Vec<StoredPayment>, StoreError> {
+        Err(unsupported())
+    }
+    async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        Ok(self
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| !r.payment.status.is_final())
+            .map(|r| r.payment.id)
+            .collect())
+    }
+    async fn due_payments(
+        &self,
+        _: DateTime<Utc>,
+        _: Option<(DateTime<Utc>, Uuid)>,
+        _: bool,
+        _: i64,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        Err(unsupported())
+    }
+    async fn payment_events(&self, _: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {
+        Err(unsupported())
+    }
+    async fn unpublished_events(&self, _: i64) -> Result<Vec<OutboxRecord>, StoreError> {
+        Err(unsupported())
+    }
+    async fn mark_published(&self, _: &[i64]) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn acquire_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
+    async fn account(&self, _: Uuid) -> Result<Option<Account>, StoreError> {
+        Err(unsupported())
+    }
+    async fn deposit(&self, _: Uuid, _: i64) -> Result<Option<Account>, StoreError> {
+        Err(unsupported())
+    }
+    async fn ensure_account(&self, _: &Account) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn ensure_tenant(&self, _: &Tenant) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn ensure_service(&self, _: &ServiceConfig) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn service(&self, _: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
+        Err(unsupported())
+    }
+}
+
+/// Reports the (virtual) time of every status check and cancellation.
+struct Watched {
+    calls: mpsc::UnboundedSender<(&'static str, DateTime<Utc>)>,
+}
+
+fn pending() -> Position {
+    Position {
+        iuv: "01234567890123456".into(),
+        notice_code: "301234567890123456".into(),
+        status: PositionState::Pending,
+        checkout_url: "http://sim/checkout".into(),
+        paid_at: None,
+        transaction_id: None,
+    }
+}
+
+#[async_trait]
+impl Intermediary for Watched {
+    async fn create_position(&self, _: &PositionRequest) -> Result<Position, IntermediaryError> {
+        Ok(pending())
+    }
+    async fn position(&self, _: &str) -> Result<Position, IntermediaryError> {
+        let _ = self.calls.send(("check", time::precise_now()));
+        Ok(pending())
+    }
+    async fn cancel_position(&self, _: &str) -> Result<(), IntermediaryError> {
+        let _ = self.calls.send(("cancel", time::precise_now()));
+        Ok(())
+    }
+    async fn execute_payment(
+        &self,
+        _: &GatewayRequest,
+    ) -> Result<GatewayResult, IntermediaryError> {
+        Err(IntermediaryError::Refused("not a wallet test".into()))
+    }
+}
+
+#[actix_rt::test]
+async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
+    tokio::time::pause();
+    let created = time::now();
+    let id = Uuid::new_v4();
+    let mut json = pagopa_body("10.00");
+    let object = json.as_object_mut().unwrap();
+    object.insert("id".into(), id.to_string().into());
+    object.insert("user_id".into(), Uuid::new_v4().to_string().into());
+    object.insert("created_at".into(), time::format(&created).into());
+    object.insert("updated_at".into(), time::format(&created).into());
+    object.insert("status".into(), "PAYMENT_PENDING".into());
+    object["payment"]["iud"] = Payment::iud_for(id).into();
+    object["payment"]["iuv"] = "01234567890123456".into();
+    object["payment"]["expire_at"] = time::format(&(created + Duration::minutes(30))).into();
+    object["links"] = serde_json::json!({});
+    let payment: Payment = serde_json::from_value(json).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let first = created + Duration::minutes(1);
+    store.rows.lock().unwrap().insert(
+        id,
+        StoredPayment {
+            payment,
+            version: 1,
+            saga: Default::default(),
+            next_check_at: Some(first),
+        },
+    );
+
+    let (calls, mut seen) = mpsc::unbounded_channel();
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let deps = Arc::new(Deps {
+        intermediaries: Intermediaries::fixed(store_dyn.clone(), Arc::new(Watched { calls })),
+        store: store_dyn,
+        // Every minute for the first 3 minutes, then every 10 minutes.
+        schedule: "3m:1m,*:10m".parse().unwrap(),
+        public_url: "http://cassa.test".into(),
+        notify_platform: false,
+        http: reqwest::Client::new(),
+        passivate_after: None,
+        timer_lag: None,
+    });
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    registry.send(RearmOpen).await.unwrap().unwrap();
+
+    let mut checks = Vec::new();
+    let cancelled = loop {
+        match seen.recv().await.unwrap() {
+            ("check", at) => checks.push(at),
+            (_, at) => break at,
+        }
+    };
+    let minutes = |at: DateTime<Utc>| (at - created).num_milliseconds() as f64 / 60_000.0;
+    let offsets: Vec<f64> = checks.iter().map(|at| minutes(*at)).collect();
+    assert_eq!(checks.len(), 6, "checks at {offsets:?} minutes");
+    // First check when it was due.
+    assert!((offsets[0] - 1.0).abs() < 0.02, "{offsets:?}");
+    // Then +1 min (jitter ≤ 10 %) while younger than 3 minutes, +10 min after.
+    let gaps: Vec<f64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, (low, high)) in
+        gaps.iter()
+            .zip([(1.0, 1.11), (1.0, 1.11), (10.0, 11.01), (10.0, 11.01)])
+    {
+        assert!(
+            (low..=high).contains(gap),
+            "gap {gap} not in {low}..{high}: {offsets:?}"
+        );
+    }
+    // Never past expiry: the last check is at expiry, then the position is cancelled.
+    assert!((offsets[5] - 30.0).abs() < 0.02, "{offsets:?}");
+    assert!((minutes(cancelled) - 30.0).abs() < 0.02);
+    let mut status = None;
+    for _ in 0..100 {
+        status = store
+            .rows
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|r| r.payment.status);
+        if status == Some(PaymentStatus::Expired) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(status, Some(PaymentStatus::Expired));
+}
