@@ -537,60 +537,37 @@ async fn execute_gateway(
         amount_cents: row.payment.payment.amount.cents(),
     };
     let mut payment = row.payment.clone();
-    match intermediary.execute_payment(&request).await {
+    // The pivot's outcome: complete and capture, or fail and release.
+    let (status, message, hold) = match intermediary.execute_payment(&request).await {
         Ok(result) => {
             payment.payment.transaction_id = Some(result.transaction_id);
             match result.outcome {
                 GatewayOutcome::Approved => {
                     payment.payment.paid_at = Some(now);
-                    finish(
-                        deps,
-                        row,
-                        payment,
-                        PaymentStatus::Complete,
-                        None,
-                        now,
-                        Some(HoldAction::Capture),
-                    )
-                    .await
+                    (PaymentStatus::Complete, None, HoldAction::Capture)
                 }
-                GatewayOutcome::Rejected => {
-                    let message = Some("rejected by the payment-system gateway".to_string());
-                    finish(
-                        deps,
-                        row,
-                        payment,
-                        PaymentStatus::PaymentFailed,
-                        message,
-                        now,
-                        Some(HoldAction::Release),
-                    )
-                    .await
-                }
+                GatewayOutcome::Rejected => (
+                    PaymentStatus::PaymentFailed,
+                    Some("rejected by the payment-system gateway".to_string()),
+                    HoldAction::Release,
+                ),
             }
         }
         Err(IntermediaryError::Transient(e)) => {
-            retry_later(deps, row, format!("gateway: {e}"), now).await
+            return retry_later(deps, row, format!("gateway: {e}"), now).await
         }
         // "Already executed" / "unknown" say nothing about the outcome: ask again (the
         // execution is idempotent by payment id) rather than release money that moved.
         Err(e @ (IntermediaryError::AlreadyPaid | IntermediaryError::NotFound)) => {
-            retry_later(deps, row, format!("gateway outcome unclear: {e}"), now).await
+            return retry_later(deps, row, format!("gateway outcome unclear: {e}"), now).await
         }
-        Err(e) => {
-            let message = Some(format!("the gateway refused the payment: {e}"));
-            finish(
-                deps,
-                row,
-                payment,
-                PaymentStatus::PaymentFailed,
-                message,
-                now,
-                Some(HoldAction::Release),
-            )
-            .await
-        }
-    }
+        Err(e) => (
+            PaymentStatus::PaymentFailed,
+            Some(format!("the gateway refused the payment: {e}")),
+            HoldAction::Release,
+        ),
+    };
+    finish(deps, row, payment, status, message, now, Some(hold)).await
 }
 
 /// Asks to cancel a payment: runs its compensations, then ends it CANCELED.

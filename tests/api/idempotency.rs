@@ -7,11 +7,8 @@ use crate::helpers::*;
 
 async fn count_payments(app: &TestApp) -> usize {
     let page: Value = app
-        .client
-        .get(app.url("/v1/payments?limit=500"))
-        .send()
+        .get("/v1/payments?limit=500")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -106,11 +106,8 @@ fn application(id: Uuid, amount: Value) -> Value {
 
 async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
     let page: Value = app
-        .client
-        .get(app.url(&format!("/v1/payments?remote_id={remote_id}")))
-        .send()
+        .get(&format!("/v1/payments?remote_id={remote_id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -342,12 +339,7 @@ async fn a_foreign_creation_pending_payment_is_adopted() {
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let r = app
-            .client
-            .get(app.url(&format!("/v1/payments/{id}")))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(&format!("/v1/payments/{id}")).await;
         if r.status() == 200 {
             break;
         }

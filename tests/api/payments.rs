@@ -27,12 +27,7 @@ async fn pagopa_round_trip(backend: Backend) {
     assert!(pending["links"]["update"]["next_check_at"].is_string());
 
     // The printable notice carries the notice code.
-    let notice = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/notice")))
-        .send()
-        .await
-        .unwrap();
+    let notice = app.get(&format!("/v1/payments/{id}/notice")).await;
     assert_eq!(notice.status(), 200);
     assert_eq!(notice.headers()["content-type"], "application/pdf");
     let pdf = notice.bytes().await.unwrap();
@@ -43,12 +38,7 @@ async fn pagopa_round_trip(backend: Backend) {
         .any(|w| w == notice_code.as_bytes()));
 
     // The citizen opens the online payment: 302 to the checkout, PAYMENT_STARTED.
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/v1/payments/{id}/online-payment")).await;
     assert_eq!(r.status(), 302);
     let checkout = r.headers()["location"].to_str().unwrap().to_string();
     assert!(
@@ -60,21 +50,11 @@ async fn pagopa_round_trip(backend: Backend) {
     assert!(started["links"]["online_payment_begin"]["last_opened_at"].is_string());
 
     // No receipt before the payment is complete.
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/receipt")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/v1/payments/{id}/receipt")).await;
     assert_eq!(r.status(), 409);
 
     app.sim.pay(&iuv).await;
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/payments/{id}/update")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post(&format!("/v1/payments/{id}/update")).await;
     let status = r.status();
     let done: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{done}");
@@ -82,11 +62,8 @@ async fn pagopa_round_trip(backend: Backend) {
     assert!(done["payment"]["paid_at"].is_string());
     assert!(done["payment"]["transaction_id"].is_string());
     let receipt: Value = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/receipt")))
-        .send()
+        .get(&format!("/v1/payments/{id}/receipt"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -190,12 +167,7 @@ async fn cancel_runs_the_compensation_and_is_idempotent() {
     let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
     let iuv = pending["payment"]["iuv"].as_str().unwrap();
 
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/payments/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post(&format!("/v1/payments/{id}/cancel")).await;
     assert_eq!(r.status(), 200);
     let canceled: Value = r.json().await.unwrap();
     assert_eq!(canceled["status"], "CANCELED");
@@ -205,19 +177,9 @@ async fn cancel_runs_the_compensation_and_is_idempotent() {
         "the debt position was cancelled"
     );
 
-    let again = app
-        .client
-        .post(app.url(&format!("/v1/payments/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let again = app.post(&format!("/v1/payments/{id}/cancel")).await;
     assert_eq!(again.status(), 200);
-    let checkout = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
-        .send()
-        .await
-        .unwrap();
+    let checkout = app.get(&format!("/v1/payments/{id}/online-payment")).await;
     assert_eq!(checkout.status(), 409);
     let events = app.events(&id).await;
     assert_eq!(events.last().unwrap()["status"], "CANCELED");
@@ -238,12 +200,7 @@ async fn cancelling_a_paid_position_records_the_payment_instead() {
     app.sim
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/payments/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post(&format!("/v1/payments/{id}/cancel")).await;
     assert_eq!(r.status(), 409, "a paid payment cannot be cancelled");
     assert_eq!(app.get_payment(&id).await["status"], "COMPLETE");
 }
@@ -281,12 +238,7 @@ async fn landing_redirects_to_the_platform_and_checks() {
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
     let before = app.sim.stats().await.status_calls;
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/landing")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/v1/payments/{id}/landing")).await;
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "http://platform.example/landing");
     app.wait_for(&id, "COMPLETE", 5).await;
@@ -332,11 +284,8 @@ async fn list_filters_and_paginates(backend: Backend) {
         .unwrap()
         .to_string();
     let page: Value = app
-        .client
-        .get(app.url(&format!("/v1/payments?remote_id={remote}")))
-        .send()
+        .get(&format!("/v1/payments?remote_id={remote}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -344,21 +293,15 @@ async fn list_filters_and_paginates(backend: Backend) {
     assert_eq!(page["items"][0]["id"], ids[2].as_str());
 
     let page: Value = app
-        .client
-        .get(app.url("/v1/payments?status=COMPLETE"))
-        .send()
+        .get("/v1/payments?status=COMPLETE")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert!(page["items"].as_array().unwrap().is_empty());
     let page: Value = app
-        .client
-        .get(app.url("/v1/payments?status=open&limit=500"))
-        .send()
+        .get("/v1/payments?status=open&limit=500")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -372,12 +315,7 @@ async fn list_filters_and_paginates(backend: Backend) {
         "tenant_id=1",
         "colour=red",
     ] {
-        let r = app
-            .client
-            .get(app.url(&format!("/v1/payments?{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(&format!("/v1/payments?{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }

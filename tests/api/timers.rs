@@ -70,19 +70,9 @@ async fn passivated_payments_wake_on_time_and_complete_by_polling() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/payments/{id}/update")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post(&format!("/v1/payments/{id}/update")).await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/online-payment")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/v1/payments/{id}/online-payment")).await;
     assert_eq!(
         r.status(),
         302,
@@ -161,16 +151,7 @@ async fn the_circuit_opens_while_the_intermediary_is_down_and_closes_when_it_is_
     let rejected = format!(
         "cassa_intermediary_rejected_total{{intermediary=\"{sim_base}\",reason=\"circuit_open\"}} "
     );
-    let metrics = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { app.get("/metrics").await.text().await.unwrap() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while metric(&metrics().await, &open) != Some(1) {
         assert!(

@@ -190,31 +190,20 @@ async fn bad_bodies_are_refused_naming_the_field_and_write_nothing() {
         "/v1/accounts/xyz",
     ] {
         let r = if path.ends_with("cancel") {
-            app.client.post(app.url(path)).send().await.unwrap()
+            app.post(path).await
         } else {
-            app.client.get(app.url(path)).send().await.unwrap()
+            app.get(path).await
         };
         assert_eq!(r.status(), 400, "{path}");
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["field"], "id");
     }
     let r = app
-        .client
-        .get(app.url(&format!("/v1/payments/{}", uuid::Uuid::new_v4())))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v1/payments/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(r.status(), 404);
 
-    let page: Value = app
-        .client
-        .get(app.url("/v1/payments"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get("/v1/payments").await.json().await.unwrap();
     assert!(
         page["items"].as_array().unwrap().is_empty(),
         "nothing was written: {page}"
@@ -230,35 +219,14 @@ async fn bad_bodies_are_refused_naming_the_field_and_write_nothing() {
 #[actix_rt::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["database"], "sqlite");
-    let r = app
-        .client
-        .get(app.url("/no/such/route"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/no/such/route").await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(
         spec["paths"]["/v1/payments"].is_object(),
         "the OpenAPI document describes the API"
