@@ -480,12 +480,21 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
     })
     .await?;
     drop(store);
+    // Throw-away keys: a PostgreSQL database would otherwise need them configured.
+    let keys = (
+        crate::secrets::random_base64(32),
+        crate::secrets::random_base64(32),
+    );
     let settings = crate::config::Settings::parse_from([
         "cassa",
         "--http-addr",
         "127.0.0.1:0",
         "--database-url",
         &url,
+        "--jwt-secret",
+        &keys.0,
+        "--secret-key",
+        &keys.1,
         "--seed-demo",
         "true",
     ])
@@ -549,16 +558,28 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let (store, url, _dir) = database(args.database_url.clone()).await?;
     drop(store);
+    // Throw-away keys: a PostgreSQL database would otherwise need them configured.
+    let keys = (
+        crate::secrets::random_base64(32),
+        crate::secrets::random_base64(32),
+    );
     let settings = crate::config::Settings::parse_from([
         "cassa",
         "--http-addr",
         "127.0.0.1:0",
         "--database-url",
         &url,
+        "--jwt-secret",
+        &keys.0,
+        "--secret-key",
+        &keys.1,
         "--seed-demo",
         "true",
         "--log",
         "warn",
+        // One token creates everything here: the per-caller limit would measure itself.
+        "--create-rate-limit",
+        "0",
     ])
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let running = crate::server::start(
@@ -569,6 +590,15 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     )
     .await?;
     let base = running.public_url.clone();
+    let token = running
+        .auth
+        .mint(
+            crate::auth::Role::System,
+            "bench",
+            None,
+            Duration::from_secs(3600),
+        )
+        .map_err(anyhow::Error::msg)?;
     actix::spawn(running.server);
     let body = serde_json::json!({
         "type": "PAGOPA", "tenant_id": DEMO_TENANT, "service_id": DEMO_SERVICE, "reason": "bench",
@@ -582,10 +612,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         args.concurrency, args.seconds
     );
     let http = concurrently(args.concurrency, window, || {
-        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        let (client, base, body, token) =
+            (client.clone(), base.clone(), body.clone(), token.clone());
         async move {
             let r = client
                 .post(format!("{base}/v1/payments"))
+                .bearer_auth(token)
                 .json(&body)
                 .send()
                 .await?;

@@ -32,9 +32,78 @@ pub enum Command {
     Simulator(SimulatorArgs),
     /// Run the embedded Kafka broker alone, so several instances (and kcat) can share it.
     DevKafka(DevKafkaArgs),
+    /// Mint a bearer token from the configured HS256 secret (for operators and scripts).
+    Token(TokenArgs),
     /// Benchmarks: print key=value figures and append them to a markdown file.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+}
+
+/// Settings of `cassa token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The token's role.
+    #[arg(long, value_enum)]
+    pub role: crate::auth::Role,
+    /// The tenant (required for operator and citizen).
+    #[arg(long)]
+    pub tenant: Option<uuid::Uuid>,
+    /// The subject: a citizen's user id (UUID); default `<role>-cli` for the other roles.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// How long the token is valid, e.g. `15m`, `1h`, `720h`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// The keys of the API's tokens and of sealed secrets (shared by `serve` and `token`).
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// HS256 secret of the API's bearer tokens (default in the embedded mode: generated
+    /// once and kept beside the SQLite file).
+    #[arg(long, env = "CASSA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256 public key (PEM text, or the path of a PEM file) to verify tokens signed by
+    /// an identity provider.
+    #[arg(long, env = "CASSA_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// Key sealing intermediary credentials: 32 random bytes as base64 or hex (default in
+    /// the embedded mode: generated once and kept beside the SQLite file).
+    #[arg(long, env = "CASSA_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl KeyArgs {
+    /// The RS256 public key's PEM text (read from a file unless given inline).
+    pub fn public_key_pem(&self) -> Result<Option<String>, String> {
+        match self.jwt_public_key.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(pem) if pem.starts_with("-----BEGIN") => Ok(Some(pem.to_string())),
+            Some(path) => std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| format!("CASSA_JWT_PUBLIC_KEY: cannot read {path:?}: {e}")),
+        }
+    }
+
+    /// The secrets and the token authenticator these settings describe.
+    pub fn resolve(
+        &self,
+    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
+        let pem = self.public_key_pem()?;
+        let resolved = crate::secrets::resolve(
+            &self.database.database_url,
+            self.jwt_secret.as_deref(),
+            pem.is_some(),
+            self.secret_key.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?;
+        Ok((resolved, auth))
+    }
 }
 
 /// Settings of `cassa dev-kafka`.
@@ -118,7 +187,7 @@ pub struct Settings {
     #[arg(long, env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub keys: KeyArgs,
     /// Kafka bootstrap servers; empty = embedded broker.
     #[arg(long, env = "CASSA_KAFKA_BROKERS", default_value = "")]
     pub kafka_brokers: String,
@@ -147,9 +216,9 @@ pub struct Settings {
         default_value = "api,dispatcher,proxy,updater"
     )]
     pub roles: Vec<Role>,
-    /// HS256 secret of the API's bearer tokens.
-    #[arg(long, env = "CASSA_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// Payments one token subject may create per second (`0`: no limit).
+    #[arg(long, env = "CASSA_CREATE_RATE_LIMIT", default_value = "200")]
+    pub create_rate_limit: u32,
     /// Base URL of the links cassa hands out (default: http://<http addr>).
     #[arg(long, env = "CASSA_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -210,6 +279,10 @@ pub struct SimulatorArgs {
     /// How long "hanging" calls (amount cents .02) wait.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub hang_for: Duration,
+    /// Require this `X-Api-Key` on intermediary and gateway calls (as a service config's
+    /// `intermediary.credentials.api_key` sends it).
+    #[arg(long)]
+    pub api_key: Option<String>,
 }
 
 /// Every `CASSA_*` variable cassa reads.
@@ -227,6 +300,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_TOPIC_DEAD_LETTER",
     "CASSA_ROLES",
     "CASSA_JWT_SECRET",
+    "CASSA_JWT_PUBLIC_KEY",
+    "CASSA_SECRET_KEY",
+    "CASSA_CREATE_RATE_LIMIT",
     "CASSA_PUBLIC_URL",
     "CASSA_POLL_SCHEDULE",
     "CASSA_SIMULATOR_URL",
@@ -303,7 +379,8 @@ impl Settings {
 
     /// Embedded mode: SQLite and no Kafka brokers configured.
     pub fn embedded(&self) -> bool {
-        self.database.database_url.starts_with("sqlite:") && self.kafka_brokers.trim().is_empty()
+        self.keys.database.database_url.starts_with("sqlite:")
+            && self.kafka_brokers.trim().is_empty()
     }
 
     /// Parses `cassa serve` settings from an argument list (and the environment).

@@ -87,6 +87,18 @@ impl Intake<'_> {
             )
             .into());
         }
+        let tenant_active = self
+            .store
+            .tenant(request.tenant_id)
+            .await?
+            .is_some_and(|t| t.active);
+        if !tenant_active {
+            return Err(FieldError::new(
+                "tenant_id",
+                "the tenant is not active: it takes no new payments",
+            )
+            .into());
+        }
         if !service.payment_types.contains(&request.kind) {
             return Err(FieldError::new(
                 "type",
@@ -96,6 +108,12 @@ impl Intake<'_> {
                 ),
             )
             .into());
+        }
+        let mut request = request;
+        if request.payment.expire_at.is_none() {
+            // The service's default expiry, in days.
+            let days = service.document.get("expire_at").and_then(|d| d.as_i64());
+            request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
         }
         let payment = request.into_payment(user_id, self.public_url, now);
         self.store_new(payment, idempotency).await
@@ -189,7 +207,7 @@ pub struct LinkTarget {
     pub method: Option<String>,
 }
 
-fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
+pub(crate) fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
     let ok = (url.starts_with("http://") || url.starts_with("https://"))
         && url.len() <= 2048
         && !url.chars().any(char::is_whitespace)

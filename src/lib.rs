@@ -2,6 +2,7 @@
 //! open payment; see `ARCHITECTURE.md` in the design folder.
 
 pub mod actors;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod domain;
@@ -9,7 +10,9 @@ pub mod http;
 pub mod intake;
 pub mod intermediary;
 pub mod kafka;
+pub mod secrets;
 pub mod seed;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod tenancy;

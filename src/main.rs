@@ -79,6 +79,7 @@ fn main() -> ExitCode {
                         hang_for: args.hang_for,
                         notify_url: args.notify_url,
                         push: true,
+                        api_key: args.api_key,
                     };
                     Ok(cassa::simulator::serve(args.addr, config).await?)
                 })
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
                     cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
                 })
             }),
+        Command::Token(args) => token(&args).map_err(anyhow::Error::msg),
         Command::Bench(bench) => init_tracing("warn", LogFormat::Text)
             .map_err(anyhow::Error::msg)
             .and_then(|()| actix_web::rt::System::new().block_on(cassa::bench::run(bench))),
@@ -107,7 +109,9 @@ fn main() -> ExitCode {
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let running = cassa::server::start(&settings, Default::default()).await?;
     if running.seeded {
-        println!("{}", cassa::seed::banner(&running.public_url));
+        // Only an RS256 public key configured: nothing to mint demo tokens with.
+        let tokens = cassa::seed::demo_tokens(&running.auth).unwrap_or_default();
+        println!("{}", cassa::seed::banner(&running.public_url, &tokens));
     }
     println!(
         "cassa listening on {} ({} database)",
@@ -115,5 +119,20 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         running.store.backend()
     );
     running.server.await?;
+    Ok(())
+}
+
+/// `cassa token`: prints a token minted from the configured (or kept embedded) secret.
+fn token(args: &config::TokenArgs) -> Result<(), String> {
+    let (_, auth) = args.keys.resolve()?;
+    let sub = match (&args.sub, args.role) {
+        (Some(sub), _) => sub.clone(),
+        (None, cassa::auth::Role::Citizen) => {
+            return Err("a citizen token needs --sub <user id (UUID)>".into())
+        }
+        (None, role) => format!("{}-cli", role.as_str()),
+    };
+    let token = auth.mint(args.role, &sub, args.tenant, args.ttl)?;
+    println!("{token}");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use crate::auth::{Authenticator, Role};
 use crate::domain::payment::PaymentType;
 use crate::store::{Account, ServiceConfig, Store, StoreError, Tenant};
 
@@ -11,26 +12,49 @@ pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_00000000
 pub const DEMO_SERVICE: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
 pub const DEMO_ACCOUNT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000003);
 pub const DEMO_CITIZEN: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000004);
+const DEMO_TENANT_NAME: &str = "Comune di Demo";
+const DEMO_TENANT_TAX_CODE: &str = "00743110157";
 /// 1000.00 EUR.
 pub const DEMO_BALANCE_CENTS: i64 = 100_000;
 
 /// Seeds the demo data unless present; the service points at `intermediary_url`.
 pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), StoreError> {
+    let now = crate::domain::time::now();
     store
         .ensure_tenant(&Tenant {
             id: DEMO_TENANT,
-            name: "Comune di Demo".into(),
-            tax_identification_number: "00743110157".into(),
+            name: DEMO_TENANT_NAME.into(),
+            tax_identification_number: DEMO_TENANT_TAX_CODE.into(),
             active: true,
+            created_at: now,
+            updated_at: now,
         })
         .await?;
+    let document = serde_json::json!({
+        "id": DEMO_SERVICE,
+        "tenant_id": DEMO_TENANT,
+        "payment_type": ["PAGOPA", "WALLET"],
+        "remote_collection": {"id": "demo", "type": "service"},
+        "amount": null,
+        "reason": "Servizi comunali (demo)",
+        "expire_at": null,
+        "receiver": {"tax_identification_number": DEMO_TENANT_TAX_CODE, "name": DEMO_TENANT_NAME},
+        "collection_data": "9/0101108TS/",
+        "active": true,
+        "intermediary": {"kind": "simulator", "url": intermediary_url},
+    });
     store
         .ensure_service(&ServiceConfig {
             id: DEMO_SERVICE,
             tenant_id: DEMO_TENANT,
             payment_types: vec![PaymentType::Pagopa, PaymentType::Wallet],
+            intermediary_kind: "simulator".into(),
             intermediary_url: intermediary_url.to_string(),
             active: true,
+            document,
+            credentials: None,
+            created_at: now,
+            updated_at: now,
         })
         .await?;
     store
@@ -44,28 +68,74 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
         .await
 }
 
+/// Demo tokens, one per role, valid for `DEMO_TOKEN_TTL`: (shell variable, role, token).
+pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, String)>, String> {
+    [
+        ("ADMIN_TOKEN", Role::Admin, "demo-admin".to_string(), None),
+        (
+            "OPERATOR_TOKEN",
+            Role::Operator,
+            "demo-operator".to_string(),
+            Some(DEMO_TENANT),
+        ),
+        (
+            "CITIZEN_TOKEN",
+            Role::Citizen,
+            DEMO_CITIZEN.to_string(),
+            Some(DEMO_TENANT),
+        ),
+        (
+            "SYSTEM_TOKEN",
+            Role::System,
+            "demo-platform".to_string(),
+            None,
+        ),
+    ]
+    .into_iter()
+    .map(|(var, role, sub, tenant)| {
+        auth.mint(role, &sub, tenant, DEMO_TOKEN_TTL)
+            .map(|token| (var, role, token))
+    })
+    .collect()
+}
+
+/// How long the printed demo tokens are valid.
+pub const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// What to print at start-up so a new user can try the demo.
-pub fn banner(public_url: &str) -> String {
+pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> String {
+    let mut exports = String::new();
+    for (var, role, token) in tokens {
+        exports.push_str(&format!("  export {var}={token}   # {}\n", role.as_str()));
+    }
+    if exports.is_empty() {
+        exports.push_str("  (no demo tokens: only an RS256 public key is configured; use your identity provider's tokens)\n");
+    }
     format!(
         r#"
 cassa demo data: tenant {DEMO_TENANT}, service {DEMO_SERVICE} (PAGOPA + WALLET at the built-in simulator),
 wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
 
-  # a PAGOPA payment
-  curl -s -X POST {public_url}/v1/payments -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{
+Demo tokens (valid 7 days; `cassa token --role R [--tenant T] [--sub S]` mints more):
+{exports}
+  # a PAGOPA payment, created by the citizen
+  curl -s -X POST {public_url}/v1/payments -H "Authorization: Bearer $CITIZEN_TOKEN" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{
     "type": "PAGOPA", "tenant_id": "{DEMO_TENANT}", "service_id": "{DEMO_SERVICE}",
     "reason": "TARI 2026 rata 1", "payment": {{"amount": "12.34", "currency": "EUR"}},
     "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
-  curl -s {public_url}/v1/payments/<id>                       # PAYMENT_PENDING within a moment
-  open {public_url}/v1/payments/<id>/online-payment             # checkout page: press Pay
-  curl -s -X POST {public_url}/v1/payments/<id>/update          # COMPLETE
+  curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/payments/<id>   # PAYMENT_PENDING within a moment
+  open {public_url}/v1/payments/<id>/online-payment             # checkout page (the link is the key): press Pay
+  curl -s -X POST -H "Authorization: Bearer $SYSTEM_TOKEN" {public_url}/v1/payments/<id>/update   # COMPLETE
 
   # a WALLET payment (amount ending in .01 is rejected by the simulator's gateway)
-  curl -s -X POST {public_url}/v1/payments -H 'Content-Type: application/json' -d '{{
+  curl -s -X POST {public_url}/v1/payments -H "Authorization: Bearer $CITIZEN_TOKEN" -H 'Content-Type: application/json' -d '{{
     "type": "WALLET", "tenant_id": "{DEMO_TENANT}", "service_id": "{DEMO_SERVICE}", "reason": "Mensa",
     "payment": {{"amount": "25.00"}}, "wallet_account_id": "{DEMO_ACCOUNT}",
     "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
-  curl -s {public_url}/v1/accounts/{DEMO_ACCOUNT}
+  curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/accounts/{DEMO_ACCOUNT}
+
+  # configuration (operator of the demo tenant): see the README, "Configure a tenant and a service"
+  curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {public_url}/v1/services/{DEMO_SERVICE}
 "#
     )
 }

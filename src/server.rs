@@ -32,6 +32,8 @@ pub struct Running {
     pub simulator: Option<Simulator>,
     /// Kafka: broker (embedded or not), relay and consumers; dropping it stops them.
     pub kafka: crate::kafka::KafkaBridge,
+    /// Verifies (and with an HS256 secret mints) the API's tokens.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Extra wiring for tests and benchmarks.
@@ -43,7 +45,12 @@ pub struct Overrides {
 
 /// Starts cassa (inside an actix system) and returns once it accepts connections.
 pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<Running> {
-    let store = store::open(&settings.database.database_url).await?;
+    let (secrets, auth) = settings.keys.resolve().map_err(anyhow::Error::msg)?;
+    if let Some(path) = &secrets.kept_in {
+        tracing::info!(path = %path.display(), "embedded mode: token and credential keys kept beside the database");
+    }
+    let auth = Arc::new(auth);
+    let store = store::open(&settings.keys.database.database_url).await?;
     let listener = TcpListener::bind(settings.http_addr)
         .with_context(|| format!("cannot listen on {} (CASSA_HTTP_ADDR)", settings.http_addr))?;
     let addr = listener.local_addr()?;
@@ -68,6 +75,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         Some(fixed) => Intermediaries::fixed(store.clone(), fixed),
         None => Intermediaries::from_config(
             store.clone(),
+            secrets.secret_box.clone(),
             settings.intermediary_timeout,
             settings.guard(),
         ),
@@ -130,6 +138,9 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         registry: registry.clone(),
         public_url: public_url.clone(),
         deps: deps.clone(),
+        auth: auth.clone(),
+        secret_box: secrets.secret_box.clone(),
+        create_limiter: http::ratelimit::RateLimiter::new(settings.create_rate_limit),
     });
     let mounted = simulator.clone();
     let server = HttpServer::new(move || {
@@ -159,5 +170,6 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         seeded,
         simulator,
         kafka,
+        auth,
     })
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::body;
 use super::problem::ApiError;
 use super::AppState;
+use crate::auth::{Caller, Role};
 use crate::domain::money::{cents_as_decimal, Money};
 use crate::store::Account;
 
@@ -47,16 +48,28 @@ fn account_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::field("id", "must be a UUID"))
 }
 
-async fn get(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let id = account_id(&path)?;
-    let account = state
+/// Wallets belong to citizens: the owner and the admin may use them.
+const ACCOUNT_ROLES: &[Role] = &[Role::Admin, Role::Citizen];
+
+/// Reads an account for a caller: 403 for roles that never see wallets, 404 when the
+/// account does not exist or is someone else's.
+async fn load_for(state: &AppState, caller: &Caller, raw: &str) -> Result<Account, ApiError> {
+    caller.require(ACCOUNT_ROLES, "use wallet accounts")?;
+    let id = account_id(raw)?;
+    state
         .store
         .account(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
+        .filter(|a| caller.is_admin() || caller.user_id == Some(a.owner_id))
+        .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))
+}
+
+async fn get(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let account = load_for(&state, &caller, &path).await?;
     Ok(HttpResponse::Ok().json(AccountView::from(account)))
 }
 
@@ -67,12 +80,13 @@ struct Deposit {
 }
 
 async fn deposit(
+    caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = account_id(&path)?;
+    let id = load_for(&state, &caller, &path).await?.id;
     let (deposit, _): (Deposit, _) = body::json(&req, payload).await?;
     let account = state
         .store

@@ -98,3 +98,27 @@ pub async fn json<T: DeserializeOwned>(
     let value = parse_json(req, &body)?;
     Ok((value, body))
 }
+
+/// Reads a JSON value (e.g. a merged PATCH document) into `T`, naming the field that
+/// fails as a body would.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = strip_position(&e.into_inner().to_string());
+        ApiError::field(field_of(&path, &detail), detail)
+    })
+}
+
+/// Reads a `PATCH` body: a JSON merge patch (RFC 7396), which must be an object.
+pub async fn merge_patch(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<serde_json::Value, ApiError> {
+    let (patch, _): (serde_json::Value, _) = json(req, payload).await?;
+    if !patch.is_object() {
+        return Err(ApiError::MalformedBody(
+            "a PATCH body is a JSON merge patch: an object of the fields to change".into(),
+        ));
+    }
+    Ok(patch)
+}

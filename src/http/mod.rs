@@ -6,6 +6,9 @@ pub mod body;
 pub mod notice;
 pub mod payments;
 pub mod problem;
+pub mod ratelimit;
+pub mod services;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use actix::Addr;
 use actix_web::{web, HttpResponse};
 
 use crate::actors::PaymentRegistry;
+use crate::auth::Role;
 use crate::store::Store;
 use problem::ApiError;
 
@@ -24,6 +28,12 @@ pub struct AppState {
     pub public_url: String,
     /// The payment actors' dependencies (intermediary guards for /metrics).
     pub deps: std::sync::Arc<crate::actors::Deps>,
+    /// Verifies bearer tokens.
+    pub auth: Arc<crate::auth::Authenticator>,
+    /// Seals and opens intermediary credentials.
+    pub secret_box: crate::secrets::SecretBox,
+    /// Per-subject limit of payment creation.
+    pub create_limiter: ratelimit::RateLimiter,
 }
 
 /// The OpenAPI description of this API.
@@ -36,7 +46,9 @@ pub fn app_config(cfg: &mut web::ServiceConfig) {
         .route("/openapi.json", web::get().to(openapi))
         .route("/metrics", web::get().to(metrics))
         .configure(payments::configure)
-        .configure(accounts::configure);
+        .configure(accounts::configure)
+        .configure(tenants::configure)
+        .configure(services::configure);
 }
 
 /// Answers problem+json for unknown routes too.
@@ -59,7 +71,11 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Prometheus text exposition of the registry's counters.
-async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn metrics(
+    caller: crate::auth::Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Admin, Role::System], "read the instance's metrics")?;
     let stats = state
         .registry
         .send(crate::actors::GetStats)

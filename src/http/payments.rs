@@ -15,6 +15,7 @@ use super::body;
 use super::problem::ApiError;
 use super::AppState;
 use crate::actors::{Forward, PaymentCommand};
+use crate::auth::{Caller, Role};
 use crate::domain::money::Money;
 use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
@@ -81,18 +82,58 @@ fn accepted(payment: &Payment) -> HttpResponse {
 
 #[tracing::instrument(name = "http.create_payment", skip_all)]
 async fn create(
+    caller: Caller,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(
+        &[Role::Admin, Role::Operator, Role::Citizen, Role::System],
+        "create payments",
+    )?;
+    state
+        .create_limiter
+        .check(&format!("{}:{}", caller.role.as_str(), caller.sub))
+        .map_err(|wait| ApiError::TooManyRequests {
+            limit: state.create_limiter.rate().to_string(),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })?;
     let key = idempotency_key(&req)?;
     let (request, raw): (CreatePayment, _) = body::json(&req, payload).await?;
+    if !caller.sees_tenant(request.tenant_id) {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not create payments for tenant {}",
+            request.tenant_id
+        )));
+    }
+    // A citizen's payments are theirs; anyone else pays for a payer identified by tax code.
+    let user_id = caller
+        .user_id
+        .unwrap_or_else(|| user_id_for(&request.payer));
+    if let (Some(citizen), Some(account_id)) = (caller.user_id, request.wallet_account_id) {
+        let owned = state
+            .store
+            .account(account_id)
+            .await?
+            .is_some_and(|a| a.owner_id == citizen);
+        if !owned {
+            return Err(ApiError::field(
+                "wallet_account_id",
+                "is not an account of this citizen",
+            ));
+        }
+    }
     let idempotency = key.map(|key| IdempotencyKey {
-        scope: format!("tenant:{}", request.tenant_id),
+        // Keys are per caller: two callers can never replay each other's payments.
+        scope: format!(
+            "tenant:{}:{}:{}",
+            request.tenant_id,
+            caller.role.as_str(),
+            caller.sub
+        ),
         key,
         request_hash: request_hash(&raw),
     });
-    let user_id = user_id_for(&request.payer);
     let intake = Intake {
         store: state.store.as_ref(),
         registry: &state.registry,
@@ -115,6 +156,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::field("id", "must be a UUID"))
 }
 
+/// Reads a payment by the id in its link (the id is the unguessable capability).
 async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
     let id = parse_id(raw_id)?;
     state
@@ -125,11 +167,31 @@ async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no payment {id}")))
 }
 
+/// Reads a payment for a caller: 404 when it may not know the payment exists, then 403
+/// when its role may not do `action` to it.
+async fn load_for(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    roles: &[Role],
+    action: &str,
+) -> Result<Payment, ApiError> {
+    let payment = load(state, raw_id).await?;
+    if !caller.sees_payment(&payment) {
+        return Err(ApiError::NotFound(format!("no payment {}", payment.id)));
+    }
+    caller.require(roles, action)?;
+    Ok(payment)
+}
+
+const EVERY_ROLE: &[Role] = &[Role::Admin, Role::Operator, Role::Citizen, Role::System];
+
 async fn get(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let payment = load(&state, &path).await?;
+    let payment = load_for(&state, &caller, &path, EVERY_ROLE, "read payments").await?;
     Ok(HttpResponse::Ok().json(payment))
 }
 
@@ -148,10 +210,18 @@ async fn command(
 
 #[tracing::instrument(name = "http.cancel_payment", skip_all, fields(payment_id = %path))]
 async fn cancel(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let payment = load(&state, &path).await?;
+    let payment = load_for(
+        &state,
+        &caller,
+        &path,
+        &[Role::Admin, Role::Operator, Role::Citizen],
+        "cancel payments",
+    )
+    .await?;
     if payment.status.is_final() {
         return match payment.status {
             PaymentStatus::Canceled => Ok(HttpResponse::Ok().json(payment)),
@@ -171,10 +241,18 @@ async fn cancel(
 
 #[tracing::instrument(name = "http.update_payment", skip_all, fields(payment_id = %path))]
 async fn update(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let payment = load(&state, &path).await?;
+    let payment = load_for(
+        &state,
+        &caller,
+        &path,
+        &[Role::Admin, Role::Operator, Role::System],
+        "ask for a check at the intermediary (the landing link does that for citizens)",
+    )
+    .await?;
     if payment.status.is_final() {
         return Ok(HttpResponse::Ok().json(payment));
     }
@@ -338,9 +416,11 @@ fn parse_uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
 }
 
 async fn list(
+    caller: Caller,
     query: web::Query<Vec<(String, String)>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(EVERY_ROLE, "list payments")?;
     let mut filter = PaymentFilter::default();
     let mut limit = LIST_LIMIT_DEFAULT;
     let mut cursor = None;
@@ -377,6 +457,26 @@ async fn list(
                     "unknown query parameter (known: status, tenant_id, service_id, remote_id, user_id, created_since, limit, cursor)",
                 ))
             }
+        }
+    }
+    // The caller's scope narrows the filter: its tenant, a citizen's own payments.
+    match (filter.tenant_id, caller.tenant_id) {
+        (Some(asked), _) if !caller.sees_tenant(asked) => {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not list the payments of tenant {asked}"
+            )))
+        }
+        (None, Some(own)) if !caller.is_admin() => filter.tenant_id = Some(own),
+        _ => {}
+    }
+    if let Some(own) = caller.user_id {
+        match filter.user_id {
+            Some(asked) if asked != own => {
+                return Err(ApiError::Forbidden(
+                    "a citizen may list only their own payments".into(),
+                ))
+            }
+            _ => filter.user_id = Some(own),
         }
     }
     let mut rows = state

@@ -25,8 +25,17 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No valid bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token, but the role or tenant may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// Over the per-caller rate limit: retry after this many seconds.
+    #[error("too many requests: at most {limit} per second; retry in {retry_after} s")]
+    TooManyRequests { limit: String, retry_after: u64 },
     #[error("{0}")]
     Conflict(String),
     /// The request is well formed but cannot be processed (e.g. idempotency key reuse).
@@ -73,10 +82,15 @@ impl ApiError {
                 "urn:cassa:problem:unsupported-media-type",
                 "Unsupported media type",
             ),
+            ApiError::Unauthorized(_) => ("urn:cassa:problem:unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("urn:cassa:problem:forbidden", "Forbidden"),
             ApiError::NotFound(_) => ("urn:cassa:problem:not-found", "Not found"),
+            ApiError::TooManyRequests { .. } => {
+                ("urn:cassa:problem:too-many-requests", "Too many requests")
+            }
             ApiError::Conflict(_) => (
                 "urn:cassa:problem:conflict",
-                "Conflict with the payment's state",
+                "Conflict with the current state",
             ),
             ApiError::Unprocessable(_) => (
                 "urn:cassa:problem:unprocessable",
@@ -98,7 +112,10 @@ impl ResponseError for ApiError {
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,8 +138,17 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header(("Retry-After", "1"));
+        match self {
+            ApiError::Unavailable(_) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.insert_header(("Retry-After", retry_after.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header(("WWW-Authenticate", "Bearer realm=\"cassa\""));
+            }
+            _ => {}
         }
         response
             .content_type("application/problem+json")

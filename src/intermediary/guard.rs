@@ -127,6 +127,12 @@ enum Admission {
 /// breaker; share one (in an `Arc`) among all the actors of one intermediary.
 pub struct GuardedIntermediary {
     inner: Arc<dyn Intermediary>,
+    shared: Arc<GuardState>,
+}
+
+/// The limits' state, shared by every client of one intermediary (e.g. several services
+/// with their own credentials at the same URL).
+pub struct GuardState {
     config: GuardConfig,
     bucket: Mutex<Bucket>,
     slots: Option<Semaphore>,
@@ -134,6 +140,14 @@ pub struct GuardedIntermediary {
     rejected_open: AtomicU64,
     rejected_rate: AtomicU64,
     calls: AtomicU64,
+}
+
+impl std::ops::Deref for GuardedIntermediary {
+    type Target = GuardState;
+
+    fn deref(&self) -> &GuardState {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for GuardedIntermediary {
@@ -167,8 +181,7 @@ impl GuardedIntermediary {
     pub fn new(inner: Arc<dyn Intermediary>, config: GuardConfig) -> Self {
         let slots = (config.max_in_flight > 0)
             .then(|| Semaphore::new(config.max_in_flight.min(Semaphore::MAX_PERMITS)));
-        GuardedIntermediary {
-            inner,
+        let shared = Arc::new(GuardState {
             bucket: Mutex::new(Bucket {
                 tokens: f64::from(config.burst.max(1)),
                 last: Instant::now(),
@@ -182,6 +195,16 @@ impl GuardedIntermediary {
             rejected_rate: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             config,
+        });
+        GuardedIntermediary { inner, shared }
+    }
+
+    /// Another client of the same intermediary (other credentials), under the same
+    /// limits and circuit.
+    pub fn sharing_limits(&self, inner: Arc<dyn Intermediary>) -> GuardedIntermediary {
+        GuardedIntermediary {
+            inner,
+            shared: self.shared.clone(),
         }
     }
 

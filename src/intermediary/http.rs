@@ -21,6 +21,9 @@ pub struct HttpIntermediaryConfig {
     pub retries: u32,
     /// First backoff between attempts (doubled each time).
     pub backoff: Duration,
+    /// How to authenticate (HTTP basic and/or `X-Api-Key`), opened from the service's
+    /// sealed credentials.
+    pub credentials: Option<crate::tenancy::Credentials>,
 }
 
 impl HttpIntermediaryConfig {
@@ -31,6 +34,7 @@ impl HttpIntermediaryConfig {
             timeout: Duration::from_secs(5),
             retries: 2,
             backoff: Duration::from_millis(200),
+            credentials: None,
         }
     }
 }
@@ -50,6 +54,16 @@ impl HttpIntermediary {
             .connect_timeout(config.timeout)
             .build()?;
         Ok(HttpIntermediary { config, client })
+    }
+
+    /// The same client (connection pool) authenticating with other credentials.
+    pub fn with_credentials(&self, credentials: Option<crate::tenancy::Credentials>) -> Self {
+        let mut config = self.config.clone();
+        config.credentials = credentials;
+        HttpIntermediary {
+            config,
+            client: self.client.clone(),
+        }
     }
 
     async fn call<B: Serialize + Sync, T: DeserializeOwned>(
@@ -81,6 +95,21 @@ impl HttpIntermediary {
         body: Option<&B>,
     ) -> Result<T, IntermediaryError> {
         let mut request = self.client.request(method, url);
+        if let Some(credentials) = &self.config.credentials {
+            if let Some(username) = &credentials.username {
+                // reqwest marks the Authorization header sensitive (never in its Debug).
+                request = request.basic_auth(username, credentials.password.as_ref());
+            }
+            if let Some(key) = &credentials.api_key {
+                let mut value = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
+                    IntermediaryError::Refused(
+                        "the configured api_key is not a valid header value".into(),
+                    )
+                })?;
+                value.set_sensitive(true);
+                request = request.header("X-Api-Key", value);
+            }
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -115,29 +115,35 @@ pub trait Intermediary: Send + Sync + 'static {
 
 /// Finds the intermediary of a service: from its configuration, one guarded HTTP client
 /// per intermediary URL shared by all its payments (one rate limit, concurrency cap and
-/// circuit breaker per intermediary), or one fixed intermediary for all.
+/// circuit breaker per intermediary, whatever credentials each service uses), or one fixed
+/// intermediary for all.
 pub struct Intermediaries {
     store: Arc<dyn crate::store::Store>,
+    secret_box: Option<crate::secrets::SecretBox>,
     fixed: Option<Arc<dyn Intermediary>>,
     timeout: std::time::Duration,
     guard: guard::GuardConfig,
-    clients: Mutex<HashMap<String, Arc<guard::GuardedIntermediary>>>,
-    /// Service → intermediary URL, briefly cached: every check needs it.
-    routes: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
+    /// By URL: the guard (limits and circuit) and the unauthenticated client.
+    clients: Mutex<HashMap<String, (Arc<guard::GuardedIntermediary>, http::HttpIntermediary)>>,
+    /// Service → its client (with its credentials), briefly cached: every check needs it.
+    routes: Mutex<HashMap<Uuid, (Arc<dyn Intermediary>, std::time::Instant)>>,
 }
 
-/// How long a service's intermediary URL is reused before the configuration is read again.
+/// How long a service's configuration is reused before it is read again.
 const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Intermediaries {
-    /// Resolves intermediaries from the services' configuration.
+    /// Resolves intermediaries from the services' configuration; credentials are opened
+    /// with `secret_box`.
     pub fn from_config(
         store: Arc<dyn crate::store::Store>,
+        secret_box: crate::secrets::SecretBox,
         timeout: std::time::Duration,
         guard: guard::GuardConfig,
     ) -> Self {
         Intermediaries {
             store,
+            secret_box: Some(secret_box),
             fixed: None,
             timeout,
             guard,
@@ -150,6 +156,7 @@ impl Intermediaries {
     pub fn fixed(store: Arc<dyn crate::store::Store>, intermediary: Arc<dyn Intermediary>) -> Self {
         Intermediaries {
             store,
+            secret_box: None,
             fixed: Some(intermediary),
             timeout: std::time::Duration::from_secs(5),
             guard: guard::GuardConfig::default(),
@@ -163,40 +170,23 @@ impl Intermediaries {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let mut guards: Vec<_> = clients
             .iter()
-            .map(|(url, client)| (url.clone(), client.snapshot()))
+            .map(|(url, (guarded, _))| (url.clone(), guarded.snapshot()))
             .collect();
         guards.sort_by(|a, b| a.0.cmp(&b.0));
         guards
     }
 
-    /// The intermediary of a service, or why there is none.
+    /// The intermediary of a service, or why there is none. Inactive services keep
+    /// serving the payments they already have.
     pub async fn for_service(&self, service_id: Uuid) -> Result<Arc<dyn Intermediary>, String> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
-        let url = self.intermediary_url(service_id).await?;
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&url) {
-            return Ok(client.clone());
-        }
-        let mut config = http::HttpIntermediaryConfig::new(url.clone());
-        config.timeout = self.timeout;
-        let client: Arc<dyn Intermediary> = Arc::new(
-            http::HttpIntermediary::new(config)
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
-        );
-        let guarded = Arc::new(guard::GuardedIntermediary::new(client, self.guard.clone()));
-        clients.insert(url, guarded.clone());
-        Ok(guarded)
-    }
-
-    /// The intermediary URL of a service's configuration (cached for `ROUTE_TTL`).
-    async fn intermediary_url(&self, service_id: Uuid) -> Result<String, String> {
         {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((url, at)) = routes.get(&service_id) {
+            if let Some((client, at)) = routes.get(&service_id) {
                 if at.elapsed() < ROUTE_TTL {
-                    return Ok(url.clone());
+                    return Ok(client.clone());
                 }
             }
         }
@@ -206,11 +196,52 @@ impl Intermediaries {
             .await
             .map_err(|e| format!("cannot read the service configuration: {e}"))?
             .ok_or_else(|| format!("no configuration for service {service_id}"))?;
+        let credentials = match (&service.credentials, &self.secret_box) {
+            (Some(sealed), Some(secret_box)) => {
+                let opened = secret_box.open(sealed).map_err(|e| e.to_string())?;
+                Some(
+                    serde_json::from_slice::<crate::tenancy::Credentials>(&opened)
+                        .map_err(|_| "the stored credentials are unreadable".to_string())?,
+                )
+            }
+            _ => None,
+        };
+        let client: Arc<dyn Intermediary> = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let (guarded, plain) = match clients.get(&service.intermediary_url) {
+                Some(entry) => entry,
+                None => {
+                    let mut config =
+                        http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
+                    config.timeout = self.timeout;
+                    let plain = http::HttpIntermediary::new(config)
+                        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                    let guarded = Arc::new(guard::GuardedIntermediary::new(
+                        Arc::new(plain.clone()),
+                        self.guard.clone(),
+                    ));
+                    clients
+                        .entry(service.intermediary_url.clone())
+                        .or_insert((guarded, plain))
+                }
+            };
+            match credentials {
+                None => guarded.clone(),
+                Some(credentials) => Arc::new(
+                    guarded.sharing_limits(Arc::new(plain.with_credentials(Some(credentials)))),
+                ),
+            }
+        };
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        routes.insert(
-            service_id,
-            (service.intermediary_url.clone(), std::time::Instant::now()),
-        );
-        Ok(service.intermediary_url)
+        routes.insert(service_id, (client.clone(), std::time::Instant::now()));
+        Ok(client)
+    }
+}
+
+impl Intermediaries {
+    /// Forgets a service's cached client (its configuration changed here).
+    pub fn forget(&self, service_id: Uuid) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.remove(&service_id);
     }
 }

@@ -33,6 +33,9 @@ pub struct SimulatorConfig {
     pub notify_url: Option<String>,
     /// Push "paid" notifications at all (off: the paying is only learnt by polling).
     pub push: bool,
+    /// When set, the intermediary and gateway calls (not the citizen's checkout pages)
+    /// need this `X-Api-Key`, as a real intermediary needs its credentials.
+    pub api_key: Option<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -41,6 +44,7 @@ impl Default for SimulatorConfig {
             hang_for: Duration::from_secs(30),
             notify_url: None,
             push: true,
+            api_key: None,
         }
     }
 }

@@ -22,6 +22,7 @@ impl ResponseError for SimError {
         match self {
             SimError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SimError::NotFound => StatusCode::NOT_FOUND,
+            SimError::Unauthorized => StatusCode::UNAUTHORIZED,
             SimError::Conflict(_) => StatusCode::CONFLICT,
             SimError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -104,6 +105,21 @@ fn position_response(status: StatusCode, req: &HttpRequest, p: &Position) -> Htt
     HttpResponse::build(status).json(view(req, p))
 }
 
+/// Refuses intermediary calls without the configured API key.
+fn check_key(state: &State, req: &HttpRequest) -> Result<(), SimError> {
+    match &state.config.api_key {
+        None => Ok(()),
+        Some(key) => {
+            let sent = req.headers().get("X-Api-Key").and_then(|v| v.to_str().ok());
+            if sent == Some(key.as_str()) {
+                Ok(())
+            } else {
+                Err(SimError::Unauthorized)
+            }
+        }
+    }
+}
+
 async fn hang(state: &State) {
     tokio::time::sleep(state.config.hang_for).await;
 }
@@ -113,6 +129,7 @@ async fn create_position(
     req: HttpRequest,
     body: web::Json<NewPosition>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let hangs = cents(body.amount_cents) == CENTS_HANG;
     let (position, created) = state.create_position(body.into_inner())?;
     if hangs {
@@ -131,6 +148,7 @@ async fn get_position(
     req: HttpRequest,
     iuv: web::Path<String>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let mut position = state.status_call(&iuv)?;
     if cents(position.amount_cents) == CENTS_HANG {
         hang(&state).await;
@@ -145,6 +163,7 @@ async fn cancel_position(
     req: HttpRequest,
     iuv: web::Path<String>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let position = state.cancel(&iuv)?;
     Ok(position_response(StatusCode::OK, &req, &position))
 }
@@ -217,8 +236,10 @@ async fn fail_position(
 
 async fn execute_payment(
     state: Shared,
+    req: HttpRequest,
     body: web::Json<ExecuteRequest>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let execution = state.execute(&body)?;
     if cents(execution.amount_cents) == CENTS_HANG {
         hang(&state).await;

@@ -42,6 +42,9 @@ pub(crate) enum SimError {
     /// The requested transition is not allowed from the current status.
     #[error("{0}")]
     Conflict(String),
+    /// The caller did not present the configured API key.
+    #[error("missing or wrong X-Api-Key")]
+    Unauthorized,
     /// Injected failure: the service is temporarily unavailable.
     #[error("service temporarily unavailable (simulated)")]
     Unavailable,

@@ -21,6 +21,7 @@ fn sim() -> Simulator {
         hang_for: HANG,
         notify_url: None,
         push: true,
+        api_key: None,
     })
 }
 
@@ -558,6 +559,7 @@ async fn works_over_real_http() {
             hang_for: HANG,
             notify_url: Some(format!("http://{hook_addr}/hook/default")),
             push: true,
+            api_key: None,
         },
     )
     .unwrap();

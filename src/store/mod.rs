@@ -2,6 +2,7 @@
 //! The database is the source of truth; every state change is one transaction together
 //! with its outbox event.
 
+pub mod config;
 mod sql;
 
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::payment::{Payment, PaymentType};
+use crate::domain::payment::Payment;
 use crate::domain::saga::SagaState;
 use crate::domain::status::PaymentStatus;
 
+pub use config::{ConfigStore, Page, ServiceConfig, Tenant};
 pub use sql::{PgStore, SqliteStore};
 
 /// A payment row: the payment, its version for optimistic concurrency, its saga
@@ -149,26 +151,6 @@ pub struct Account {
     pub held_cents: i64,
 }
 
-/// A tenant (a municipality).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub id: Uuid,
-    pub name: String,
-    pub tax_identification_number: String,
-    pub active: bool,
-}
-
-/// A service's payment configuration: which payment types it takes and where its
-/// intermediary (and gateway) lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceConfig {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub payment_types: Vec<PaymentType>,
-    pub intermediary_url: String,
-    pub active: bool,
-}
-
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -216,7 +198,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// The durable state of cassa.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ConfigStore + Send + Sync + 'static {
     /// Which backend this is (`postgres` or `sqlite`).
     fn backend(&self) -> &'static str;
     /// Checks the database answers.
@@ -278,12 +260,6 @@ pub trait Store: Send + Sync + 'static {
     async fn deposit(&self, id: Uuid, amount_cents: i64) -> Result<Option<Account>, StoreError>;
     /// Creates the account unless it exists (seeding).
     async fn ensure_account(&self, account: &Account) -> Result<(), StoreError>;
-    /// Creates the tenant unless it exists (seeding).
-    async fn ensure_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
-    /// Creates the service config unless it exists (seeding).
-    async fn ensure_service(&self, service: &ServiceConfig) -> Result<(), StoreError>;
-    /// Reads a service config.
-    async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError>;
 }
 
 /// Opens (and migrates) the store a database URL names: `postgres://…` or `sqlite://…`

@@ -21,15 +21,15 @@ use crate::domain::time;
 /// PostgreSQL store (production).
 #[derive(Clone)]
 pub struct PgStore {
-    write: PgPool,
-    read: PgPool,
+    pub(super) write: PgPool,
+    pub(super) read: PgPool,
 }
 
 /// SQLite store (embedded default): one writer connection, a few readers, WAL.
 #[derive(Clone)]
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    pub(super) write: SqlitePool,
+    pub(super) read: SqlitePool,
 }
 
 impl PgStore {
@@ -583,66 +583,6 @@ macro_rules! sql_store {
                 .execute(&self.write)
                 .await?;
                 Ok(())
-            }
-
-            async fn ensure_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-                let now = time::now();
-                sqlx::query(
-                    "INSERT INTO tenants (id, name, tax_identification_number, active, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(tenant.id)
-                .bind(&tenant.name)
-                .bind(&tenant.tax_identification_number)
-                .bind(tenant.active)
-                .bind(now)
-                .execute(&self.write)
-                .await?;
-                Ok(())
-            }
-
-            async fn ensure_service(&self, service: &ServiceConfig) -> Result<(), StoreError> {
-                let now = time::now();
-                let types: Vec<&str> = service.payment_types.iter().map(|t| t.as_str()).collect();
-                sqlx::query(
-                    "INSERT INTO services (id, tenant_id, payment_types, intermediary_url, active, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(service.id)
-                .bind(service.tenant_id)
-                .bind(types.join(","))
-                .bind(&service.intermediary_url)
-                .bind(service.active)
-                .bind(now)
-                .execute(&self.write)
-                .await?;
-                Ok(())
-            }
-
-            async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT id, tenant_id, payment_types, intermediary_url, active FROM services WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let types: String = row.try_get("payment_types")?;
-                let payment_types = types
-                    .split(',')
-                    .filter_map(|t| match t {
-                        "PAGOPA" => Some(PaymentType::Pagopa),
-                        "WALLET" => Some(PaymentType::Wallet),
-                        _ => None,
-                    })
-                    .collect();
-                Ok(Some(ServiceConfig {
-                    id: row.try_get("id")?,
-                    tenant_id: row.try_get("tenant_id")?,
-                    payment_types,
-                    intermediary_url: row.try_get("intermediary_url")?,
-                    active: row.try_get("active")?,
-                }))
             }
         }
     };

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cassa::actors::{GetStats, PaymentRegistry, RegistryStats};
+use cassa::auth::{Authenticator, Role};
 use cassa::config::Settings;
 use cassa::intermediary::Intermediary;
-use cassa::seed::{DEMO_ACCOUNT, DEMO_SERVICE, DEMO_TENANT};
+use cassa::seed::{DEMO_ACCOUNT, DEMO_CITIZEN, DEMO_SERVICE, DEMO_TENANT};
 use cassa::server::{self, Overrides};
 use cassa::simulator::{self, SimulatorConfig, SimulatorStats};
 use cassa::store::Store;
@@ -85,6 +86,7 @@ impl TestSimulator {
             hang_for: Duration::from_secs(3),
             notify_url: None,
             push,
+            api_key: None,
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
         TestSimulator { base }
@@ -133,6 +135,58 @@ pub struct TestApp {
     pub _db: TestDatabase,
 }
 
+/// The HS256 secret every test instance uses (so tests can mint tokens).
+pub const TEST_JWT_SECRET: &str = "cassa-test-secret-0123456789abcdef";
+/// The credential key every test instance uses (32 bytes, base64).
+pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A token for `role` minted with the tests' secret, valid for an hour.
+pub fn token(role: Role, tenant: Option<Uuid>, sub: &str) -> String {
+    Authenticator::new(Some(TEST_JWT_SECRET), None)
+        .unwrap()
+        .mint(role, sub, tenant, Duration::from_secs(3600))
+        .unwrap()
+}
+
+/// The admin's token.
+pub fn admin_token() -> String {
+    token(Role::Admin, None, "test-admin")
+}
+
+/// The demo citizen's token (the owner of the demo wallet).
+pub fn citizen_token() -> String {
+    token(Role::Citizen, Some(DEMO_TENANT), &DEMO_CITIZEN.to_string())
+}
+
+/// An HTTP client that does not follow redirects and sends `token` on every request.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client acting as the admin (most tests are not about authorisation).
+pub fn admin_client() -> reqwest::Client {
+    client_with(Some(&admin_token()))
+}
+
+/// Environment for a `cassa` process that accepts the tests' tokens.
+pub fn key_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("CASSA_JWT_SECRET", TEST_JWT_SECRET),
+        ("CASSA_SECRET_KEY", TEST_SECRET_KEY),
+    ]
+}
+
 /// Settings of a test instance: port 0, a fast poll schedule, short intermediary timeout.
 pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
     Settings::parse_from([
@@ -141,6 +195,10 @@ pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
         "127.0.0.1:0",
         "--database-url",
         db_url,
+        "--jwt-secret",
+        TEST_JWT_SECRET,
+        "--secret-key",
+        TEST_SECRET_KEY,
         "--seed-demo",
         "true",
         "--simulator-url",
@@ -196,10 +254,7 @@ impl TestApp {
         let kafka = running.kafka;
         TestApp {
             base: running.public_url,
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            client: admin_client(),
             store: running.store,
             registry: running.registry,
             sim,

@@ -25,6 +25,7 @@ pub fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
 pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cassa"))
         .arg("serve")
+        .envs(key_env())
         .envs(env.iter().copied())
         .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CASSA_DATABASE_URL", db_url)
@@ -60,7 +61,7 @@ async fn kill_and_restart(backend: Backend) {
     let sim_base = format!("http://{}/sim", sim_listener.local_addr().unwrap());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = admin_client();
 
     let mut first = start_cassa(&db.url, port, &sim_base);
     wait_ready(&client, &base).await;

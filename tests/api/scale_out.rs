@@ -52,7 +52,7 @@ async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
         .spawn()
         .unwrap();
     let bootstrap = format!("127.0.0.1:{kafka_port}");
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let ports = [free_port(), free_port()];
     let bases: Vec<String> = ports
         .iter()

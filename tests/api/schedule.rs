@@ -120,13 +120,43 @@ impl Store for MemoryStore {
     async fn ensure_account(&self, _: &Account) -> Result<(), StoreError> {
         Err(unsupported())
     }
+}
+
+/// Configuration is not needed on this path (the intermediary is fixed).
+#[async_trait]
+impl ConfigStore for MemoryStore {
     async fn ensure_tenant(&self, _: &Tenant) -> Result<(), StoreError> {
         Err(unsupported())
     }
     async fn ensure_service(&self, _: &ServiceConfig) -> Result<(), StoreError> {
         Err(unsupported())
     }
+    async fn tenant(&self, _: Uuid) -> Result<Option<Tenant>, StoreError> {
+        Err(unsupported())
+    }
+    async fn list_tenants(&self, _: Option<Uuid>, _: Page) -> Result<Vec<Tenant>, StoreError> {
+        Err(unsupported())
+    }
+    async fn insert_tenant(&self, _: &Tenant) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
+    async fn update_tenant(&self, _: &Tenant) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
     async fn service(&self, _: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
+        Err(unsupported())
+    }
+    async fn list_services(
+        &self,
+        _: Option<Uuid>,
+        _: Page,
+    ) -> Result<Vec<ServiceConfig>, StoreError> {
+        Err(unsupported())
+    }
+    async fn insert_service(&self, _: &ServiceConfig) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
+    async fn update_service(&self, _: &ServiceConfig) -> Result<bool, StoreError> {
         Err(unsupported())
     }
 }

@@ -1,0 +1,697 @@
+//! The configuration operators manage (the Opencity payment proxy's "API v2"): tenants
+//! (municipalities) and their services' payment configurations, with the rules every
+//! field must follow, the form.io schemas an admin UI renders, and JSON merge patches.
+//!
+//! Intermediary credentials live in [`Credentials`], which never prints its values
+//! (`Debug` masks them), is sealed before it is stored (see `secrets`), and is shown by
+//! the API only as [`Credentials::masked`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::money::Money;
+use crate::domain::payment::PaymentType;
+use crate::domain::tax_code::TaxCode;
+use crate::intake::FieldError;
+
+/// Longest name or reason.
+pub const NAME_MAX: usize = 255;
+/// Longest credential value.
+const CREDENTIAL_MAX: usize = 1024;
+/// Longest expiry of a service's payments, in days (ten years).
+const EXPIRE_DAYS_MAX: u32 = 3650;
+/// What the API shows instead of a credential's value. Sending it back keeps the stored one.
+pub const MASK: &str = "********";
+/// Intermediary adapters this build speaks.
+pub const INTERMEDIARY_KINDS: &[&str] = &["simulator"];
+
+fn yes() -> bool {
+    true
+}
+
+/// A tenant as written by `POST` / `PUT` (and the result of a `PATCH`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBody {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub tax_identification_number: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+impl TenantBody {
+    /// Checks every rule; normalises the tax code and trims the name.
+    pub fn validate(&mut self) -> Result<(), FieldError> {
+        self.name = check_name("name", &self.name)?;
+        self.tax_identification_number =
+            check_tax_code("tax_identification_number", &self.tax_identification_number)?;
+        Ok(())
+    }
+}
+
+/// Which payment types a service takes: one (`"PAGOPA"`) or several (`["PAGOPA", "WALLET"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PaymentTypes {
+    One(PaymentType),
+    Many(Vec<PaymentType>),
+}
+
+impl PaymentTypes {
+    /// The types as a list.
+    pub fn to_vec(&self) -> Vec<PaymentType> {
+        match self {
+            PaymentTypes::One(t) => vec![*t],
+            PaymentTypes::Many(ts) => ts.clone(),
+        }
+    }
+
+    /// The compact form of a list (a single type is shown as a string).
+    pub fn from_vec(types: Vec<PaymentType>) -> Self {
+        match types.as_slice() {
+            [one] => PaymentTypes::One(*one),
+            _ => PaymentTypes::Many(types),
+        }
+    }
+}
+
+/// What a payment config collects for, on the platform's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionType {
+    Application,
+    Service,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteCollection {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: CollectionType,
+}
+
+/// Who receives the money.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    pub tax_identification_number: String,
+    pub name: String,
+}
+
+/// How cassa authenticates at the intermediary: HTTP basic (`username`, `password`)
+/// and/or an API key (`X-Api-Key`).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = self.masked();
+        f.debug_struct("Credentials")
+            .field("username", &masked.username)
+            .field("password", &masked.password)
+            .field("api_key", &masked.api_key)
+            .finish()
+    }
+}
+
+impl Credentials {
+    fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 3] {
+        [
+            ("username", &mut self.username),
+            ("password", &mut self.password),
+            ("api_key", &mut self.api_key),
+        ]
+    }
+
+    /// Every value replaced by the mask: which credentials are set, not what they are.
+    pub fn masked(&self) -> Credentials {
+        let mask = |v: &Option<String>| v.as_ref().map(|_| MASK.to_string());
+        Credentials {
+            username: mask(&self.username),
+            password: mask(&self.password),
+            api_key: mask(&self.api_key),
+        }
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.username.is_none() && self.password.is_none() && self.api_key.is_none()
+    }
+
+    /// Values sent back as the mask take the stored value (a GET → PUT round trip keeps
+    /// the secrets); a mask with nothing stored is an error.
+    pub fn unmask(&mut self, stored: Option<&Credentials>) -> Result<(), FieldError> {
+        let mut stored = stored.cloned().unwrap_or_default();
+        let stored = stored.fields_mut();
+        for ((name, value), (_, kept)) in self.fields_mut().into_iter().zip(stored) {
+            if value.as_deref() == Some(MASK) {
+                *value = Some(kept.clone().ok_or_else(|| {
+                    FieldError::new(
+                        format!("intermediary.credentials.{name}"),
+                        "is the mask, but nothing is stored to keep: send the value",
+                    )
+                })?);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<(), FieldError> {
+        for (name, value) in self.fields_mut() {
+            if let Some(v) = value {
+                if v.is_empty()
+                    || v.chars().count() > CREDENTIAL_MAX
+                    || v.chars().any(char::is_control)
+                {
+                    return Err(FieldError::new(
+                        format!("intermediary.credentials.{name}"),
+                        format!("must be 1 to {CREDENTIAL_MAX} printable characters"),
+                    ));
+                }
+            }
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(FieldError::new(
+                "intermediary.credentials.username",
+                "is required with a password",
+            ));
+        }
+        if self.username.as_deref().is_some_and(|u| u.contains(':')) {
+            return Err(FieldError::new(
+                "intermediary.credentials.username",
+                "must not contain ':' (HTTP basic authentication)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a service's payments go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intermediary {
+    pub kind: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+/// A service's payment configuration as written by `POST` / `PUT` (and the result of a
+/// `PATCH`). Stored without `intermediary.credentials` (sealed apart).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBody {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub tenant_id: Uuid,
+    pub payment_type: PaymentTypes,
+    #[serde(default)]
+    pub remote_collection: Option<RemoteCollection>,
+    /// The usual amount of the service (informative; each payment says its own).
+    #[serde(default)]
+    pub amount: Option<Money>,
+    pub reason: String,
+    /// Days until a payment expires when the payment itself does not say.
+    #[serde(default)]
+    pub expire_at: Option<i64>,
+    pub receiver: Receiver,
+    /// pagoPA taxonomy code ("dati specifici di riscossione"), e.g. `9/0101108TS/`.
+    #[serde(default)]
+    pub collection_data: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    pub intermediary: Intermediary,
+}
+
+impl ServiceBody {
+    /// Checks every rule (naming the field), normalising what it may.
+    pub fn validate(&mut self) -> Result<(), FieldError> {
+        let types = self.payment_type.to_vec();
+        if types.is_empty() {
+            return Err(FieldError::new(
+                "payment_type",
+                "must name at least one of PAGOPA, WALLET",
+            ));
+        }
+        if has_duplicates(&types) {
+            return Err(FieldError::new("payment_type", "names a type twice"));
+        }
+        self.payment_type = PaymentTypes::from_vec(types);
+        if let Some(rc) = &mut self.remote_collection {
+            rc.id = check_name("remote_collection.id", &rc.id)?;
+        }
+        self.reason = check_name("reason", &self.reason)?;
+        if let Some(days) = self.expire_at {
+            if !(1..=i64::from(EXPIRE_DAYS_MAX)).contains(&days) {
+                return Err(FieldError::new(
+                    "expire_at",
+                    format!("must be a number of days from 1 to {EXPIRE_DAYS_MAX}"),
+                ));
+            }
+        }
+        self.receiver.tax_identification_number = check_tax_code(
+            "receiver.tax_identification_number",
+            &self.receiver.tax_identification_number,
+        )?;
+        self.receiver.name = check_name("receiver.name", &self.receiver.name)?;
+        if let Some(code) = &self.collection_data {
+            self.collection_data = Some(check_collection_data(code)?);
+        }
+        let kind = self.intermediary.kind.trim();
+        if !INTERMEDIARY_KINDS.contains(&kind) {
+            return Err(FieldError::new(
+                "intermediary.kind",
+                format!("must be one of: {}", INTERMEDIARY_KINDS.join(", ")),
+            ));
+        }
+        self.intermediary.kind = kind.to_string();
+        check_intermediary_url(&self.intermediary.url)?;
+        self.intermediary.url = self.intermediary.url.trim_end_matches('/').to_string();
+        if let Some(credentials) = &mut self.intermediary.credentials {
+            credentials.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The part that is stored in the clear (no credentials) and shown.
+    pub fn public(&self) -> ServiceBody {
+        let mut public = self.clone();
+        public.intermediary.credentials = None;
+        public
+    }
+}
+
+fn has_duplicates(types: &[PaymentType]) -> bool {
+    types
+        .iter()
+        .enumerate()
+        .any(|(i, t)| types[..i].contains(t))
+}
+
+fn check_name(field: &str, value: &str) -> Result<String, FieldError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > NAME_MAX {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {NAME_MAX} characters"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn check_tax_code(field: &str, value: &str) -> Result<String, FieldError> {
+    TaxCode::parse(value.trim())
+        .map(|code| code.as_str().to_string())
+        .map_err(|e| {
+            FieldError::new(
+                field,
+                format!("{e} (a codice fiscale or partita IVA with a valid checksum)"),
+            )
+        })
+}
+
+/// A pagoPA taxonomy code is 7 digits and 2 letters (`0101108TS`): ente type, area,
+/// service, legal reason. Accepted bare or as the specific collection data `9/<code>/`.
+fn check_collection_data(value: &str) -> Result<String, FieldError> {
+    let value = value.trim().to_ascii_uppercase();
+    let code = value
+        .strip_prefix("9/")
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
+        .unwrap_or(&value);
+    let bytes = code.as_bytes();
+    let shaped = bytes.len() == 9
+        && bytes[..7].iter().all(u8::is_ascii_digit)
+        && bytes[7..].iter().all(u8::is_ascii_uppercase);
+    if shaped {
+        Ok(format!("9/{code}/"))
+    } else {
+        Err(FieldError::new(
+            "collection_data",
+            "must be a pagoPA taxonomy code: 7 digits and 2 letters (e.g. 0101108TS), bare or as 9/0101108TS/",
+        ))
+    }
+}
+
+fn check_intermediary_url(url: &str) -> Result<(), FieldError> {
+    crate::intake::check_url("intermediary.url", url)?;
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(FieldError::new(
+            "intermediary.url",
+            "must not carry credentials: put them in intermediary.credentials (they are kept encrypted)",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies an RFC 7396 JSON merge patch: objects merge key by key, `null` removes,
+/// anything else replaces.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(changes) => {
+            if !target.is_object() {
+                *target = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(map) = target {
+                for (key, value) in changes {
+                    if value.is_null() {
+                        map.remove(key);
+                    } else {
+                        merge_patch(
+                            map.entry(key.clone()).or_insert(serde_json::Value::Null),
+                            value,
+                        );
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The form.io form of a tenant.
+pub fn tenant_schema() -> serde_json::Value {
+    serde_json::json!({
+        "display": "form",
+        "components": [
+            text_field("id", "ID", false, None, "UUID; generated when empty"),
+            text_field("name", "Name", true, Some(NAME_MAX), "The municipality's name"),
+            text_field("tax_identification_number", "Tax identification number", true, Some(16),
+                "Codice fiscale or partita IVA (checksum verified)"),
+            checkbox("active", "Active", true),
+            submit(),
+        ]
+    })
+}
+
+/// The form.io form of a service's payment configuration.
+pub fn service_schema() -> serde_json::Value {
+    serde_json::json!({
+        "display": "form",
+        "components": [
+            text_field("id", "ID", false, None, "UUID; generated when empty"),
+            text_field("tenant_id", "Tenant", true, None, "The tenant's UUID"),
+            {
+                "type": "select", "key": "payment_type", "label": "Payment type", "input": true,
+                "multiple": true,
+                "data": {"values": [
+                    {"label": "pagoPA", "value": "PAGOPA"},
+                    {"label": "Wallet", "value": "WALLET"}
+                ]},
+                "validate": {"required": true}
+            },
+            {
+                "type": "fieldset", "key": "remote_collection", "legend": "Remote collection", "tree": true,
+                "components": [
+                    text_field("remote_collection.id", "ID", false, Some(NAME_MAX), "The platform's id of what is collected for"),
+                    {
+                        "type": "select", "key": "remote_collection.type", "label": "Type", "input": true,
+                        "data": {"values": [
+                            {"label": "Application", "value": "application"},
+                            {"label": "Service", "value": "service"},
+                            {"label": "Other", "value": "other"}
+                        ]}
+                    }
+                ]
+            },
+            {
+                "type": "currency", "key": "amount", "label": "Amount", "input": true, "currency": "EUR",
+                "decimalLimit": 2, "validate": {"min": 0.01, "max": 999_999_999.99}
+            },
+            text_field("reason", "Reason", true, Some(NAME_MAX), "Shown to the citizen"),
+            {
+                "type": "number", "key": "expire_at", "label": "Expires after (days)", "input": true,
+                "validate": {"min": 1, "max": EXPIRE_DAYS_MAX, "integer": true}
+            },
+            {
+                "type": "fieldset", "key": "receiver", "legend": "Receiver", "tree": true,
+                "components": [
+                    text_field("receiver.tax_identification_number", "Tax identification number", true, Some(16),
+                        "Codice fiscale or partita IVA (checksum verified)"),
+                    text_field("receiver.name", "Name", true, Some(NAME_MAX), "")
+                ]
+            },
+            {
+                "type": "textfield", "key": "collection_data", "label": "pagoPA taxonomy", "input": true,
+                "placeholder": "9/0101108TS/",
+                "validate": {"pattern": "^(9/)?[0-9]{7}[A-Za-z]{2}/?$"}
+            },
+            checkbox("active", "Active", true),
+            {
+                "type": "fieldset", "key": "intermediary", "legend": "Intermediary", "tree": true,
+                "components": [
+                    {
+                        "type": "select", "key": "intermediary.kind", "label": "Kind", "input": true,
+                        "data": {"values": INTERMEDIARY_KINDS.iter().map(|k| serde_json::json!({"label": k, "value": k})).collect::<Vec<_>>()},
+                        "validate": {"required": true}
+                    },
+                    {
+                        "type": "url", "key": "intermediary.url", "label": "URL", "input": true,
+                        "validate": {"required": true}
+                    },
+                    text_field("intermediary.credentials.username", "Username", false, Some(CREDENTIAL_MAX), ""),
+                    {
+                        "type": "password", "key": "intermediary.credentials.password", "label": "Password",
+                        "input": true, "protected": true,
+                        "description": "Stored encrypted, never shown again; leave ******** to keep it"
+                    },
+                    {
+                        "type": "password", "key": "intermediary.credentials.api_key", "label": "API key",
+                        "input": true, "protected": true,
+                        "description": "Stored encrypted, never shown again; leave ******** to keep it"
+                    }
+                ]
+            },
+            submit(),
+        ]
+    })
+}
+
+fn text_field(
+    key: &str,
+    label: &str,
+    required: bool,
+    max: Option<usize>,
+    description: &str,
+) -> serde_json::Value {
+    let mut validate = serde_json::json!({"required": required});
+    if let Some(max) = max {
+        validate["maxLength"] = max.into();
+    }
+    serde_json::json!({
+        "type": "textfield", "key": key, "label": label, "input": true,
+        "description": description, "validate": validate
+    })
+}
+
+fn checkbox(key: &str, label: &str, default: bool) -> serde_json::Value {
+    serde_json::json!({"type": "checkbox", "key": key, "label": label, "input": true, "defaultValue": default})
+}
+
+fn submit() -> serde_json::Value {
+    serde_json::json!({"type": "button", "key": "submit", "label": "Save", "action": "submit", "input": true})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> serde_json::Value {
+        serde_json::json!({
+            "tenant_id": Uuid::from_u128(1),
+            "payment_type": "PAGOPA",
+            "remote_collection": {"id": "mensa", "type": "service"},
+            "amount": "12.50",
+            "reason": "Mensa scolastica",
+            "expire_at": 30,
+            "receiver": {"tax_identification_number": "00743110157", "name": "Comune di Demo"},
+            "collection_data": "0101108TS",
+            "intermediary": {"kind": "simulator", "url": "http://127.0.0.1:9/sim/",
+                             "credentials": {"username": "comune", "password": "pw"}}
+        })
+    }
+
+    fn check(body: serde_json::Value) -> Result<ServiceBody, FieldError> {
+        let mut parsed: ServiceBody =
+            serde_json::from_value(body).map_err(|e| FieldError::new("(parse)", e.to_string()))?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    #[test]
+    fn a_good_service_normalises() {
+        let s = check(service()).unwrap();
+        assert_eq!(s.collection_data.as_deref(), Some("9/0101108TS/"));
+        assert_eq!(s.intermediary.url, "http://127.0.0.1:9/sim");
+        assert!(s.public().intermediary.credentials.is_none());
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("\"pw\"") && !debug.contains("comune\""),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn every_field_rule_names_its_field() {
+        let cases: Vec<(&str, serde_json::Value)> = vec![
+            ("payment_type", serde_json::json!([])),
+            ("payment_type", serde_json::json!(["PAGOPA", "PAGOPA"])),
+            (
+                "remote_collection.id",
+                serde_json::json!({"id": " ", "type": "service"}),
+            ),
+            ("reason", serde_json::json!("")),
+            ("reason", serde_json::json!("x".repeat(256))),
+            ("expire_at", serde_json::json!(0)),
+            ("expire_at", serde_json::json!(-3)),
+            (
+                "receiver.tax_identification_number",
+                serde_json::json!({"tax_identification_number": "00743110158", "name": "C"}),
+            ),
+            (
+                "receiver.name",
+                serde_json::json!({"tax_identification_number": "00743110157", "name": ""}),
+            ),
+            (
+                "receiver.name",
+                serde_json::json!({"tax_identification_number": "00743110157", "name": "n".repeat(256)}),
+            ),
+            ("collection_data", serde_json::json!("TARI")),
+            ("collection_data", serde_json::json!("9/01011TS/")),
+            (
+                "intermediary.kind",
+                serde_json::json!({"kind": "ftp", "url": "http://x"}),
+            ),
+            (
+                "intermediary.url",
+                serde_json::json!({"kind": "simulator", "url": "not a url"}),
+            ),
+            (
+                "intermediary.url",
+                serde_json::json!({"kind": "simulator", "url": "http://user:pw@host/sim"}),
+            ),
+            (
+                "intermediary.credentials.username",
+                serde_json::json!({"kind": "simulator", "url": "http://x", "credentials": {"password": "p"}}),
+            ),
+            (
+                "intermediary.credentials.api_key",
+                serde_json::json!({"kind": "simulator", "url": "http://x", "credentials": {"api_key": ""}}),
+            ),
+        ];
+        for (field, value) in cases {
+            let mut body = service();
+            let top = field.split('.').next().unwrap();
+            body[top] = value;
+            let err = check(body).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn tenants_need_a_name_and_a_valid_tax_code() {
+        let mut good = TenantBody {
+            id: None,
+            name: "  Comune di Roma ".into(),
+            tax_identification_number: "02438750586".into(),
+            active: true,
+        };
+        good.validate().unwrap();
+        assert_eq!(good.name, "Comune di Roma");
+        let mut bad = good.clone();
+        bad.tax_identification_number = "02438750587".into();
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "tax_identification_number"
+        );
+        let mut bad = good.clone();
+        bad.name = "x".repeat(256);
+        assert_eq!(bad.validate().unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn masks_sent_back_keep_the_stored_secret() {
+        let stored = Credentials {
+            username: Some("u".into()),
+            password: Some("secret".into()),
+            api_key: None,
+        };
+        let mut sent = stored.masked();
+        assert_eq!(sent.password.as_deref(), Some(MASK));
+        sent.unmask(Some(&stored)).unwrap();
+        assert_eq!(sent, stored);
+        let mut new_key = Credentials {
+            api_key: Some(MASK.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            new_key.unmask(Some(&stored)).unwrap_err().field,
+            "intermediary.credentials.api_key"
+        );
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &serde_json::json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, serde_json::json!({"a": "z", "c": {"d": "e"}}));
+        merge_patch(&mut doc, &serde_json::json!({"c": [1]}));
+        assert_eq!(doc, serde_json::json!({"a": "z", "c": [1]}));
+    }
+
+    #[test]
+    fn schemas_are_form_io_forms_covering_every_field() {
+        for (schema, fields) in [
+            (
+                tenant_schema(),
+                vec!["id", "name", "tax_identification_number", "active"],
+            ),
+            (
+                service_schema(),
+                vec![
+                    "id",
+                    "tenant_id",
+                    "payment_type",
+                    "remote_collection",
+                    "amount",
+                    "reason",
+                    "expire_at",
+                    "receiver",
+                    "collection_data",
+                    "active",
+                    "intermediary",
+                ],
+            ),
+        ] {
+            assert_eq!(schema["display"], "form");
+            let keys: Vec<&str> = schema["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["key"].as_str())
+                .collect();
+            for field in fields {
+                assert!(keys.contains(&field), "{field} missing from {keys:?}");
+            }
+        }
+    }
+}
