@@ -80,13 +80,22 @@ impl TestSimulator {
         Self::serve_with(listener, false)
     }
 
+    /// Serves, refusing intermediary calls without this `X-Api-Key`.
+    pub fn serve_with_key(listener: TcpListener, api_key: &str) -> Self {
+        Self::serve_config(listener, true, Some(api_key.to_string()))
+    }
+
     fn serve_with(listener: TcpListener, push: bool) -> Self {
+        Self::serve_config(listener, push, None)
+    }
+
+    fn serve_config(listener: TcpListener, push: bool, api_key: Option<String>) -> Self {
         let base = format!("http://{}/sim", listener.local_addr().unwrap());
         let config = SimulatorConfig {
             hang_for: Duration::from_secs(3),
             notify_url: None,
             push,
-            api_key: None,
+            api_key,
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
         TestSimulator { base }

@@ -33,7 +33,7 @@ async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
 }
 
 /// A consumer reading `topic` from the beginning (its own group).
-fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
+pub fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{}", Uuid::new_v4()))
@@ -46,7 +46,7 @@ fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
 }
 
 /// Reads records until `done` says so; fails after `seconds`.
-async fn read_until(
+pub async fn read_until(
     consumer: &StreamConsumer,
     seconds: u64,
     mut done: impl FnMut(&[(Option<String>, Vec<u8>, Vec<(String, String)>)]) -> bool,

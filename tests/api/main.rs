@@ -3,7 +3,9 @@
 //! the simulator on its own port over real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod authz;
 mod bench;
+mod config_api;
 mod helpers;
 mod idempotency;
 mod kafka;
