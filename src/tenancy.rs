@@ -329,10 +329,8 @@ fn check_tax_code(field: &str, value: &str) -> Result<String, FieldError> {
 /// service, legal reason. Accepted bare or as the specific collection data `9/<code>/`.
 fn check_collection_data(value: &str) -> Result<String, FieldError> {
     let value = value.trim().to_ascii_uppercase();
-    let code = value
-        .strip_prefix("9/")
-        .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
-        .unwrap_or(&value);
+    let code = value.strip_prefix("9/").unwrap_or(&value);
+    let code = code.strip_suffix('/').unwrap_or(code);
     let bytes = code.as_bytes();
     let shaped = bytes.len() == 9
         && bytes[..7].iter().all(u8::is_ascii_digit)
@@ -541,6 +539,9 @@ mod tests {
     fn a_good_service_normalises() {
         let s = check(service()).unwrap();
         assert_eq!(s.collection_data.as_deref(), Some("9/0101108TS/"));
+        for same in ["0101108ts", "0101108TS/", "9/0101108TS", "9/0101108TS/"] {
+            assert_eq!(check_collection_data(same).unwrap(), "9/0101108TS/");
+        }
         assert_eq!(s.intermediary.url, "http://127.0.0.1:9/sim");
         assert!(s.public().intermediary.credentials.is_none());
         let debug = format!("{s:?}");

@@ -307,7 +307,14 @@ async fn patch(
     let mut merged =
         serde_json::to_value(document(&state, &current, false)?).map_err(anyhow::Error::from)?;
     tenancy::merge_patch(&mut merged, &patch);
-    let body: ServiceBody = body::from_value(merged)?;
+    let mut body: ServiceBody = body::from_value(merged)?;
+    if patch["intermediary"]
+        .get("credentials")
+        .is_some_and(|c| c.is_null())
+    {
+        // `"credentials": null` removes them all (RFC 7396), it does not keep them.
+        body.intermediary.credentials = Some(Credentials::default());
+    }
     write(&state, &caller, current, body).await
 }
 

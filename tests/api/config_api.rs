@@ -177,14 +177,26 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
         .await;
     shown.push(after.to_string());
 
-    // Clearing the API key (merge patch null) is honoured: the intermediary refuses.
-    send(
+    // Removing the API key (merge patch null) is honoured: the intermediary refuses.
+    let cleared = send(
         operator
             .patch(app.url(&format!("/v1/services/{id}")))
             .json(&json!({"intermediary": {"credentials": {"api_key": null}}})),
         200,
     )
     .await;
+    assert_eq!(
+        cleared["intermediary"]["credentials"],
+        json!({"username": "********", "password": "********"})
+    );
+    let cleared = send(
+        operator
+            .patch(app.url(&format!("/v1/services/{id}")))
+            .json(&json!({"intermediary": {"credentials": null}})),
+        200,
+    )
+    .await;
+    assert!(cleared["intermediary"].get("credentials").is_none(), "{cleared}");
     let without = send(
         citizen
             .post(app.url("/v1/payments"))
