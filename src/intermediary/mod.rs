@@ -124,10 +124,15 @@ pub struct Intermediaries {
     timeout: std::time::Duration,
     guard: guard::GuardConfig,
     /// By URL: the guard (limits and circuit) and the unauthenticated client.
-    clients: Mutex<HashMap<String, (Arc<guard::GuardedIntermediary>, http::HttpIntermediary)>>,
+    clients: Mutex<HashMap<String, UrlClient>>,
     /// Service → its client (with its credentials), briefly cached: every check needs it.
-    routes: Mutex<HashMap<Uuid, (Arc<dyn Intermediary>, std::time::Instant)>>,
+    routes: Mutex<HashMap<Uuid, Route>>,
 }
+
+/// One intermediary URL's guard and plain client.
+type UrlClient = (Arc<guard::GuardedIntermediary>, http::HttpIntermediary);
+/// A service's client and when it was resolved.
+type Route = (Arc<dyn Intermediary>, std::time::Instant);
 
 /// How long a service's configuration is reused before it is read again.
 const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(30);

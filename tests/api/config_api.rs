@@ -177,6 +177,17 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
         .await;
     shown.push(after.to_string());
 
+    // Stored sealed, not in the clear; no event carries them.
+    let stored = app
+        .store
+        .service(Uuid::parse_str(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = stored.credentials.unwrap();
+    assert!(sealed.starts_with("v1:"));
+    assert_no_secret("the stored credentials", &sealed);
+    assert_no_secret("the stored document", &stored.document.to_string());
     // Removing the API key (merge patch null) is honoured: the intermediary refuses.
     let cleared = send(
         operator
@@ -196,7 +207,10 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
         200,
     )
     .await;
-    assert!(cleared["intermediary"].get("credentials").is_none(), "{cleared}");
+    assert!(
+        cleared["intermediary"].get("credentials").is_none(),
+        "{cleared}"
+    );
     let without = send(
         citizen
             .post(app.url("/v1/payments"))
@@ -210,17 +224,6 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
     for text in &shown {
         assert_no_secret("an API answer", text);
     }
-    // Stored sealed, not in the clear; no event carries them.
-    let stored = app
-        .store
-        .service(Uuid::parse_str(&id).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let sealed = stored.credentials.unwrap();
-    assert!(sealed.starts_with("v1:"));
-    assert_no_secret("the stored credentials", &sealed);
-    assert_no_secret("the stored document", &stored.document.to_string());
     for event in app.events(&paid_id).await {
         assert_no_secret("an event", &event.to_string());
     }
