@@ -58,6 +58,11 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Audience: a string or a list (checked by the verifier when one is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 /// An authenticated caller.
@@ -117,6 +122,10 @@ pub enum AuthError {
 pub struct Authenticator {
     hs: Option<(EncodingKey, DecodingKey)>,
     rs: Option<DecodingKey>,
+    /// Required `aud`, when configured (otherwise `aud` is not checked).
+    audience: Option<String>,
+    /// Required `iss`, when configured.
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -147,7 +156,19 @@ impl Authenticator {
         if hs.is_none() && rs.is_none() {
             return Err("no JWT key: set CASSA_JWT_SECRET or CASSA_JWT_PUBLIC_KEY".into());
         }
-        Ok(Authenticator { hs, rs })
+        Ok(Authenticator {
+            hs,
+            rs,
+            audience: None,
+            issuer: None,
+        })
+    }
+
+    /// Requires (and mints) this `aud` and `iss`.
+    pub fn expecting(mut self, audience: Option<String>, issuer: Option<String>) -> Self {
+        self.audience = audience;
+        self.issuer = issuer;
+        self
     }
 
     /// Checks a token: signature with the key of its algorithm, `exp`, the claims' shape.
@@ -174,6 +195,19 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.required_spec_claims = HashSet::from(["exp".to_string(), "sub".to_string()]);
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            // An identity provider's tokens carry an `aud`; with none configured it is
+            // not checked (rather than every such token refused).
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
             AuthError::Invalid(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired".into(),
@@ -182,6 +216,12 @@ impl Authenticator {
                 }
                 jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c) => {
                     format!("the {c} claim is required")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    "the token is meant for another audience (aud)".into()
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    "the token comes from another issuer (iss)".into()
                 }
                 _ => e.to_string(),
             })
@@ -208,6 +248,8 @@ impl Authenticator {
             tenant_id,
             exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
             iat: Some(now),
+            aud: self.audience.clone().map(serde_json::Value::String),
+            iss: self.issuer.clone(),
         };
         caller_from(claims.clone()).map_err(|e| e.to_string())?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
@@ -376,6 +418,34 @@ mod tests {
         // And an RS256 token is refused where only HS256 is configured.
         let hs_only = Authenticator::new(Some(SECRET), None).unwrap();
         assert!(hs_only.verify(&rs).is_err());
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let idp = serde_json::json!({"sub": "p", "role": "system", "exp": exp, "aud": ["cassa", "x"], "iss": "https://idp"});
+        let plain = Authenticator::new(Some(SECRET), None).unwrap();
+        assert!(
+            plain.verify(&hs256(SECRET, &idp)).is_ok(),
+            "aud present, none configured"
+        );
+        let strict = Authenticator::new(Some(SECRET), None)
+            .unwrap()
+            .expecting(Some("cassa".into()), Some("https://idp".into()));
+        assert!(strict.verify(&hs256(SECRET, &idp)).is_ok());
+        let other_aud = serde_json::json!({"sub": "p", "role": "system", "exp": exp, "aud": "billing", "iss": "https://idp"});
+        let err = strict.verify(&hs256(SECRET, &other_aud)).unwrap_err();
+        assert!(err.to_string().contains("aud"), "{err}");
+        let no_aud =
+            serde_json::json!({"sub": "p", "role": "system", "exp": exp, "iss": "https://idp"});
+        assert!(strict.verify(&hs256(SECRET, &no_aud)).is_err());
+        let other_iss = serde_json::json!({"sub": "p", "role": "system", "exp": exp, "aud": "cassa", "iss": "https://evil"});
+        assert!(strict.verify(&hs256(SECRET, &other_iss)).is_err());
+        // What it mints, it accepts.
+        let minted = strict
+            .mint(Role::Admin, "a", None, std::time::Duration::from_secs(60))
+            .unwrap();
+        assert!(strict.verify(&minted).is_ok());
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct TokenArgs {
 }
 
 /// The keys of the API's tokens and of sealed secrets (shared by `serve` and `token`).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct KeyArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -75,6 +75,26 @@ pub struct KeyArgs {
     /// the embedded mode: generated once and kept beside the SQLite file).
     #[arg(long, env = "CASSA_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Required `aud` of tokens (an identity provider's client id); minted tokens carry it.
+    #[arg(long, env = "CASSA_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` of tokens; minted tokens carry it.
+    #[arg(long, env = "CASSA_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+}
+
+impl std::fmt::Debug for KeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "(set)");
+        f.debug_struct("KeyArgs")
+            .field("database", &self.database)
+            .field("jwt_secret", &set(&self.jwt_secret))
+            .field("jwt_public_key", &set(&self.jwt_public_key))
+            .field("secret_key", &set(&self.secret_key))
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .finish()
+    }
 }
 
 impl KeyArgs {
@@ -101,7 +121,8 @@ impl KeyArgs {
             self.secret_key.as_deref(),
         )
         .map_err(|e| e.to_string())?;
-        let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?;
+        let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?
+            .expecting(self.jwt_audience.clone(), self.jwt_issuer.clone());
         Ok((resolved, auth))
     }
 }
@@ -301,6 +322,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_ROLES",
     "CASSA_JWT_SECRET",
     "CASSA_JWT_PUBLIC_KEY",
+    "CASSA_JWT_AUDIENCE",
+    "CASSA_JWT_ISSUER",
     "CASSA_SECRET_KEY",
     "CASSA_CREATE_RATE_LIMIT",
     "CASSA_PUBLIC_URL",

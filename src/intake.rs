@@ -109,6 +109,22 @@ impl Intake<'_> {
             )
             .into());
         }
+        if let Some(account_id) = request.wallet_account_id {
+            // Only the payment's user's own wallet: one answer for "no such account" and
+            // "someone else's", so neither existence nor balance leaks.
+            let owned = self
+                .store
+                .account(account_id)
+                .await?
+                .is_some_and(|a| a.owner_id == user_id);
+            if !owned {
+                return Err(FieldError::new(
+                    "wallet_account_id",
+                    "is not a wallet account of the payment's user (user_id)",
+                )
+                .into());
+            }
+        }
         let mut request = request;
         if request.payment.expire_at.is_none() {
             // The service's default expiry, in days.
@@ -172,6 +188,10 @@ pub struct CreatePayment {
     pub links: CreateLinks,
     #[serde(default)]
     pub wallet_account_id: Option<Uuid>,
+    /// The platform's user the payment belongs to (set by the platform or an operator;
+    /// a citizen's payments are always theirs). Default: derived from the payer's tax code.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

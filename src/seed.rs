@@ -28,6 +28,7 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
             active: true,
             created_at: now,
             updated_at: now,
+            version: 0,
         })
         .await?;
     let document = serde_json::json!({
@@ -55,6 +56,7 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
             credentials: None,
             created_at: now,
             updated_at: now,
+            version: 0,
         })
         .await?;
     store

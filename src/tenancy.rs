@@ -182,6 +182,16 @@ impl Credentials {
                 }
             }
         }
+        if self
+            .api_key
+            .as_deref()
+            .is_some_and(|k| !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(FieldError::new(
+                "intermediary.credentials.api_key",
+                "must be visible ASCII (it is sent as an HTTP header)",
+            ));
+        }
         if self.password.is_some() && self.username.is_none() {
             return Err(FieldError::new(
                 "intermediary.credentials.username",

@@ -106,23 +106,25 @@ async fn create(
             request.tenant_id
         )));
     }
-    // A citizen's payments are theirs; anyone else pays for a payer identified by tax code.
-    let user_id = caller
-        .user_id
-        .unwrap_or_else(|| user_id_for(&request.payer));
-    if let (Some(citizen), Some(account_id)) = (caller.user_id, request.wallet_account_id) {
-        let owned = state
-            .store
-            .account(account_id)
-            .await?
-            .is_some_and(|a| a.owner_id == citizen);
-        if !owned {
-            return Err(ApiError::field(
-                "wallet_account_id",
-                "is not an account of this citizen",
-            ));
-        }
+    if request.remote_id.is_some() && !matches!(caller.role, Role::Admin | Role::System) {
+        // The platform's application id: nobody else may claim (or probe) one.
+        return Err(ApiError::field(
+            "remote_id",
+            "is set by the platform only (system or admin tokens)",
+        ));
     }
+    // A citizen's payments are theirs; others name the user, or the payer's tax code does.
+    let user_id = match (caller.user_id, request.user_id) {
+        (Some(citizen), Some(asked)) if asked != citizen => {
+            return Err(ApiError::field(
+                "user_id",
+                "a citizen creates payments for themselves only",
+            ))
+        }
+        (Some(citizen), _) => citizen,
+        (None, Some(asked)) => asked,
+        (None, None) => user_id_for(&request.payer),
+    };
     let idempotency = key.map(|key| IdempotencyKey {
         // Keys are per caller: two callers can never replay each other's payments.
         scope: format!(
@@ -144,11 +146,16 @@ async fn create(
         Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(
             "this Idempotency-Key was already used with a different body (payment {payment_id}); use a new key for a new payment"
         ))),
-        Created::RemoteIdTaken(row) => Err(ApiError::Conflict(format!(
-            "a payment for remote_id {} exists already: /v1/payments/{}",
-            row.payment.remote_id.unwrap_or_default(),
-            row.payment.id
-        ))),
+        Created::RemoteIdTaken(row) if caller.sees_payment(&row.payment) => {
+            Err(ApiError::Conflict(format!(
+                "a payment for remote_id {} exists already: /v1/payments/{}",
+                row.payment.remote_id.unwrap_or_default(),
+                row.payment.id
+            )))
+        }
+        Created::RemoteIdTaken(_) => Err(ApiError::Conflict(
+            "this remote_id is already used by another payment".into(),
+        )),
     }
 }
 

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::body;
 use super::problem::ApiError;
-use super::tenants::{parse_page, parse_uuid, to_page, CONFIG_READERS};
+use super::tenants::{
+    changed_meanwhile, parse_page, parse_uuid, refuse_null_active, to_page, CONFIG_READERS,
+};
 use super::AppState;
 use crate::auth::Caller;
 use crate::domain::time;
@@ -132,6 +134,7 @@ fn to_row(
     id: Uuid,
     body: &ServiceBody,
     created_at: DateTime<Utc>,
+    version: i64,
 ) -> Result<ServiceConfig, ApiError> {
     let credentials = match &body.intermediary.credentials {
         Some(c) if !c.is_empty() => {
@@ -158,6 +161,7 @@ fn to_row(
         credentials,
         created_at,
         updated_at: time::now(),
+        version,
     })
 }
 
@@ -176,7 +180,7 @@ async fn create(
     body.validate()?;
     check_tenant(&state, &caller, body.tenant_id).await?;
     let id = body.id.unwrap_or_else(Uuid::new_v4);
-    let row = to_row(&state, id, &body, time::now())?;
+    let row = to_row(&state, id, &body, time::now(), 0)?;
     if !state.store.insert_service(&row).await? {
         return Err(ApiError::Conflict(format!(
             "a service with id {id} exists already"
@@ -257,23 +261,41 @@ async fn write(
     if body.id.is_some_and(|id| id != current.id) {
         return Err(ApiError::field("id", "differs from the id in the path"));
     }
-    let stored = current
-        .credentials
-        .as_deref()
-        .map(|sealed| open(state, sealed))
-        .transpose()?;
+    // Credentials belong to one intermediary: a new URL or kind gets none of the stored
+    // ones (masks are refused), so they can never be sent somewhere else.
+    let same_intermediary = body.intermediary.kind.trim() == current.intermediary_kind
+        && body.intermediary.url.trim_end_matches('/') == current.intermediary_url;
+    let stored = match &current.credentials {
+        Some(sealed) if same_intermediary => Some(open(state, sealed)?),
+        _ => None,
+    };
     match &mut body.intermediary.credentials {
-        // Not sent: the stored credentials stay.
+        // Not sent: the stored credentials stay (if the intermediary does).
         None => body.intermediary.credentials = stored,
-        Some(sent) => sent.unmask(stored.as_ref())?,
+        Some(sent) => sent.unmask(stored.as_ref()).map_err(|e| {
+            if same_intermediary {
+                e
+            } else {
+                crate::intake::FieldError::new(
+                    e.field,
+                    "is the mask, but the intermediary changed: send the credentials for the new one",
+                )
+            }
+        })?,
     }
     body.validate()?;
     if body.tenant_id != current.tenant_id {
         check_tenant(state, caller, body.tenant_id).await?;
     }
-    let row = to_row(state, current.id, &body, current.created_at)?;
+    let row = to_row(
+        state,
+        current.id,
+        &body,
+        current.created_at,
+        current.version,
+    )?;
     if !state.store.update_service(&row).await? {
-        return Err(ApiError::NotFound(format!("no service {}", row.id)));
+        return Err(changed_meanwhile("service", row.id));
     }
     state.deps.intermediaries.forget(row.id);
     tracing::info!(service_id = %row.id, active = row.active, "service config updated");
@@ -303,17 +325,18 @@ async fn patch(
     caller.require(CONFIG_READERS, "change service configs")?;
     let current = load_for(&state, &caller, &path).await?;
     let patch = body::merge_patch(&req, payload).await?;
+    refuse_null_active(&patch)?;
     // Merged onto the masked document: masks that stay keep the stored credentials.
     let mut merged =
         serde_json::to_value(document(&state, &current, false)?).map_err(anyhow::Error::from)?;
     tenancy::merge_patch(&mut merged, &patch);
     let mut body: ServiceBody = body::from_value(merged)?;
-    if patch["intermediary"]
-        .get("credentials")
-        .is_some_and(|c| c.is_null())
-    {
+    match patch["intermediary"].get("credentials") {
+        // Not in the patch: as a PUT without them (kept while the intermediary stays).
+        None => body.intermediary.credentials = None,
         // `"credentials": null` removes them all (RFC 7396), it does not keep them.
-        body.intermediary.credentials = Some(Credentials::default());
+        Some(c) if c.is_null() => body.intermediary.credentials = Some(Credentials::default()),
+        Some(_) => {}
     }
     write(&state, &caller, current, body).await
 }
@@ -332,7 +355,10 @@ async fn delete(
         updated_at: time::now(),
         ..current
     };
-    state.store.update_service(&row).await?;
+    if !state.store.update_service(&row).await? {
+        return Err(changed_meanwhile("service", row.id));
+    }
+    state.deps.intermediaries.forget(row.id);
     tracing::info!(service_id = %row.id, "service config deactivated (soft delete)");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -126,6 +126,21 @@ pub fn to_page<R, T>(
     }
 }
 
+/// A write that lost a race with another one.
+pub fn changed_meanwhile(what: &str, id: Uuid) -> ApiError {
+    ApiError::Conflict(format!(
+        "the {what} {id} was changed by someone else meanwhile: read it again and retry"
+    ))
+}
+
+/// `"active": null` would remove the field and so default it back to `true`: refused.
+pub fn refuse_null_active(patch: &serde_json::Value) -> Result<(), ApiError> {
+    if patch.get("active").is_some_and(|a| a.is_null()) {
+        return Err(ApiError::field("active", "must be true or false"));
+    }
+    Ok(())
+}
+
 pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::field(field, "must be a UUID"))
 }
@@ -164,6 +179,7 @@ async fn create(
         active: body.active,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     if !state.store.insert_tenant(&tenant).await? {
         return Err(ApiError::Conflict(format!(
@@ -235,7 +251,7 @@ async fn write(
         ..current
     };
     if !state.store.update_tenant(&tenant).await? {
-        return Err(ApiError::NotFound(format!("no tenant {}", tenant.id)));
+        return Err(changed_meanwhile("tenant", tenant.id));
     }
     tracing::info!(tenant_id = %tenant.id, active = tenant.active, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(tenant)))
@@ -264,6 +280,7 @@ async fn patch(
     caller.require(&[Role::Admin], "change tenants")?;
     let current = load_for(&state, &caller, &path).await?;
     let patch = body::merge_patch(&req, payload).await?;
+    refuse_null_active(&patch)?;
     let mut document = serde_json::to_value(TenantBody {
         id: Some(current.id),
         name: current.name.clone(),
@@ -289,7 +306,9 @@ async fn delete(
         updated_at: time::now(),
         ..current
     };
-    state.store.update_tenant(&tenant).await?;
+    if !state.store.update_tenant(&tenant).await? {
+        return Err(changed_meanwhile("tenant", tenant.id));
+    }
     tracing::info!(tenant_id = %tenant.id, "tenant deactivated (soft delete)");
     Ok(HttpResponse::NoContent().finish())
 }

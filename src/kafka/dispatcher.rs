@@ -137,6 +137,7 @@ fn to_request(event: ApplicationEvent) -> Result<CreatePayment, String> {
             online_payment_landing: payment.landing.map(link),
         },
         wallet_account_id: None,
+        user_id: None,
     })
 }
 

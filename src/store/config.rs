@@ -21,6 +21,8 @@ pub struct Tenant {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every update; an update names the version it read.
+    pub version: i64,
 }
 
 /// A service's payment configuration: which payment types it takes, where its
@@ -41,6 +43,8 @@ pub struct ServiceConfig {
     pub credentials: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every update; an update names the version it read.
+    pub version: i64,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -80,7 +84,8 @@ pub trait ConfigStore: Send + Sync {
         -> Result<Vec<Tenant>, StoreError>;
     /// Inserts a tenant; `false` when the id is taken.
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError>;
-    /// Rewrites a tenant's fields (not `created_at`); `false` when there is no such tenant.
+    /// Rewrites a tenant's fields (not `created_at`) if it still has `tenant.version`;
+    /// `false` when it changed since (or does not exist).
     async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError>;
     /// Reads a service config (active or not).
     async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError>;
@@ -92,13 +97,15 @@ pub trait ConfigStore: Send + Sync {
     ) -> Result<Vec<ServiceConfig>, StoreError>;
     /// Inserts a service config; `false` when the id is taken.
     async fn insert_service(&self, service: &ServiceConfig) -> Result<bool, StoreError>;
-    /// Rewrites a service config (not `created_at`); `false` when there is no such service.
+    /// Rewrites a service config (not `created_at`) if it still has `service.version`;
+    /// `false` when it changed since (or does not exist).
     async fn update_service(&self, service: &ServiceConfig) -> Result<bool, StoreError>;
 }
 
-const TENANT_COLUMNS: &str = "id, name, tax_identification_number, active, created_at, updated_at";
+const TENANT_COLUMNS: &str =
+    "id, name, tax_identification_number, active, created_at, updated_at, version";
 const SERVICE_COLUMNS: &str = "id, tenant_id, payment_types, intermediary_kind, intermediary_url, \
-     active, document, credentials, created_at, updated_at";
+     active, document, credentials, created_at, updated_at, version";
 
 fn types_text(types: &[PaymentType]) -> String {
     types
@@ -137,6 +144,7 @@ macro_rules! config_store {
                     active: row.try_get("active")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                    version: row.try_get("version")?,
                 })
             }
 
@@ -157,6 +165,7 @@ macro_rules! config_store {
                     credentials: row.try_get("credentials")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                    version: row.try_get("version")?,
                 })
             }
 
@@ -166,7 +175,7 @@ macro_rules! config_store {
             ) -> Result<bool, StoreError> {
                 let done = sqlx::query(&format!(
                     "INSERT INTO services ({SERVICE_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0) ON CONFLICT (id) DO NOTHING"
                 ))
                 .bind(service.id)
                 .bind(service.tenant_id)
@@ -183,9 +192,29 @@ macro_rules! config_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            /// A page of a configuration table in id order, optionally where `column = id`.
+            async fn page_of(
+                &self,
+                columns: &str,
+                table: &str,
+                only: Option<(&str, Uuid)>,
+                page: Page,
+            ) -> Result<Vec<<$db as sqlx::Database>::Row>, StoreError> {
+                let mut query: QueryBuilder<$db> =
+                    QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE 1 = 1"));
+                if let Some((column, id)) = only {
+                    query.push(format!(" AND {column} = ")).push_bind(id);
+                }
+                if let Some(after) = page.after {
+                    query.push(" AND id > ").push_bind(after);
+                }
+                query.push(" ORDER BY id LIMIT ").push_bind(page.limit);
+                Ok(query.build().fetch_all(&self.read).await?)
+            }
+
             async fn insert_tenant_row(&self, tenant: &Tenant) -> Result<bool, StoreError> {
                 let done = sqlx::query(&format!(
-                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 0) \
                      ON CONFLICT (id) DO NOTHING"
                 ))
                 .bind(tenant.id)
@@ -232,16 +261,8 @@ macro_rules! config_store {
                 only: Option<Uuid>,
                 page: Page,
             ) -> Result<Vec<Tenant>, StoreError> {
-                let mut query: QueryBuilder<$db> =
-                    QueryBuilder::new(format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1"));
-                if let Some(id) = only {
-                    query.push(" AND id = ").push_bind(id);
-                }
-                if let Some(after) = page.after {
-                    query.push(" AND id > ").push_bind(after);
-                }
-                query.push(" ORDER BY id LIMIT ").push_bind(page.limit);
-                let rows = query.build().fetch_all(&self.read).await?;
+                let only = only.map(|id| ("id", id));
+                let rows = self.page_of(TENANT_COLUMNS, "tenants", only, page).await?;
                 rows.iter().map(Self::row_to_tenant).collect()
             }
 
@@ -252,13 +273,14 @@ macro_rules! config_store {
             async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE tenants SET name = $2, tax_identification_number = $3, active = $4, \
-                     updated_at = $5 WHERE id = $1",
+                     updated_at = $5, version = version + 1 WHERE id = $1 AND version = $6",
                 )
                 .bind(tenant.id)
                 .bind(&tenant.name)
                 .bind(&tenant.tax_identification_number)
                 .bind(tenant.active)
                 .bind(tenant.updated_at)
+                .bind(tenant.version)
                 .execute(&self.write)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -277,16 +299,8 @@ macro_rules! config_store {
                 tenant: Option<Uuid>,
                 page: Page,
             ) -> Result<Vec<ServiceConfig>, StoreError> {
-                let mut query: QueryBuilder<$db> =
-                    QueryBuilder::new(format!("SELECT {SERVICE_COLUMNS} FROM services WHERE 1 = 1"));
-                if let Some(tenant) = tenant {
-                    query.push(" AND tenant_id = ").push_bind(tenant);
-                }
-                if let Some(after) = page.after {
-                    query.push(" AND id > ").push_bind(after);
-                }
-                query.push(" ORDER BY id LIMIT ").push_bind(page.limit);
-                let rows = query.build().fetch_all(&self.read).await?;
+                let tenant = tenant.map(|id| ("tenant_id", id));
+                let rows = self.page_of(SERVICE_COLUMNS, "services", tenant, page).await?;
                 rows.iter().map(Self::row_to_service).collect()
             }
 
@@ -297,8 +311,8 @@ macro_rules! config_store {
             async fn update_service(&self, service: &ServiceConfig) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE services SET tenant_id = $2, payment_types = $3, intermediary_kind = $4, \
-                     intermediary_url = $5, active = $6, document = $7, credentials = $8, updated_at = $9 \
-                     WHERE id = $1",
+                     intermediary_url = $5, active = $6, document = $7, credentials = $8, updated_at = $9, \
+                     version = version + 1 WHERE id = $1 AND version = $10",
                 )
                 .bind(service.id)
                 .bind(service.tenant_id)
@@ -309,6 +323,7 @@ macro_rules! config_store {
                 .bind(document_text(&service.document))
                 .bind(&service.credentials)
                 .bind(service.updated_at)
+                .bind(service.version)
                 .execute(&self.write)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -188,6 +188,51 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
     assert!(sealed.starts_with("v1:"));
     assert_no_secret("the stored credentials", &sealed);
     assert_no_secret("the stored document", &stored.document.to_string());
+    // A stale write loses: the store only updates the version it read.
+    let mut stale = app
+        .store
+        .service(Uuid::parse_str(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    stale.active = false;
+    assert!(app.store.update_service(&stale).await.unwrap());
+    assert!(
+        !app.store.update_service(&stale).await.unwrap(),
+        "the second write read an old version"
+    );
+    stale.version += 1;
+    stale.active = true;
+    assert!(app.store.update_service(&stale).await.unwrap());
+    // Credentials belong to their intermediary: a new URL keeps none of them, and a
+    // mask cannot smuggle them there.
+    let moved = send(
+        operator
+            .patch(app.url(&format!("/v1/services/{id}")))
+            .json(&json!({"intermediary": {"url": "http://127.0.0.1:9/elsewhere"}})),
+        200,
+    )
+    .await;
+    assert!(
+        moved["intermediary"].get("credentials").is_none(),
+        "{moved}"
+    );
+    let refused = send(
+        operator.patch(app.url(&format!("/v1/services/{id}"))).json(
+            &json!({"intermediary": {"url": keyed.base, "credentials": {"api_key": "********"}}}),
+        ),
+        400,
+    )
+    .await;
+    assert_eq!(refused["field"], "intermediary.credentials.api_key");
+    send(
+        operator
+            .patch(app.url(&format!("/v1/services/{id}")))
+            .json(&json!({"intermediary": {"url": keyed.base, "credentials": {"username": "altrove", "password": PASSWORD, "api_key": API_KEY}}})),
+        200,
+    )
+    .await;
+
     // Removing the API key (merge patch null) is honoured: the intermediary refuses.
     let cleared = send(
         operator
@@ -449,6 +494,17 @@ async fn every_field_rule_is_a_400_naming_the_field() {
     )
     .await;
     assert_eq!(problem["field"], "id");
+    for path in [
+        format!("/v1/services/{id}"),
+        format!("/v1/tenants/{}", cassa::seed::DEMO_TENANT),
+    ] {
+        let problem = send(
+            admin.patch(app.url(&path)).json(&json!({"active": null})),
+            400,
+        )
+        .await;
+        assert_eq!(problem["field"], "active");
+    }
     let problem = send(
         admin
             .patch(app.url(&format!("/v1/tenants/{}", cassa::seed::DEMO_TENANT)))

@@ -389,6 +389,8 @@ pub fn wallet_body(amount: &str) -> Value {
     let mut body = pagopa_body(amount);
     body["type"] = json!("WALLET");
     body["wallet_account_id"] = json!(DEMO_ACCOUNT);
+    // The account's owner: only the payment's user's own wallet may be charged.
+    body["user_id"] = json!(DEMO_CITIZEN);
     body
 }
 

@@ -63,15 +63,21 @@ async fn wallet_outcomes(backend: Backend) {
     assert_eq!(money(&account["balance"]), 975.0);
     assert_eq!(money(&account["held"]), 0.0);
 
-    // Unknown account: same, with the reason.
-    let mut body = wallet_body("1.00");
-    body["wallet_account_id"] = json!(uuid::Uuid::new_v4());
-    let unknown = app.create(&body).await;
-    assert_eq!(unknown["status"], "CREATION_FAILED");
-    assert!(unknown["status_message"]
-        .as_str()
-        .unwrap()
-        .contains("unknown wallet account"));
+    // Unknown account, or someone else's: one 400 for both (nothing leaks), nothing held.
+    let mut unknown = wallet_body("1.00");
+    unknown["wallet_account_id"] = json!(uuid::Uuid::new_v4());
+    let mut not_theirs = wallet_body("1.00");
+    not_theirs["user_id"] = json!(uuid::Uuid::new_v4());
+    let mut details = Vec::new();
+    for body in [unknown, not_theirs] {
+        let r = app.post_json("/v1/payments", &body).await;
+        assert_eq!(r.status(), 400);
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["field"], "wallet_account_id");
+        details.push(problem["detail"].clone());
+    }
+    assert_eq!(details[0], details[1]);
+    assert_eq!(money(&app.account().await["held"]), 0.0);
 
     // Flaky gateway (.03): retried, executed once, approved.
     let flaky = app.create(&wallet_body("3.03")).await;
