@@ -386,7 +386,17 @@ async fn actors(args: PaymentsArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let spawn_seconds = started.elapsed().as_secs_f64();
-    // Let the actors finish loading their rows before measuring.
+    // Measure the steady state: every actor has loaded its row and armed its timer (an
+    // actor still loading holds its query's buffers), and the allocator has settled.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let armed = stats(&registry).await?.armed_timers;
+        progress("actors armed", armed.min(n), n);
+        if armed >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_bytes();
 

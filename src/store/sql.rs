@@ -452,6 +452,32 @@ macro_rules! sql_store {
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
             }
 
+            async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, next_check_at, status, notify_pending FROM payments \
+                     WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
+                     OR notify_pending = $1 ORDER BY next_check_at",
+                )
+                .bind(true)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let status: String = row.try_get("status")?;
+                        let open = status
+                            .parse::<PaymentStatus>()
+                            .map(|s| !s.is_final())
+                            .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
+                        let timing = PaymentTiming {
+                            next_check_at: row.try_get("next_check_at")?,
+                            open,
+                            notify_pending: row.try_get("notify_pending")?,
+                        };
+                        Ok((row.try_get("id")?, Some(timing)))
+                    })
+                    .collect()
+            }
+
             async fn due_payments(
                 &self,
                 until: DateTime<Utc>,
