@@ -188,7 +188,11 @@ impl PaymentActor {
         let now = crate::domain::time::precise_now();
         let due = self.next_check_at.unwrap_or(now);
         let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
-        if self.deps().passivate_after.is_some_and(|limit| wait > limit) {
+        if self
+            .deps()
+            .passivate_after
+            .is_some_and(|limit| wait > limit)
+        {
             // Nothing to do for a long while: no resident actor needed. Linger first, so
             // commands already queued (the reason a passivated payment was woken) are
             // answered; each handled message re-arms this.
@@ -267,7 +271,6 @@ impl Actor for PaymentActor {
                 }),
         );
     }
-
 }
 
 impl Handler<TimerFired> for PaymentActor {

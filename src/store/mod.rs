@@ -251,9 +251,7 @@ pub trait Store: Send + Sync + 'static {
     /// The same payments with what their timers need, so re-arming at start-up costs one
     /// query instead of one per actor. The default reads only the ids (each actor then
     /// reads its own timing).
-    async fn open_payment_timings(
-        &self,
-    ) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
+    async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
         Ok(self
             .open_payment_ids()
             .await?
