@@ -4,6 +4,7 @@
 pub mod flow;
 pub mod payment;
 pub mod registry;
+pub mod timers;
 
 use std::sync::Arc;
 

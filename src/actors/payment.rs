@@ -1,8 +1,8 @@
 //! `PaymentActor`: one open payment. It caches the payment's row, arms its timer from
 //! `next_check_at`, and runs the saga steps of `flow` one message at a time
 //! (`AtomicResponse`), so nothing interleaves on the payment's state. It is rebuilt
-//! from the row whenever it (re)starts; a `DeathWatch` tells the registry when it dies,
-//! panics included.
+//! from the row whenever it (re)starts; its `Drop` tells the registry when it dies,
+//! panics included. Its timer is an entry in its arbiter's shared `Timers` wheel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,10 @@ use actix::prelude::*;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::timers::{TimerFired, TimerKey, Timers};
 use super::{flow, Deps, PaymentError};
 use crate::domain::payment::Payment;
-use crate::store::StoredPayment;
+use crate::store::{PaymentTiming, StoredPayment};
 
 /// Bounded mailbox: senders wait (`send().await`) instead of piling up messages.
 pub const MAILBOX_CAPACITY: usize = 32;
@@ -60,25 +61,65 @@ struct Drive;
 #[rtype(result = "()")]
 pub struct ActorExited {
     pub id: Uuid,
-    pub generation: u64,
+    pub generation: u32,
     /// `false` when the actor died without stopping (a panic, a failed load).
     pub clean: bool,
     /// It stopped because its next work is far away (the timer wheel wakes it).
     pub passivated: bool,
 }
 
-/// Reports the actor's end from `Drop`, which also runs while a panic unwinds.
-pub struct DeathWatch {
-    pub id: Uuid,
-    pub generation: u64,
-    pub registry: Recipient<ActorExited>,
-    pub clean: bool,
-    pub passivated: bool,
+/// What the actors of one arbiter share: one `Arc` per actor instead of a copy of each
+/// of these (an actix `Recipient` clone alone costs three allocations).
+pub struct Shard {
+    pub deps: Arc<Deps>,
+    /// The arbiter's timer wheel.
+    pub timers: Arc<Timers>,
+    /// Where actors report their end.
+    pub exits: Recipient<ActorExited>,
 }
 
-impl Drop for DeathWatch {
+/// What the actor does when its timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnTimer {
+    /// Do whatever is due.
+    Drive,
+    /// Stop (the payment ended, or a transient actor answered).
+    Stop,
+    /// Stop because the next work is far away (the durable wheel wakes it).
+    Passivate,
+}
+
+/// One open payment. It keeps only its timing between operations: the row itself is
+/// read fresh at the start of every operation (a primary-key read, minutes apart), so a
+/// resident payment costs little memory and never works on a stale row. Its end is
+/// reported from `Drop`, which also runs while a panic unwinds.
+pub struct PaymentActor {
+    id: Uuid,
+    shard: Arc<Shard>,
+    generation: u32,
+    /// The row's `next_check_at` (valid once `loaded`).
+    next_check_at: Option<chrono::DateTime<Utc>>,
+    timer: Option<TimerKey>,
+    on_timer: OnTimer,
+    /// The timing was read from the row.
+    loaded: bool,
+    /// The payment has work left (open, or the platform still to be told).
+    has_work: bool,
+    /// Runs one command for a payment this instance does not own, then stops (no timers:
+    /// the owner polls).
+    transient: bool,
+    /// It stopped on purpose (anything else is a crash the registry restarts).
+    clean: bool,
+    /// It stopped because its next work is far away (the timer wheel wakes it).
+    passivated: bool,
+}
+
+impl Drop for PaymentActor {
     fn drop(&mut self) {
-        self.registry.do_send(ActorExited {
+        if let Some(key) = self.timer.take() {
+            self.shard.timers.cancel(key);
+        }
+        self.shard.exits.do_send(ActorExited {
             id: self.id,
             generation: self.generation,
             clean: self.clean,
@@ -87,61 +128,75 @@ impl Drop for DeathWatch {
     }
 }
 
-/// What the actor keeps between operations: only its timing. The row itself is read
-/// fresh at the start of every operation (a primary-key read, minutes apart), so a
-/// resident payment costs little memory and never works on a stale row.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    next_check_at: Option<chrono::DateTime<Utc>>,
-    has_work: bool,
-}
-
-/// One open payment.
-pub struct PaymentActor {
-    id: Uuid,
-    deps: Arc<Deps>,
-    timing: Option<Timing>,
-    timer: Option<SpawnHandle>,
-    watch: DeathWatch,
-    /// Runs one command for a payment this instance does not own, then stops (no timers:
-    /// the owner polls).
-    transient: bool,
-}
-
 impl PaymentActor {
-    /// An actor for payment `id`; it loads its row when it starts.
-    pub fn new(id: Uuid, deps: Arc<Deps>, watch: DeathWatch, transient: bool) -> Self {
-        PaymentActor {
+    /// An actor for payment `id`; unless its `timing` is given (read in bulk at start-up)
+    /// it reads it when it starts.
+    pub fn new(
+        id: Uuid,
+        shard: Arc<Shard>,
+        generation: u32,
+        transient: bool,
+        timing: Option<PaymentTiming>,
+    ) -> Self {
+        let mut actor = PaymentActor {
             id,
-            deps,
-            timing: None,
+            shard,
+            generation,
+            next_check_at: None,
             timer: None,
-            watch,
+            on_timer: OnTimer::Drive,
+            loaded: false,
+            has_work: false,
             transient,
+            clean: false,
+            passivated: false,
+        };
+        if let Some(timing) = timing {
+            actor.remember_timing(timing);
         }
+        actor
+    }
+
+    fn deps(&self) -> &Arc<Deps> {
+        &self.shard.deps
+    }
+
+    /// Disarms the timer, if armed.
+    fn disarm(&mut self) {
+        if let Some(key) = self.timer.take() {
+            self.shard.timers.cancel(key);
+        }
+    }
+
+    /// (Re)arms the timer: `then` happens after `delay`.
+    fn set_timer(&mut self, ctx: &mut Context<Self>, delay: Duration, then: OnTimer) {
+        self.disarm();
+        self.timer = Some(self.shard.timers.arm(delay, ctx.address().downgrade()));
+        self.on_timer = then;
     }
 
     /// Arms the timer for the row's next work, or (shortly) stops when the payment has ended.
     fn arm(&mut self, ctx: &mut Context<Self>, spread: bool) {
-        if let Some(timer) = self.timer.take() {
-            ctx.cancel_future(timer);
+        self.disarm();
+        if !self.loaded {
+            return;
         }
-        let Some(timing) = self.timing else { return };
-        if self.transient || !timing.has_work {
-            self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| act.stop_cleanly(ctx)));
+        if self.transient || !self.has_work {
+            self.set_timer(ctx, FINAL_LINGER, OnTimer::Stop);
             return;
         }
         let now = crate::domain::time::precise_now();
-        let due = timing.next_check_at.unwrap_or(now);
+        let due = self.next_check_at.unwrap_or(now);
         let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
-        if self.deps.passivate_after.is_some_and(|limit| wait > limit) {
+        if self
+            .deps()
+            .passivate_after
+            .is_some_and(|limit| wait > limit)
+        {
             // Nothing to do for a long while: no resident actor needed. Linger first, so
             // commands already queued (the reason a passivated payment was woken) are
             // answered; each handled message re-arms this.
-            self.timer = Some(ctx.run_later(FINAL_LINGER, |act, ctx| {
-                act.watch.passivated = true;
-                act.stop_cleanly(ctx);
-            }));
+            self.set_timer(ctx, FINAL_LINGER, OnTimer::Passivate);
             return;
         }
         let mut delay = wait.min(MAX_TIMER);
@@ -149,17 +204,14 @@ impl PaymentActor {
         if spread && due < now - chrono::Duration::seconds(2) {
             delay = Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS);
         }
-        self.timer = Some(ctx.run_later(delay, |act, ctx| {
-            act.timer = None;
-            ctx.notify(Drive);
-        }));
+        self.set_timer(ctx, delay, OnTimer::Drive);
     }
 
     /// Stops on purpose. Any other end (a panic, a failed load) is a crash: actix's
     /// `ContextFut::drop` runs `stopped()` even while a panic unwinds, so only a
     /// deliberate stop may mark the exit clean.
     fn stop_cleanly(&mut self, ctx: &mut Context<Self>) {
-        self.watch.clean = true;
+        self.clean = true;
         ctx.stop();
     }
 
@@ -172,17 +224,15 @@ impl PaymentActor {
     }
 
     fn remember(&mut self, row: &StoredPayment) {
-        self.timing = Some(Timing {
-            next_check_at: row.next_check_at,
-            has_work: flow::has_work(&self.deps, row),
-        });
+        self.next_check_at = row.next_check_at;
+        self.has_work = flow::has_work(self.deps(), row);
+        self.loaded = true;
     }
 
-    fn remember_timing(&mut self, timing: crate::store::PaymentTiming) {
-        self.timing = Some(Timing {
-            next_check_at: timing.next_check_at,
-            has_work: timing.open || (self.deps.notify_platform && timing.notify_pending),
-        });
+    fn remember_timing(&mut self, timing: PaymentTiming) {
+        self.next_check_at = timing.next_check_at;
+        self.has_work = timing.open || (self.deps().notify_platform && timing.notify_pending);
+        self.loaded = true;
     }
 }
 
@@ -191,7 +241,15 @@ impl Actor for PaymentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let store = self.deps.store.clone();
+        // The actor lives until it stops itself (or panics), not until its last strong
+        // address is dropped: the registry keeps only a weak one. A pending zero-sized
+        // future does that without an allocation.
+        ctx.spawn(actix::fut::wrap_future(std::future::pending::<()>()));
+        if self.loaded {
+            self.arm(ctx, true);
+            return;
+        }
+        let store = self.deps().store.clone();
         let id = self.id;
         ctx.wait(
             async move { store.payment_timing(id).await }
@@ -215,6 +273,25 @@ impl Actor for PaymentActor {
     }
 }
 
+impl Handler<TimerFired> for PaymentActor {
+    type Result = ();
+
+    fn handle(&mut self, TimerFired(key): TimerFired, ctx: &mut Context<Self>) {
+        if self.timer != Some(key) {
+            return; // disarmed or re-armed since
+        }
+        self.timer = None;
+        match self.on_timer {
+            OnTimer::Drive => ctx.notify(Drive),
+            OnTimer::Stop => self.stop_cleanly(ctx),
+            OnTimer::Passivate => {
+                self.passivated = true;
+                self.stop_cleanly(ctx);
+            }
+        }
+    }
+}
+
 /// The row changed elsewhere (an event was seen): reload it and re-arm.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -224,7 +301,7 @@ impl Handler<Reload> for PaymentActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Reload, _ctx: &mut Context<Self>) -> Self::Result {
-        let store = self.deps.store.clone();
+        let store = self.deps().store.clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(
             async move { store.payment_timing(id).await }
@@ -261,16 +338,13 @@ impl Handler<Drive> for PaymentActor {
 
     #[tracing::instrument(name = "payment.drive", skip_all, fields(payment_id = %self.id))]
     fn handle(&mut self, _: Drive, _ctx: &mut Context<Self>) -> Self::Result {
-        if let (Some(lag), Some(due)) = (
-            &self.deps.timer_lag,
-            self.timing.and_then(|t| t.next_check_at),
-        ) {
+        if let (Some(lag), Some(due)) = (&self.deps().timer_lag, self.next_check_at) {
             let late = (crate::domain::time::precise_now() - due).num_milliseconds();
             if late >= 0 {
                 lag.record(u32::try_from(late).unwrap_or(u32::MAX));
             }
         }
-        let deps = self.deps.clone();
+        let deps = self.deps().clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(
             async move {
@@ -300,13 +374,7 @@ impl Handler<Drive> for PaymentActor {
                     return;
                 }
                 // The step failed (database trouble): try again in a second, not at once.
-                if let Some(timer) = act.timer.take() {
-                    ctx.cancel_future(timer);
-                }
-                act.timer = Some(ctx.run_later(FAILED_DRIVE_BACKOFF, |act, ctx| {
-                    act.timer = None;
-                    ctx.notify(Drive);
-                }));
+                act.set_timer(ctx, FAILED_DRIVE_BACKOFF, OnTimer::Drive);
             }),
         ))
     }
@@ -317,7 +385,7 @@ impl Handler<Command> for PaymentActor {
 
     #[tracing::instrument(name = "payment.command", skip_all, fields(payment_id = %self.id, command = ?command.0))]
     fn handle(&mut self, command: Command, _ctx: &mut Context<Self>) -> Self::Result {
-        let deps = self.deps.clone();
+        let deps = self.deps().clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(
             async move {

@@ -1,6 +1,6 @@
 //! `PaymentRegistry`: finds, spawns and supervises payment actors. Actors are spread
 //! over one arbiter per core by a hash of the payment id. Every actor death is
-//! reported by the actor's `DeathWatch` (panics included, which actix itself does not
+//! reported from the actor's `Drop` (panics included, which actix itself does not
 //! restart); an unclean death is followed by a restart from the row, with backoff and a
 //! restart budget. At start-up it re-arms every open payment, a chunk at a time.
 
@@ -9,15 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use uuid::Uuid;
 
 use std::collections::HashSet;
 
 use super::payment::{
-    ActorExited, Command, CommandReply, DeathWatch, Passivate, PaymentCommand, Reload,
+    ActorExited, Command, CommandReply, Passivate, PaymentCommand, Reload, Shard,
 };
+use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
 use crate::kafka::partition::partition_for;
+use crate::store::PaymentTiming;
 
 /// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
 const RESTART_BUDGET: usize = 5;
@@ -49,6 +52,8 @@ pub struct RegistryStats {
     pub passivated: u64,
     /// Actors woken by the timer wheel.
     pub woken: u64,
+    /// Timers armed now in the actors' wheels (one per resident actor once it loaded its row).
+    pub armed_timers: usize,
 }
 
 /// Timer-wheel settings: how often the wheel looks, how far ahead it wakes payments,
@@ -92,9 +97,12 @@ impl Handler<GetOwnedPartitions> for PaymentRegistry {
     }
 }
 
+/// A resident actor: a weak address (8 bytes; a strong one costs two allocations, and
+/// the actor keeps itself alive until it stops), which spawn of the payment it is, and
+/// whether it is transient. Kept small: one per resident payment.
 struct Resident {
-    addr: Addr<PaymentActor>,
-    generation: u64,
+    addr: WeakAddr<PaymentActor>,
+    generation: u32,
     transient: bool,
 }
 
@@ -128,9 +136,11 @@ impl Ownership {
 pub struct PaymentRegistry {
     deps: Arc<Deps>,
     arbiters: Vec<ArbiterHandle>,
+    /// Per arbiter: what its actors share (built when the registry starts).
+    shards: Vec<Arc<Shard>>,
     actors: HashMap<Uuid, Resident>,
     restarts: HashMap<Uuid, VecDeque<Instant>>,
-    next_generation: u64,
+    next_generation: u32,
     stats: RegistryStats,
     ownership: Ownership,
     wheel: Option<Wheel>,
@@ -153,6 +163,7 @@ impl PaymentRegistry {
         PaymentRegistry {
             deps,
             arbiters,
+            shards: Vec::new(),
             actors: HashMap::new(),
             restarts: HashMap::new(),
             next_generation: 0,
@@ -223,32 +234,40 @@ impl PaymentRegistry {
     /// The actor of payment `id`, spawned if not resident. A payment this instance does
     /// not own gets a transient actor that answers and stops.
     fn ensure(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Addr<PaymentActor> {
+        self.ensure_with(id, None, ctx)
+    }
+
+    /// `ensure`, handing a new actor its timing when it is known already.
+    fn ensure_with(
+        &mut self,
+        id: Uuid,
+        timing: Option<PaymentTiming>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<PaymentActor> {
         let owned = self.ownership.owns(id);
         if let Some(resident) = self.actors.get(&id) {
-            if resident.addr.connected() && resident.transient != owned {
-                return resident.addr.clone();
+            if resident.transient != owned {
+                if let Some(addr) = resident.addr.upgrade() {
+                    return addr;
+                }
             }
         }
         let transient = !owned;
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        let watch = DeathWatch {
-            id,
-            generation,
-            registry: ctx.address().recipient(),
-            clean: false,
-            passivated: false,
-        };
-        let deps = self.deps.clone();
-        let arbiter = &self.arbiters[(id.as_u128() % self.arbiters.len() as u128) as usize];
-        let addr = PaymentActor::start_in_arbiter(arbiter, move |_| {
-            PaymentActor::new(id, deps, watch, transient)
+        if self.shards.is_empty() {
+            self.start_shards(ctx);
+        }
+        let index = (id.as_u128() % self.arbiters.len() as u128) as usize;
+        let shard = self.shards[index].clone();
+        let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
+            PaymentActor::new(id, shard, generation, transient, timing)
         });
         self.stats.spawned += 1;
         self.actors.insert(
             id,
             Resident {
-                addr: addr.clone(),
+                addr: addr.downgrade(),
                 generation,
                 transient,
             },
@@ -257,11 +276,32 @@ impl PaymentRegistry {
     }
 }
 
+impl PaymentRegistry {
+    /// One timer wheel per arbiter, its driver running on that arbiter.
+    fn start_shards(&mut self, ctx: &mut Context<Self>) {
+        let exits: Recipient<ActorExited> = ctx.address().recipient();
+        self.shards = self
+            .arbiters
+            .iter()
+            .map(|arbiter| {
+                let timers = Timers::new();
+                arbiter.spawn(timers.clone().run());
+                Arc::new(Shard {
+                    deps: self.deps.clone(),
+                    timers,
+                    exits: exits.clone(),
+                })
+            })
+            .collect();
+    }
+}
+
 impl Actor for PaymentRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        self.start_shards(ctx);
         if let Some(wheel) = self.wheel {
             ctx.run_interval(wheel.tick, |act, ctx| act.turn_wheel(ctx));
         }
@@ -300,7 +340,7 @@ impl Handler<Touch> for PaymentRegistry {
         let fresh = !self
             .actors
             .get(&id)
-            .is_some_and(|r| r.addr.connected() && !r.transient);
+            .is_some_and(|r| !r.transient && r.addr.upgrade().is_some());
         let addr = self.ensure(id, ctx);
         if !fresh {
             if let Err(e) = addr.try_send(Reload) {
@@ -369,7 +409,9 @@ impl Handler<PartitionsRevoked> for PaymentRegistry {
         let stopped = leaving.len();
         for id in leaving {
             if let Some(resident) = self.actors.remove(&id) {
-                resident.addr.do_send(Passivate);
+                if let Some(addr) = resident.addr.upgrade() {
+                    addr.do_send(Passivate);
+                }
             }
         }
         tracing::info!(
@@ -498,21 +540,21 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         let due = store
                             .due_payments(until, None, true, wheel.max_resident as i64)
                             .await?;
-                        Ok(due.into_iter().map(|(id, _)| id).collect())
+                        Ok(due.into_iter().map(|(id, _)| (id, None)).collect())
                     }
-                    None => store.open_payment_ids().await,
+                    None => store.open_payment_timings().await,
                 }
             }
             .into_actor(self)
             .map(|ids, act, ctx| {
-                let mut ids = ids?;
-                ids.retain(|id| act.ownership.owns(*id) && !act.actors.contains_key(id));
+                let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids?;
+                ids.retain(|(id, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
                 let count = ids.len();
                 for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
                     let chunk = chunk.to_vec();
                     ctx.run_later(REARM_TICK * tick as u32, move |act, ctx| {
-                        for id in chunk {
-                            act.ensure(id, ctx);
+                        for (id, timing) in chunk {
+                            act.ensure_with(id, timing, ctx);
                         }
                     });
                 }
@@ -534,6 +576,7 @@ impl Handler<GetStats> for PaymentRegistry {
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats;
         stats.resident = self.actors.len();
+        stats.armed_timers = self.shards.iter().map(|s| s.timers.len()).sum();
         stats.owned_partitions = match &self.ownership {
             Ownership::All => None,
             Ownership::Partitions { owned, .. } => Some(owned.len()),

@@ -81,7 +81,8 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
         Err(e) => return Ok(Proxied::Ignored(format!("not a v2 payment event: {e}"))),
     };
     let id = event.payment.id;
-    if intake.store.payment(id).await?.is_some() {
+    // Only whether it exists: the timing read skips the document.
+    if intake.store.payment_timing(id).await?.is_some() {
         // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
         if let Err(e) = intake.registry.send(Touch(id)).await {
             tracing::error!(payment_id = %id, error = %e, "registry unavailable");

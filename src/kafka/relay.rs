@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::store::Store;
 
@@ -19,6 +20,10 @@ const BATCH: i64 = 500;
 /// timeout (30 s), so a round stalled on a slow broker never overlaps another
 /// instance's round.
 const LEASE_TTL_SECONDS: i64 = 60;
+/// The lease is renewed once this much of it has passed, not every round (a renewal is a
+/// write on the database's writer). A round that starts just before the renewal and
+/// stalls for the whole delivery timeout still ends well inside the lease.
+const LEASE_RENEW_AFTER: Duration = Duration::from_secs(LEASE_TTL_SECONDS as u64 / 3);
 const LEASE_NAME: &str = "outbox-relay";
 
 /// Settings of the relay.
@@ -36,8 +41,9 @@ impl OutboxRelay {
     /// Publishes until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, "outbox relay started");
+        let mut lease = None;
         loop {
-            let published = match self.round().await {
+            let published = match self.round(&mut lease).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay round failed; retrying");
@@ -57,19 +63,25 @@ impl OutboxRelay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// One round: take the lease, publish a batch in order, mark what was acknowledged.
-    /// Returns how many events were published.
-    pub async fn round(&self) -> anyhow::Result<usize> {
-        if !self
-            .store
-            .acquire_lease(
-                LEASE_NAME,
-                &self.instance,
-                chrono::Duration::seconds(LEASE_TTL_SECONDS),
-            )
-            .await?
-        {
-            return Ok(0);
+    /// One round: take the lease (or renew it when `lease`, the time it was last taken,
+    /// is old enough), publish a batch in order, mark what was acknowledged. Returns how
+    /// many events were published.
+    pub async fn round(&self, lease: &mut Option<Instant>) -> anyhow::Result<usize> {
+        if !lease.is_some_and(|taken| taken.elapsed() < LEASE_RENEW_AFTER) {
+            *lease = None;
+            let taken = Instant::now();
+            if !self
+                .store
+                .acquire_lease(
+                    LEASE_NAME,
+                    &self.instance,
+                    chrono::Duration::seconds(LEASE_TTL_SECONDS),
+                )
+                .await?
+            {
+                return Ok(0);
+            }
+            *lease = Some(taken);
         }
         let events = self.store.unpublished_events(BATCH).await?;
         if events.is_empty() {

@@ -230,6 +230,17 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     /// Ids of every payment with work left (open, or the platform not yet told), soonest
     /// `next_check_at` first.
     async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// The same payments with what their timers need, so re-arming at start-up costs one
+    /// query instead of one per actor. The default reads only the ids (each actor then
+    /// reads its own timing).
+    async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
+        Ok(self
+            .open_payment_ids()
+            .await?
+            .into_iter()
+            .map(|id| (id, None))
+            .collect())
+    }
     /// Payments with work left whose `next_check_at` is before `until`, in
     /// (`next_check_at`, id) order after `after`, at most `limit`: the durable timer
     /// wheel. Pending platform notifications count only with `include_notify`.

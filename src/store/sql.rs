@@ -12,6 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::*;
@@ -25,11 +26,14 @@ pub struct PgStore {
     pub(super) read: PgPool,
 }
 
-/// SQLite store (embedded default): one writer connection, a few readers, WAL.
+/// SQLite store (embedded default): one writer connection, a few readers, WAL. Creates,
+/// updates and outbox marks go through `GroupCommit`: what is waiting when the writer is
+/// free is committed in one transaction.
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) write: SqlitePool,
     pub(super) read: SqlitePool,
+    writer: mpsc::Sender<Job>,
 }
 
 impl PgStore {
@@ -78,7 +82,13 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?} for reading"))?;
-        Ok(SqliteStore { write, read })
+        let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
+        tokio::spawn(group_commit(write.clone(), jobs));
+        Ok(SqliteStore {
+            write,
+            read,
+            writer,
+        })
     }
 }
 
@@ -104,7 +114,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_event(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 payment: &Payment,
                 at: DateTime<Utc>,
             ) -> Result<(), StoreError> {
@@ -114,7 +124,7 @@ macro_rules! sql_store {
                     .bind(payment.id)
                     .bind(Json(&event))
                     .bind(at)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await?;
                 Ok(())
             }
@@ -131,7 +141,7 @@ macro_rules! sql_store {
 
             /// Places a hold; `Err(reason)` when the account is unknown or short of money.
             async fn place_hold(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 payment_id: Uuid,
                 hold: HoldRequest,
                 at: DateTime<Utc>,
@@ -143,12 +153,12 @@ macro_rules! sql_store {
                 .bind(hold.amount_cents)
                 .bind(at)
                 .bind(hold.account_id)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
                 if held.rows_affected() == 0 {
                     let exists = sqlx::query("SELECT 1 AS one FROM accounts WHERE id = $1")
                         .bind(hold.account_id)
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *conn)
                         .await?
                         .is_some();
                     return Ok(Err(if exists {
@@ -166,14 +176,14 @@ macro_rules! sql_store {
                 .bind(hold.amount_cents)
                 .bind(HOLD_STATUS_HELD)
                 .bind(at)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
                 Ok(Ok(()))
             }
 
             /// Captures or releases a payment's hold, once (idempotent).
             async fn settle_hold(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 payment_id: Uuid,
                 action: HoldAction,
                 at: DateTime<Utc>,
@@ -196,7 +206,7 @@ macro_rules! sql_store {
                 .bind(at)
                 .bind(payment_id)
                 .bind(HOLD_STATUS_HELD)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *conn)
                 .await?;
                 if let Some(row) = settled {
                     let account_id: Uuid = row.try_get("account_id")?;
@@ -205,7 +215,7 @@ macro_rules! sql_store {
                         .bind(amount)
                         .bind(at)
                         .bind(account_id)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
                 Ok(())
@@ -213,7 +223,7 @@ macro_rules! sql_store {
 
             /// Inserts a payment row unless its id or remote_id exists; whether it did.
             async fn insert_payment_row(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 payment: &Payment,
                 saga: &SagaState,
                 next_check_at: Option<DateTime<Utc>>,
@@ -236,9 +246,168 @@ macro_rules! sql_store {
                 .bind(Json(payment))
                 .bind(Json(saga))
                 .bind(payment.notify_pending())
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
                 Ok(inserted.rows_affected() == 1)
+            }
+
+            /// The statements of a create, on `conn` inside a transaction. With the answer,
+            /// whether to keep what they wrote: `false` for an answer that must leave no
+            /// trace (a replayed or reused idempotency key, a taken remote_id).
+            async fn create_steps(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                new: NewPayment,
+            ) -> Result<(Created, bool), StoreError> {
+                let NewPayment { mut payment, saga, next_check_at, idempotency, hold } = new;
+                let now = payment.created_at;
+                if let Some(key) = &idempotency {
+                    let inserted = sqlx::query(
+                        "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, payment_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&key.scope)
+                    .bind(&key.key)
+                    .bind(&key.request_hash)
+                    .bind(payment.id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        let row = sqlx::query(
+                            "SELECT request_hash, payment_id FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
+                        )
+                        .bind(&key.scope)
+                        .bind(&key.key)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        let hash: String = row.try_get("request_hash")?;
+                        let payment_id: Uuid = row.try_get("payment_id")?;
+                        if hash != key.request_hash {
+                            return Ok((Created::KeyReused { payment_id }, false));
+                        }
+                        return match Self::payment_in(&mut *conn, "id", payment_id).await? {
+                            Some(existing) => Ok((Created::Replayed(existing), false)),
+                            None => Err(StoreError::Unexpected(anyhow::anyhow!(
+                                "idempotency key points at missing payment {payment_id}"
+                            ))),
+                        };
+                    }
+                }
+                if let Some(remote_id) = payment.remote_id {
+                    if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                        return Ok((Created::RemoteIdTaken(existing), false));
+                    }
+                }
+                let mut next_check_at = next_check_at;
+                if let Some(hold) = hold {
+                    if let Err(reason) = Self::place_hold(&mut *conn, payment.id, hold, now).await? {
+                        payment.transition(PaymentStatus::CreationFailed, now).map_err(anyhow::Error::new)?;
+                        payment.status_message = Some(reason);
+                        payment.links.update.next_check_at = None;
+                        next_check_at = None;
+                    }
+                }
+                let inserted = Self::insert_payment_row(&mut *conn, &payment, &saga, next_check_at).await?;
+                if !inserted {
+                    // Lost a race on remote_id with a concurrent creation (committed by
+                    // now: the statement waited for it).
+                    if let Some(remote_id) = payment.remote_id {
+                        if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                            return Ok((Created::RemoteIdTaken(existing), false));
+                        }
+                    }
+                    return Err(StoreError::Unexpected(anyhow::anyhow!(
+                        "payment {} could not be inserted", payment.id
+                    )));
+                }
+                Self::insert_event(&mut *conn, &payment, now).await?;
+                Ok((Created::New(StoredPayment { payment, version: 1, saga, next_check_at }), true))
+            }
+
+            /// Creates a payment in a transaction of its own.
+            async fn create_in(pool: &sqlx::Pool<$db>, new: NewPayment) -> Result<Created, StoreError> {
+                let mut tx = pool.begin().await?;
+                let (created, keep) = Self::create_steps(&mut tx, new).await?;
+                if keep {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(created)
+            }
+
+            /// The statements of an update, on `conn` inside a transaction; a conflict
+            /// writes nothing.
+            async fn update_steps(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                expected_version: i64,
+                change: Change,
+            ) -> Result<StoredPayment, StoreError> {
+                let Change { payment, saga, next_check_at, emit_event, hold } = change;
+                let now = payment.updated_at;
+                let updated = sqlx::query(
+                    "UPDATE payments SET status = $1, updated_at = $2, next_check_at = $3, version = version + 1, \
+                     document = $4, saga = $5, notify_pending = $8 WHERE id = $6 AND version = $7",
+                )
+                .bind(payment.status.as_str())
+                .bind(payment.updated_at)
+                .bind(next_check_at)
+                .bind(Json(&payment))
+                .bind(Json(&saga))
+                .bind(payment.id)
+                .bind(expected_version)
+                .bind(payment.notify_pending())
+                .execute(&mut *conn)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::Conflict(payment.id));
+                }
+                if let Some(action) = hold {
+                    Self::settle_hold(&mut *conn, payment.id, action, now).await?;
+                }
+                if emit_event {
+                    Self::insert_event(&mut *conn, &payment, now).await?;
+                }
+                Ok(StoredPayment { payment, version: expected_version + 1, saga, next_check_at })
+            }
+
+            /// Updates a payment in a transaction of its own.
+            async fn update_in(
+                pool: &sqlx::Pool<$db>,
+                expected_version: i64,
+                change: Change,
+            ) -> Result<StoredPayment, StoreError> {
+                let mut tx = pool.begin().await?;
+                match Self::update_steps(&mut tx, expected_version, change).await {
+                    Ok(row) => {
+                        tx.commit().await?;
+                        Ok(row)
+                    }
+                    Err(StoreError::Conflict(id)) => {
+                        tx.rollback().await?;
+                        Err(StoreError::Conflict(id))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+
+            /// Marks outbox events published, on `conn`.
+            async fn mark_published_steps(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                seqs: &[i64],
+            ) -> Result<(), StoreError> {
+                if seqs.is_empty() {
+                    return Ok(());
+                }
+                let mut qb = QueryBuilder::<$db>::new("UPDATE outbox SET published_at = ");
+                qb.push_bind(time::now()).push(" WHERE seq IN (");
+                let mut list = qb.separated(", ");
+                for seq in seqs {
+                    list.push_bind(*seq);
+                }
+                list.push_unseparated(")");
+                qb.build().execute(&mut *conn).await?;
+                Ok(())
             }
 
             fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
@@ -264,74 +433,7 @@ macro_rules! sql_store {
             }
 
             async fn create_payment(&self, new: NewPayment) -> Result<Created, StoreError> {
-                let NewPayment { mut payment, saga, next_check_at, idempotency, hold } = new;
-                let now = payment.created_at;
-                let mut tx = self.write.begin().await?;
-                if let Some(key) = &idempotency {
-                    let inserted = sqlx::query(
-                        "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, payment_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&key.scope)
-                    .bind(&key.key)
-                    .bind(&key.request_hash)
-                    .bind(payment.id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    if inserted.rows_affected() == 0 {
-                        tx.rollback().await?;
-                        let row = sqlx::query(
-                            "SELECT request_hash, payment_id FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
-                        )
-                        .bind(&key.scope)
-                        .bind(&key.key)
-                        .fetch_one(&self.write)
-                        .await?;
-                        let hash: String = row.try_get("request_hash")?;
-                        let payment_id: Uuid = row.try_get("payment_id")?;
-                        if hash != key.request_hash {
-                            return Ok(Created::KeyReused { payment_id });
-                        }
-                        return match Self::payment_in(&self.write, "id", payment_id).await? {
-                            Some(existing) => Ok(Created::Replayed(existing)),
-                            None => Err(StoreError::Unexpected(anyhow::anyhow!(
-                                "idempotency key points at missing payment {payment_id}"
-                            ))),
-                        };
-                    }
-                }
-                if let Some(remote_id) = payment.remote_id {
-                    if let Some(existing) = Self::payment_in(&mut *tx, "remote_id", remote_id).await? {
-                        tx.rollback().await?;
-                        return Ok(Created::RemoteIdTaken(existing));
-                    }
-                }
-                let mut next_check_at = next_check_at;
-                if let Some(hold) = hold {
-                    if let Err(reason) = Self::place_hold(&mut tx, payment.id, hold, now).await? {
-                        payment.transition(PaymentStatus::CreationFailed, now).map_err(anyhow::Error::new)?;
-                        payment.status_message = Some(reason);
-                        payment.links.update.next_check_at = None;
-                        next_check_at = None;
-                    }
-                }
-                let inserted = Self::insert_payment_row(&mut tx, &payment, &saga, next_check_at).await?;
-                if !inserted {
-                    // Lost a race on remote_id with a concurrent creation.
-                    tx.rollback().await?;
-                    if let Some(remote_id) = payment.remote_id {
-                        if let Some(existing) = Self::payment_in(&self.write, "remote_id", remote_id).await? {
-                            return Ok(Created::RemoteIdTaken(existing));
-                        }
-                    }
-                    return Err(StoreError::Unexpected(anyhow::anyhow!(
-                        "payment {} could not be inserted", payment.id
-                    )));
-                }
-                Self::insert_event(&mut tx, &payment, now).await?;
-                tx.commit().await?;
-                Ok(Created::New(StoredPayment { payment, version: 1, saga, next_check_at }))
+                self.create_payment_queued(new).await
             }
 
             async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError> {
@@ -372,35 +474,7 @@ macro_rules! sql_store {
                 expected_version: i64,
                 change: Change,
             ) -> Result<StoredPayment, StoreError> {
-                let Change { payment, saga, next_check_at, emit_event, hold } = change;
-                let now = payment.updated_at;
-                let mut tx = self.write.begin().await?;
-                let updated = sqlx::query(
-                    "UPDATE payments SET status = $1, updated_at = $2, next_check_at = $3, version = version + 1, \
-                     document = $4, saga = $5, notify_pending = $8 WHERE id = $6 AND version = $7",
-                )
-                .bind(payment.status.as_str())
-                .bind(payment.updated_at)
-                .bind(next_check_at)
-                .bind(Json(&payment))
-                .bind(Json(&saga))
-                .bind(payment.id)
-                .bind(expected_version)
-                .bind(payment.notify_pending())
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::Conflict(payment.id));
-                }
-                if let Some(action) = hold {
-                    Self::settle_hold(&mut tx, payment.id, action, now).await?;
-                }
-                if emit_event {
-                    Self::insert_event(&mut tx, &payment, now).await?;
-                }
-                tx.commit().await?;
-                Ok(StoredPayment { payment, version: expected_version + 1, saga, next_check_at })
+                self.update_payment_queued(expected_version, change).await
             }
 
             async fn list_payments(
@@ -450,6 +524,32 @@ macro_rules! sql_store {
                 .fetch_all(&self.read)
                 .await?;
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+            }
+
+            async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, next_check_at, status, notify_pending FROM payments \
+                     WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
+                     OR notify_pending = $1 ORDER BY next_check_at",
+                )
+                .bind(true)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let status: String = row.try_get("status")?;
+                        let open = status
+                            .parse::<PaymentStatus>()
+                            .map(|s| !s.is_final())
+                            .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
+                        let timing = PaymentTiming {
+                            next_check_at: row.try_get("next_check_at")?,
+                            open,
+                            notify_pending: row.try_get("notify_pending")?,
+                        };
+                        Ok((row.try_get("id")?, Some(timing)))
+                    })
+                    .collect()
             }
 
             async fn due_payments(
@@ -514,18 +614,7 @@ macro_rules! sql_store {
             }
 
             async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
-                if seqs.is_empty() {
-                    return Ok(());
-                }
-                let mut qb = QueryBuilder::<$db>::new("UPDATE outbox SET published_at = ");
-                qb.push_bind(time::now()).push(" WHERE seq IN (");
-                let mut list = qb.separated(", ");
-                for seq in seqs {
-                    list.push_bind(*seq);
-                }
-                list.push_unseparated(")");
-                qb.build().execute(&self.write).await?;
-                Ok(())
+                self.mark_published_queued(seqs).await
             }
 
             async fn acquire_lease(&self, name: &str, owner: &str, ttl: chrono::Duration) -> Result<bool, StoreError> {
@@ -590,3 +679,299 @@ macro_rules! sql_store {
 
 sql_store!(PgStore, sqlx::Postgres, "postgres");
 sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+
+impl PgStore {
+    // PostgreSQL has many writers and merges concurrent commits' WAL flushes itself:
+    // each change is a transaction of its own.
+    async fn create_payment_queued(&self, new: NewPayment) -> Result<Created, StoreError> {
+        Self::create_in(&self.write, new).await
+    }
+
+    async fn update_payment_queued(
+        &self,
+        expected_version: i64,
+        change: Change,
+    ) -> Result<StoredPayment, StoreError> {
+        Self::update_in(&self.write, expected_version, change).await
+    }
+
+    async fn mark_published_queued(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut conn = self.write.acquire().await?;
+        Self::mark_published_steps(&mut conn, seqs).await
+    }
+}
+
+/// Writes waiting for SQLite's one writer, at most.
+const GROUP_COMMIT_QUEUE: usize = 1024;
+/// Writes committed in one transaction, at most.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Rows per multi-row INSERT (14 parameters each, well under SQLite's limit).
+const MULTI_ROW_MAX: usize = 128;
+
+/// A create with nothing to undo when refused: no idempotency key, remote_id or hold.
+fn is_plain(new: &NewPayment) -> bool {
+    new.idempotency.is_none() && new.payment.remote_id.is_none() && new.hold.is_none()
+}
+
+/// A write for the group commit, with where its answer goes.
+enum Job {
+    Create(NewPayment, oneshot::Sender<Result<Created, StoreError>>),
+    Update(
+        i64,
+        Change,
+        oneshot::Sender<Result<StoredPayment, StoreError>>,
+    ),
+    MarkPublished(Vec<i64>, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// What a job did inside a group transaction (sent only once that commits).
+enum Done {
+    Created(Created),
+    Updated(Result<StoredPayment, StoreError>),
+    Marked,
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!("the SQLite writer stopped"))
+}
+
+impl SqliteStore {
+    async fn create_payment_queued(&self, new: NewPayment) -> Result<Created, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Job::Create(new, _))) =
+            self.writer.send(Job::Create(new, reply)).await
+        {
+            return Self::create_in(&self.write, new).await;
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    async fn update_payment_queued(
+        &self,
+        expected_version: i64,
+        change: Change,
+    ) -> Result<StoredPayment, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Update(expected_version, change, reply);
+        if let Err(mpsc::error::SendError(Job::Update(version, change, _))) =
+            self.writer.send(job).await
+        {
+            return Self::update_in(&self.write, version, change).await;
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    async fn mark_published_queued(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job::MarkPublished(seqs.to_vec(), reply);
+        if self.writer.send(job).await.is_err() {
+            let mut conn = self.write.acquire().await?;
+            return Self::mark_published_steps(&mut conn, seqs).await;
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Runs `jobs` in one transaction; the answers, once it committed. A create that may
+    /// have to undo its own writes (idempotency key, remote_id, wallet hold) runs in a
+    /// savepoint; the others write nothing when they are refused (a version conflict).
+    /// Any error aborts the whole transaction.
+    async fn try_group(pool: &SqlitePool, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let mut done: Vec<Option<Done>> = Vec::with_capacity(jobs.len());
+        done.resize_with(jobs.len(), || None);
+        // Plain creates (nothing to undo, nothing shared with the other jobs) are written
+        // with one multi-row INSERT per table.
+        let plain: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| matches!(job, Job::Create(new, _) if is_plain(new)))
+            .map(|(i, _)| i)
+            .collect();
+        for chunk in plain.chunks(MULTI_ROW_MAX) {
+            let news: Vec<&NewPayment> = chunk
+                .iter()
+                .filter_map(|&i| match &jobs[i] {
+                    Job::Create(new, _) => Some(new),
+                    _ => None,
+                })
+                .collect();
+            Self::insert_plain(&mut tx, &news).await?;
+            for (&i, new) in chunk.iter().zip(news) {
+                done[i] = Some(Done::Created(Created::New(StoredPayment {
+                    payment: new.payment.clone(),
+                    version: 1,
+                    saga: new.saga.clone(),
+                    next_check_at: new.next_check_at,
+                })));
+            }
+        }
+        for (job, slot) in jobs.iter().zip(done.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let done = slot;
+            match job {
+                Job::Create(new, _) => {
+                    if !is_plain(new) {
+                        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                        let (created, keep) =
+                            Self::create_steps(&mut savepoint, new.clone()).await?;
+                        if keep {
+                            savepoint.commit().await?;
+                        } else {
+                            savepoint.rollback().await?;
+                        }
+                        *done = Some(Done::Created(created));
+                    } else {
+                        let (created, keep) = Self::create_steps(&mut tx, new.clone()).await?;
+                        if !keep {
+                            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                                "a plain create was refused inside a group"
+                            )));
+                        }
+                        *done = Some(Done::Created(created));
+                    }
+                }
+                Job::Update(version, change, _) => {
+                    *done = Some(Done::Updated(
+                        match Self::update_steps(&mut tx, *version, change.clone()).await {
+                            Err(StoreError::Conflict(id)) => Err(StoreError::Conflict(id)),
+                            Err(e) => return Err(e),
+                            Ok(row) => Ok(row),
+                        },
+                    ));
+                }
+                Job::MarkPublished(seqs, _) => {
+                    Self::mark_published_steps(&mut tx, seqs).await?;
+                    *done = Some(Done::Marked);
+                }
+            }
+        }
+        tx.commit().await?;
+        done.into_iter()
+            .map(|d| {
+                d.ok_or_else(|| {
+                    StoreError::Unexpected(anyhow::anyhow!("a job of the group got no answer"))
+                })
+            })
+            .collect()
+    }
+
+    /// Plain creates: their rows and outbox events, one INSERT per table. Any row not
+    /// inserted (an id taken) fails the group, which is then retried one by one.
+    async fn insert_plain(
+        conn: &mut sqlx::SqliteConnection,
+        news: &[&NewPayment],
+    ) -> Result<(), StoreError> {
+        if news.is_empty() {
+            return Ok(());
+        }
+        let mut rows = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
+             created_at, updated_at, next_check_at, version, document, saga, notify_pending) ",
+        );
+        rows.push_values(news, |mut row, new| {
+            let payment = &new.payment;
+            row.push_bind(payment.id)
+                .push_bind(payment.tenant_id)
+                .push_bind(payment.service_id)
+                .push_bind(payment.user_id)
+                .push_bind(payment.remote_id)
+                .push_bind(payment.kind.as_str())
+                .push_bind(payment.status.as_str())
+                .push_bind(payment.created_at)
+                .push_bind(payment.updated_at)
+                .push_bind(new.next_check_at)
+                .push_bind(1_i64)
+                .push_bind(Json(payment))
+                .push_bind(Json(&new.saga))
+                .push_bind(payment.notify_pending());
+        });
+        rows.push(" ON CONFLICT DO NOTHING");
+        let inserted = rows.build().execute(&mut *conn).await?;
+        if inserted.rows_affected() != news.len() as u64 {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "{} of {} new payments could not be inserted",
+                news.len() as u64 - inserted.rows_affected(),
+                news.len()
+            )));
+        }
+        let mut events = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at) ",
+        );
+        events.push_values(news, |mut row, new| {
+            let payment = &new.payment;
+            let event = PaymentEvent::new(payment.clone(), payment.created_at);
+            row.push_bind(event.event_id)
+                .push_bind(payment.id)
+                .push_bind("payments")
+                .push_bind(Json(event))
+                .push_bind(payment.created_at);
+        });
+        events.build().execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// One job in a transaction of its own (after a group failed: errors stay with the
+    /// job that caused them).
+    async fn run_alone(pool: &SqlitePool, job: Job) {
+        match job {
+            Job::Create(new, reply) => {
+                let _ = reply.send(Self::create_in(pool, new).await);
+            }
+            Job::Update(version, change, reply) => {
+                let _ = reply.send(Self::update_in(pool, version, change).await);
+            }
+            Job::MarkPublished(seqs, reply) => {
+                let result = match pool.acquire().await {
+                    Ok(mut conn) => Self::mark_published_steps(&mut conn, &seqs).await,
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Group commit for SQLite's single writer: takes every write waiting, commits them in
+/// one transaction (each still atomic with its outbox event), answers each. While a
+/// group commits the next one gathers, so a lone write waits for nothing extra. When a
+/// group fails, its jobs are retried one transaction each, so one bad write cannot fail
+/// the others. Runs until every store handle is dropped.
+async fn group_commit(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while jobs.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+        let taken: Vec<Job> = std::mem::take(&mut group);
+        match SqliteStore::try_group(&pool, &taken).await {
+            Ok(done) => {
+                for (job, done) in taken.into_iter().zip(done) {
+                    match (job, done) {
+                        (Job::Create(_, reply), Done::Created(created)) => {
+                            let _ = reply.send(Ok(created));
+                        }
+                        (Job::Update(_, _, reply), Done::Updated(result)) => {
+                            let _ = reply.send(result);
+                        }
+                        (Job::MarkPublished(_, reply), Done::Marked) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        // `try_group` answers each job with its own kind.
+                        (job, _) => SqliteStore::run_alone(&pool, job).await,
+                    }
+                }
+            }
+            Err(e) => {
+                if taken.len() > 1 {
+                    tracing::warn!(error = %e, writes = taken.len(), "group commit failed; committing its writes one by one");
+                }
+                for job in taken {
+                    SqliteStore::run_alone(&pool, job).await;
+                }
+            }
+        }
+    }
+}

@@ -278,3 +278,111 @@ async fn due_payments_page_in_order_on_sqlite() {
 async fn due_payments_page_in_order_on_postgres() {
     due_payments_page_in_order(Backend::Postgres).await;
 }
+
+/// Concurrent writes (on SQLite, committed together by the group commit): a refused
+/// create (remote_id taken, idempotency key replayed or reused), a version conflict or a
+/// failed hold answers only its own caller; every other write lands with its event.
+async fn concurrent_writes_answer_each_alone(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let remote = Uuid::new_v4();
+    let key = |hash: &str| IdempotencyKey {
+        scope: "tenant:concurrent".into(),
+        key: "same-key".into(),
+        request_hash: hash.into(),
+    };
+    let existing = match store
+        .create_payment(new_payment(sample("PAGOPA", "1.00"), false))
+        .await
+        .unwrap()
+    {
+        Created::New(row) => row,
+        other => panic!("expected New, got {other:?}"),
+    };
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let existing = existing.clone();
+        writes.push(tokio::spawn(async move {
+            let mut new = new_payment(sample("PAGOPA", "2.00"), false);
+            match i % 5 {
+                0 => new.payment.remote_id = Some(remote),
+                1 => new.idempotency = Some(key("same-body")),
+                2 => new.idempotency = Some(key(if i == 2 { "same-body" } else { "other" })),
+                3 => {
+                    // A stale version: a conflict for all but (at most) one.
+                    let mut payment = existing.payment.clone();
+                    payment.reason = format!("update {i}");
+                    let change = Change::of(&existing, payment, existing.saga.clone());
+                    return (i, Err(store.update_payment(existing.version, change).await));
+                }
+                _ => {}
+            }
+            (i, Ok(store.create_payment(new).await))
+        }));
+    }
+    let mut new_ids = Vec::new();
+    let (mut remote_new, mut remote_taken, mut updated, mut conflicts) = (0, 0, 0, 0);
+    let mut keyed = Vec::new();
+    for write in writes {
+        match write.await.unwrap() {
+            (i, Ok(created)) => match created.unwrap() {
+                Created::New(row) => {
+                    if i % 5 == 0 {
+                        remote_new += 1;
+                    }
+                    if i % 5 == 1 || i % 5 == 2 {
+                        keyed.push((i, "new", row.payment.id));
+                    }
+                    new_ids.push(row.payment.id);
+                }
+                Created::RemoteIdTaken(row) => {
+                    assert_eq!(row.payment.remote_id, Some(remote));
+                    remote_taken += 1;
+                }
+                Created::Replayed(row) => keyed.push((i, "replayed", row.payment.id)),
+                Created::KeyReused { payment_id } => keyed.push((i, "reused", payment_id)),
+            },
+            (_, Err(result)) => match result {
+                Ok(_) => updated += 1,
+                Err(StoreError::Conflict(id)) => {
+                    assert_eq!(id, existing.payment.id);
+                    conflicts += 1;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            },
+        }
+    }
+    assert_eq!((remote_new, remote_taken), (1, 7));
+    assert_eq!((updated, conflicts), (1, 7));
+    // One keyed create made the payment; the others with the same body replay it, and
+    // the ones with another body are refused, all pointing at it.
+    let made: Vec<_> = keyed.iter().filter(|k| k.1 == "new").collect();
+    assert_eq!(made.len(), 1, "{keyed:?}");
+    assert!(keyed.iter().all(|k| k.2 == made[0].2), "{keyed:?}");
+    assert_eq!(keyed.len(), 16);
+    // 8 plain + 1 remote + 1 keyed payment, each with its creation event.
+    assert_eq!(new_ids.len(), 10);
+    for id in new_ids {
+        assert!(store.payment(id).await.unwrap().is_some());
+        assert_eq!(store.payment_events(id).await.unwrap().len(), 1);
+    }
+    assert_eq!(
+        store
+            .payment_events(existing.payment.id)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "a change without a status change writes no event"
+    );
+}
+
+#[actix_rt::test]
+async fn concurrent_writes_answer_each_alone_on_sqlite() {
+    concurrent_writes_answer_each_alone(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn concurrent_writes_answer_each_alone_on_postgres() {
+    concurrent_writes_answer_each_alone(Backend::Postgres).await;
+}
