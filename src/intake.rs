@@ -2,6 +2,10 @@
 //! all use. Validate → build the payment → one transaction (row, idempotency key, hold,
 //! outbox event) → wake its actor.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use actix::Addr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +18,9 @@ use crate::domain::payment::{
 };
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::store::{Created, HoldRequest, IdempotencyKey, NewPayment, Store, StoreError};
+use crate::store::{
+    Created, HoldRequest, IdempotencyKey, NewPayment, ServiceConfig, Store, StoreError, Tenant,
+};
 
 /// Longest `reason`.
 pub const REASON_MAX: usize = 140;
@@ -62,6 +68,84 @@ pub struct Intake<'a> {
     pub store: &'a dyn Store,
     pub registry: &'a Addr<PaymentRegistry>,
     pub public_url: &'a str,
+    pub configs: &'a ConfigCache,
+}
+
+/// How long creation trusts a tenant's or service's configuration it read. A change made
+/// through this instance is seen at once (the handlers `forget` it); one made through
+/// another instance sharing the database, within this time.
+pub const CONFIG_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most; the cache starts over beyond (a burst of unknown ids).
+const CONFIG_CACHE_MAX: usize = 10_000;
+
+/// The configurations creation checks (is the service active, of this tenant, taking
+/// this type; is the tenant active), read once per `CONFIG_TTL` instead of twice per
+/// payment.
+#[derive(Default)]
+pub struct ConfigCache {
+    services: Mutex<HashMap<Uuid, (Instant, Option<ServiceConfig>)>>,
+    tenants: Mutex<HashMap<Uuid, (Instant, Option<Tenant>)>>,
+}
+
+impl ConfigCache {
+    /// Service `id` (`None`: no such service), from the cache while fresh.
+    pub async fn service(
+        &self,
+        store: &dyn Store,
+        id: Uuid,
+    ) -> Result<Option<ServiceConfig>, StoreError> {
+        if let Some(hit) = Self::fresh(&self.services, id) {
+            return Ok(hit);
+        }
+        let read = store.service(id).await?;
+        Self::keep(&self.services, id, read.clone());
+        Ok(read)
+    }
+
+    /// Tenant `id` (`None`: no such tenant), from the cache while fresh.
+    pub async fn tenant(&self, store: &dyn Store, id: Uuid) -> Result<Option<Tenant>, StoreError> {
+        if let Some(hit) = Self::fresh(&self.tenants, id) {
+            return Ok(hit);
+        }
+        let read = store.tenant(id).await?;
+        Self::keep(&self.tenants, id, read.clone());
+        Ok(read)
+    }
+
+    /// Drops what is kept of tenant or service `id` (it was just created or changed).
+    pub fn forget(&self, id: Uuid) {
+        for map in [&self.services as &dyn Forget, &self.tenants] {
+            map.forget(id);
+        }
+    }
+
+    fn fresh<T: Clone>(
+        map: &Mutex<HashMap<Uuid, (Instant, Option<T>)>>,
+        id: Uuid,
+    ) -> Option<Option<T>> {
+        let map = map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id)
+            .filter(|(at, _)| at.elapsed() < CONFIG_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn keep<T>(map: &Mutex<HashMap<Uuid, (Instant, Option<T>)>>, id: Uuid, value: Option<T>) {
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CONFIG_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(id, (Instant::now(), value));
+    }
+}
+
+trait Forget {
+    fn forget(&self, id: Uuid);
+}
+
+impl<T> Forget for Mutex<HashMap<Uuid, T>> {
+    fn forget(&self, id: Uuid) {
+        self.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
 }
 
 impl Intake<'_> {
@@ -75,8 +159,8 @@ impl Intake<'_> {
         let now = time::now();
         request.validate(now)?;
         let service = self
-            .store
-            .service(request.service_id)
+            .configs
+            .service(self.store, request.service_id)
             .await?
             .filter(|s| s.tenant_id == request.tenant_id)
             .ok_or_else(|| FieldError::new("service_id", "no such service for this tenant_id"))?;
@@ -88,8 +172,8 @@ impl Intake<'_> {
             .into());
         }
         let tenant_active = self
-            .store
-            .tenant(request.tenant_id)
+            .configs
+            .tenant(self.store, request.tenant_id)
             .await?
             .is_some_and(|t| t.active);
         if !tenant_active {
@@ -158,7 +242,11 @@ impl Intake<'_> {
         if let Created::New(row) = &created {
             tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
             if !row.payment.status.is_final() {
-                if let Err(e) = self.registry.send(Ensure(row.payment.id)).await {
+                if let Err(e) = self
+                    .registry
+                    .send(Ensure(row.payment.id, Some(row.into())))
+                    .await
+                {
                     // The row is durable: the next start-up or rebalance re-arms it.
                     tracing::error!(payment_id = %row.payment.id, error = %e, "cannot reach the registry");
                 }

@@ -111,12 +111,14 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         registry = registry.with_wheel(wheel);
     }
     let registry = registry.start();
+    let configs = Arc::new(crate::intake::ConfigCache::default());
     let kafka = crate::kafka::start(
         settings,
         kafka,
         store.clone(),
         registry.clone(),
         public_url.clone(),
+        configs.clone(),
     )?;
     // Serving HTTP does not wait for the open payments to be re-armed.
     let rearm = registry.clone();
@@ -141,6 +143,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         auth: auth.clone(),
         secret_box: secrets.secret_box.clone(),
         create_limiter: http::ratelimit::RateLimiter::new(settings.create_rate_limit),
+        configs,
     });
     let mounted = simulator.clone();
     let server = HttpServer::new(move || {

@@ -15,7 +15,7 @@ use crate::store::{Store, StoreError};
 pub use payment::{CommandReply, PaymentActor, PaymentCommand};
 pub use registry::{
     Ensure, Forward, GetOwnedPartitions, GetStats, Ownership, PartitionsAssigned,
-    PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch, Wheel,
+    PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch, TouchSeen, Wheel,
 };
 
 /// What every payment actor needs from the outside world.

@@ -99,6 +99,8 @@ pub struct PaymentActor {
     generation: u32,
     /// The row's `next_check_at` (valid once `loaded`).
     next_check_at: Option<chrono::DateTime<Utc>>,
+    /// The row's version last seen (valid once `loaded`).
+    version: i64,
     timer: Option<TimerKey>,
     on_timer: OnTimer,
     /// The timing was read from the row.
@@ -143,6 +145,7 @@ impl PaymentActor {
             shard,
             generation,
             next_check_at: None,
+            version: 0,
             timer: None,
             on_timer: OnTimer::Drive,
             loaded: false,
@@ -225,12 +228,14 @@ impl PaymentActor {
 
     fn remember(&mut self, row: &StoredPayment) {
         self.next_check_at = row.next_check_at;
+        self.version = row.version;
         self.has_work = flow::has_work(self.deps(), row);
         self.loaded = true;
     }
 
     fn remember_timing(&mut self, timing: PaymentTiming) {
         self.next_check_at = timing.next_check_at;
+        self.version = timing.version;
         self.has_work = timing.open || (self.deps().notify_platform && timing.notify_pending);
         self.loaded = true;
     }
@@ -292,15 +297,19 @@ impl Handler<TimerFired> for PaymentActor {
     }
 }
 
-/// The row changed elsewhere (an event was seen): reload it and re-arm.
+/// The row may have changed elsewhere (an event was seen): reload it and re-arm, unless
+/// the event's version (when known) is one this actor has seen already.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reload;
+pub struct Reload(pub Option<i64>);
 
 impl Handler<Reload> for PaymentActor {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, _: Reload, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Reload(seen): Reload, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.loaded && seen.is_some_and(|v| v <= self.version) {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
         let store = self.deps().store.clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(

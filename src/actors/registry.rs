@@ -308,18 +308,19 @@ impl Actor for PaymentRegistry {
     }
 }
 
-/// Makes sure the payment has a resident actor (after creation, or to wake it).
+/// Makes sure the payment has a resident actor (after creation, or to wake it); a new
+/// actor is handed the row's timing when the sender has it (a payment just created).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Ensure(pub Uuid);
+pub struct Ensure(pub Uuid, pub Option<PaymentTiming>);
 
 impl Handler<Ensure> for PaymentRegistry {
     type Result = ();
 
-    fn handle(&mut self, Ensure(id): Ensure, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Ensure(id, timing): Ensure, ctx: &mut Context<Self>) {
         // The owner picks up payments it does not own from their events.
         if self.ownership.owns(id) {
-            self.ensure(id, ctx);
+            self.ensure_with(id, timing, ctx);
         }
     }
 }
@@ -343,10 +344,43 @@ impl Handler<Touch> for PaymentRegistry {
             .is_some_and(|r| !r.transient && r.addr.upgrade().is_some());
         let addr = self.ensure(id, ctx);
         if !fresh {
-            if let Err(e) = addr.try_send(Reload) {
+            if let Err(e) = addr.try_send(Reload(None)) {
                 tracing::debug!(payment_id = %id, error = %e, "reload not queued; the actor is busy and will see the new version on its next write");
             }
         }
+    }
+}
+
+/// An event cassa wrote, of payment `id` at row `version`, was seen on the `payments`
+/// topic. Answers whether that is all handled: not ours, or our resident actor was told
+/// (it reloads only if it has not seen that version: usually the event of its own
+/// write). `false`: no resident actor, the caller goes the long way (`Touch`).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TouchSeen {
+    pub id: Uuid,
+    pub version: i64,
+}
+
+impl Handler<TouchSeen> for PaymentRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, TouchSeen { id, version }: TouchSeen, _ctx: &mut Context<Self>) -> bool {
+        if !self.ownership.owns(id) {
+            return true;
+        }
+        let Some(addr) = self
+            .actors
+            .get(&id)
+            .filter(|r| !r.transient)
+            .and_then(|r| r.addr.upgrade())
+        else {
+            return false;
+        };
+        if let Err(e) = addr.try_send(Reload(Some(version))) {
+            tracing::debug!(payment_id = %id, error = %e, "reload not queued; the actor is busy and will see the new version on its next write");
+        }
+        true
     }
 }
 

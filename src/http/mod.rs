@@ -34,6 +34,8 @@ pub struct AppState {
     pub secret_box: crate::secrets::SecretBox,
     /// Per-subject limit of payment creation.
     pub create_limiter: ratelimit::RateLimiter,
+    /// Tenants' and services' configurations as creation reads them.
+    pub configs: Arc<crate::intake::ConfigCache>,
 }
 
 /// The OpenAPI description of this API.

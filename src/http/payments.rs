@@ -140,6 +140,7 @@ async fn create(
         store: state.store.as_ref(),
         registry: &state.registry,
         public_url: &state.public_url,
+        configs: &state.configs,
     };
     match intake.create(request, user_id, idempotency).await? {
         Created::New(row) | Created::Replayed(row) => Ok(accepted(&row.payment)),

@@ -186,6 +186,7 @@ async fn create(
             "a service with id {id} exists already"
         )));
     }
+    state.configs.forget(id);
     tracing::info!(service_id = %id, tenant_id = %row.tenant_id, "service config created");
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/services/{id}")))
@@ -298,6 +299,7 @@ async fn write(
         return Err(changed_meanwhile("service", row.id));
     }
     state.deps.intermediaries.forget(row.id);
+    state.configs.forget(row.id);
     tracing::info!(service_id = %row.id, active = row.active, "service config updated");
     Ok(HttpResponse::Ok().json(view(state, &row)?))
 }
@@ -359,6 +361,7 @@ async fn delete(
         return Err(changed_meanwhile("service", row.id));
     }
     state.deps.intermediaries.forget(row.id);
+    state.configs.forget(row.id);
     tracing::info!(service_id = %row.id, "service config deactivated (soft delete)");
     Ok(HttpResponse::NoContent().finish())
 }

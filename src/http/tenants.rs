@@ -187,6 +187,7 @@ async fn create(
             tenant.id
         )));
     }
+    state.configs.forget(tenant.id);
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/tenants/{}", tenant.id)))
@@ -253,6 +254,7 @@ async fn write(
     if !state.store.update_tenant(&tenant).await? {
         return Err(changed_meanwhile("tenant", tenant.id));
     }
+    state.configs.forget(tenant.id);
     tracing::info!(tenant_id = %tenant.id, active = tenant.active, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(tenant)))
 }
@@ -309,6 +311,7 @@ async fn delete(
     if !state.store.update_tenant(&tenant).await? {
         return Err(changed_meanwhile("tenant", tenant.id));
     }
+    state.configs.forget(tenant.id);
     tracing::info!(tenant_id = %tenant.id, "tenant deactivated (soft delete)");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -27,6 +27,10 @@ use crate::intake::Intake;
 use crate::store::Store;
 use embedded::EmbeddedKafka;
 
+/// Record header with the payment's row version, on events cassa's relay publishes
+/// (not part of the event contract).
+pub const VERSION_HEADER: &str = "cassa-version";
+
 /// The context of every cassa Kafka client: it holds the embedded broker (if any), and
 /// rdkafka drops a client's context only after closing the client, so the in-process
 /// broker always outlives its clients (a consumer closing against a vanished broker
@@ -185,6 +189,7 @@ pub fn start(
     store: Arc<dyn Store>,
     registry: Addr<PaymentRegistry>,
     public_url: String,
+    configs: Arc<crate::intake::ConfigCache>,
 ) -> anyhow::Result<KafkaBridge> {
     let (stop, stopped) = watch::channel(false);
     let relay = relay::OutboxRelay {
@@ -223,10 +228,11 @@ pub fn start(
                 .create_with_context(context)
                 .context("cannot create the payments consumer")?;
         consumer.subscribe(&[&settings.topics.payments])?;
-        let (store, registry, public_url, stopped) = (
+        let (store, registry, public_url, configs, stopped) = (
             store.clone(),
             registry.clone(),
             public_url.clone(),
+            configs.clone(),
             stopped.clone(),
         );
         actix::spawn(async move {
@@ -234,6 +240,7 @@ pub fn start(
                 store: store.as_ref(),
                 registry: &registry,
                 public_url: &public_url,
+                configs: &configs,
             };
             proxy::run(consumer, intake, stopped).await;
         });
@@ -254,6 +261,7 @@ pub fn start(
                 store: store.as_ref(),
                 registry: &registry,
                 public_url: &public_url,
+                configs: &configs,
             };
             dispatcher.run(intake, stopped).await;
         });

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use actix::Addr;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::ClientContext;
 use tokio::sync::watch;
 
-use crate::actors::{PartitionsAssigned, PartitionsRevoked, PaymentRegistry, Touch};
+use crate::actors::{PartitionsAssigned, PartitionsRevoked, PaymentRegistry, Touch, TouchSeen};
 use crate::domain::payment::{app_id, PaymentEvent};
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
@@ -104,7 +104,11 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
             payment.status
         )));
     }
-    let Some(service) = intake.store.service(payment.service_id).await? else {
+    let Some(service) = intake
+        .configs
+        .service(intake.store, payment.service_id)
+        .await?
+    else {
         return Ok(Proxied::Ignored(format!(
             "no configuration for service {}",
             payment.service_id
@@ -164,6 +168,10 @@ pub async fn run(
             }
         };
         let mut backoff = Duration::from_millis(200);
+        if told_resident_owner(&intake, &message).await {
+            store_offset(&consumer, &message);
+            continue;
+        }
         loop {
             match proxy(&intake, message.payload()).await {
                 Ok(Proxied::Adopted) => {
@@ -187,10 +195,40 @@ pub async fn run(
                 }
             }
         }
-        if let Err(e) = rdkafka::consumer::Consumer::store_offset_from_message(&consumer, &message)
-        {
-            tracing::warn!(error = %e, "cannot store the payments offset");
-        }
+        store_offset(&consumer, &message);
     }
     tracing::info!("payments consumer stopped");
+}
+
+fn store_offset(consumer: &StreamConsumer<PaymentsRebalance>, message: &BorrowedMessage<'_>) {
+    if let Err(e) = rdkafka::consumer::Consumer::store_offset_from_message(consumer, message) {
+        tracing::warn!(error = %e, "cannot store the payments offset");
+    }
+}
+
+/// The short way for an event cassa's relay wrote (it carries the row's version in a
+/// header, and the payment id as its key): the registry tells the payment's resident
+/// actor, which reloads only if the version is new to it, with no database read or
+/// parsing here. `false` when that does not apply (a foreign event, no resident actor).
+async fn told_resident_owner(intake: &Intake<'_>, message: &BorrowedMessage<'_>) -> bool {
+    let Some(version) = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == super::VERSION_HEADER)
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+    }) else {
+        return false;
+    };
+    let Some(id) = message
+        .key()
+        .and_then(|key| std::str::from_utf8(key).ok()?.parse::<uuid::Uuid>().ok())
+    else {
+        return false;
+    };
+    // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
+    intake
+        .registry
+        .send(TouchSeen { id, version })
+        .await
+        .unwrap_or(false)
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -87,11 +88,22 @@ impl OutboxRelay {
         if events.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<String> = events.iter().map(|e| e.payment_id.to_string()).collect();
-        let deliveries = events.iter().zip(&keys).map(|(event, key)| {
-            let record = FutureRecord::to(&event.topic)
+        let keys: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(|e| (e.payment_id.to_string(), e.version.map(|v| v.to_string())))
+            .collect();
+        let deliveries = events.iter().zip(&keys).map(|(event, (key, version))| {
+            let mut record = FutureRecord::to(&event.topic)
                 .key(key.as_str())
                 .payload(event.payload.as_str());
+            if let Some(version) = version {
+                // Not part of the event contract: lets the owner skip a reload for a
+                // version it has seen (its own writes).
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: super::VERSION_HEADER,
+                    value: Some(version.as_bytes()),
+                }));
+            }
             self.producer.send(record, Duration::from_secs(0))
         });
         let results = futures::future::join_all(deliveries).await;

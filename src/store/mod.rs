@@ -36,6 +36,20 @@ pub struct PaymentTiming {
     pub open: bool,
     /// The platform still has to be told the outcome.
     pub notify_pending: bool,
+    /// The row's version when this was read (events carry theirs: an actor that has seen
+    /// a version skips the reload for events up to it).
+    pub version: i64,
+}
+
+impl From<&StoredPayment> for PaymentTiming {
+    fn from(row: &StoredPayment) -> Self {
+        PaymentTiming {
+            next_check_at: row.next_check_at,
+            open: !row.payment.status.is_final(),
+            notify_pending: row.payment.notify_pending(),
+            version: row.version,
+        }
+    }
 }
 
 /// An `Idempotency-Key` as recorded with the payment it created.
@@ -139,6 +153,9 @@ pub struct OutboxRecord {
     pub topic: String,
     /// The event JSON exactly as stored.
     pub payload: String,
+    /// The payment's version this event was written with (none for events written
+    /// before versions were recorded).
+    pub version: Option<i64>,
 }
 
 /// A wallet account.

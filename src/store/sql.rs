@@ -67,10 +67,12 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // A single writer connection: SQLite has one writer anyway, and this avoids
-        // lock-upgrade deadlocks between deferred transactions.
+        // lock-upgrade deadlocks between deferred transactions. It does not checkpoint
+        // (copy the WAL back into the database, with an fsync) at its commits, which
+        // would hold up every write waiting behind them: a connection of its own does.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         sqlx::migrate!("migrations/sqlite")
@@ -79,10 +81,16 @@ impl SqliteStore {
             .context("cannot migrate the SQLite database")?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .with_context(|| format!("cannot open SQLite database {url:?} for reading"))?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?} for checkpoints"))?;
         let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
+        tokio::spawn(checkpoints(checkpointer, writer.downgrade()));
         tokio::spawn(group_commit(write.clone(), jobs));
         Ok(SqliteStore {
             write,
@@ -96,7 +104,7 @@ const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 const HOLD_STATUS_HELD: &str = "HELD";
 
 fn insert_outbox_sql() -> &'static str {
-    "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at) VALUES ($1, $2, 'payments', $3, $4)"
+    "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) VALUES ($1, $2, 'payments', $3, $4, $5)"
 }
 
 macro_rules! sql_store {
@@ -117,6 +125,7 @@ macro_rules! sql_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 payment: &Payment,
                 at: DateTime<Utc>,
+                version: i64,
             ) -> Result<(), StoreError> {
                 let event = PaymentEvent::new(payment.clone(), at);
                 sqlx::query(insert_outbox_sql())
@@ -124,6 +133,7 @@ macro_rules! sql_store {
                     .bind(payment.id)
                     .bind(Json(&event))
                     .bind(at)
+                    .bind(version)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())
@@ -320,7 +330,7 @@ macro_rules! sql_store {
                         "payment {} could not be inserted", payment.id
                     )));
                 }
-                Self::insert_event(&mut *conn, &payment, now).await?;
+                Self::insert_event(&mut *conn, &payment, now, 1).await?;
                 Ok((Created::New(StoredPayment { payment, version: 1, saga, next_check_at }), true))
             }
 
@@ -366,7 +376,7 @@ macro_rules! sql_store {
                     Self::settle_hold(&mut *conn, payment.id, action, now).await?;
                 }
                 if emit_event {
-                    Self::insert_event(&mut *conn, &payment, now).await?;
+                    Self::insert_event(&mut *conn, &payment, now, expected_version + 1).await?;
                 }
                 Ok(StoredPayment { payment, version: expected_version + 1, saga, next_check_at })
             }
@@ -447,7 +457,7 @@ macro_rules! sql_store {
 
             async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT next_check_at, status, notify_pending FROM payments WHERE id = $1",
+                    "SELECT next_check_at, status, notify_pending, version FROM payments WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&self.read)
@@ -462,6 +472,7 @@ macro_rules! sql_store {
                     next_check_at: row.try_get("next_check_at")?,
                     open,
                     notify_pending: row.try_get("notify_pending")?,
+                    version: row.try_get("version")?,
                 }))
             }
 
@@ -528,7 +539,7 @@ macro_rules! sql_store {
 
             async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT id, next_check_at, status, notify_pending FROM payments \
+                    "SELECT id, next_check_at, status, notify_pending, version FROM payments \
                      WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
                      OR notify_pending = $1 ORDER BY next_check_at",
                 )
@@ -546,6 +557,7 @@ macro_rules! sql_store {
                             next_check_at: row.try_get("next_check_at")?,
                             open,
                             notify_pending: row.try_get("notify_pending")?,
+                            version: row.try_get("version")?,
                         };
                         Ok((row.try_get("id")?, Some(timing)))
                     })
@@ -595,7 +607,7 @@ macro_rules! sql_store {
 
             async fn unpublished_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT seq, payment_id, topic, CAST(payload AS TEXT) AS payload FROM outbox \
+                    "SELECT seq, payment_id, topic, CAST(payload AS TEXT) AS payload, version FROM outbox \
                      WHERE published_at IS NULL ORDER BY seq LIMIT $1",
                 )
                 .bind(limit)
@@ -608,6 +620,7 @@ macro_rules! sql_store {
                             payment_id: r.try_get("payment_id")?,
                             topic: r.try_get("topic")?,
                             payload: r.try_get("payload")?,
+                            version: r.try_get("version")?,
                         })
                     })
                     .collect()
@@ -783,6 +796,7 @@ impl SqliteStore {
         let mut tx = pool.begin().await?;
         let mut done: Vec<Option<Done>> = Vec::with_capacity(jobs.len());
         done.resize_with(jobs.len(), || None);
+        let mut events: Vec<(&Payment, DateTime<Utc>, i64)> = Vec::new();
         // Plain creates (nothing to undo, nothing shared with the other jobs) are written
         // with one multi-row INSERT per table.
         let plain: Vec<usize> = jobs
@@ -800,6 +814,10 @@ impl SqliteStore {
                 })
                 .collect();
             Self::insert_plain(&mut tx, &news).await?;
+            events.extend(
+                news.iter()
+                    .map(|new| (&new.payment, new.payment.created_at, 1)),
+            );
             for (&i, new) in chunk.iter().zip(news) {
                 done[i] = Some(Done::Created(Created::New(StoredPayment {
                     payment: new.payment.clone(),
@@ -809,6 +827,45 @@ impl SqliteStore {
                 })));
             }
         }
+        // Plain updates likewise: one multi-row UPDATE (a second update of the same
+        // payment in the group goes alone, after it).
+        let mut ids = std::collections::HashSet::new();
+        let plain: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| {
+                matches!(job, Job::Update(_, change, _)
+                    if change.hold.is_none() && ids.insert(change.payment.id))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for chunk in plain.chunks(MULTI_ROW_MAX) {
+            let updates: Vec<(i64, &Change)> = chunk
+                .iter()
+                .filter_map(|&i| match &jobs[i] {
+                    Job::Update(version, change, _) => Some((*version, change)),
+                    _ => None,
+                })
+                .collect();
+            let updated = Self::update_plain(&mut tx, &updates).await?;
+            for (&i, (version, change)) in chunk.iter().zip(updates) {
+                let payment = &change.payment;
+                done[i] = Some(Done::Updated(if updated.contains(&payment.id) {
+                    if change.emit_event {
+                        events.push((payment, payment.updated_at, version + 1));
+                    }
+                    Ok(StoredPayment {
+                        payment: payment.clone(),
+                        version: version + 1,
+                        saga: change.saga.clone(),
+                        next_check_at: change.next_check_at,
+                    })
+                } else {
+                    Err(StoreError::Conflict(payment.id))
+                }));
+            }
+        }
+        Self::insert_events(&mut tx, &events).await?;
         for (job, slot) in jobs.iter().zip(done.iter_mut()) {
             if slot.is_some() {
                 continue;
@@ -861,7 +918,7 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Plain creates: their rows and outbox events, one INSERT per table. Any row not
+    /// Plain creates: their rows in one INSERT (their events go with the group's). Any row not
     /// inserted (an id taken) fails the group, which is then retried one by one.
     async fn insert_plain(
         conn: &mut sqlx::SqliteConnection,
@@ -900,19 +957,65 @@ impl SqliteStore {
                 news.len()
             )));
         }
-        let mut events = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at) ",
+        Ok(())
+    }
+
+    /// Plain updates (no hold to settle, one per payment): one multi-row UPDATE, each row
+    /// only at its expected version. The ids it updated (the others are conflicts).
+    async fn update_plain(
+        conn: &mut sqlx::SqliteConnection,
+        updates: &[(i64, &Change)],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        if updates.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+            "WITH v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) AS (",
         );
-        events.push_values(news, |mut row, new| {
-            let payment = &new.payment;
-            let event = PaymentEvent::new(payment.clone(), payment.created_at);
-            row.push_bind(event.event_id)
-                .push_bind(payment.id)
-                .push_bind("payments")
-                .push_bind(Json(event))
-                .push_bind(payment.created_at);
+        qb.push_values(updates, |mut row, (version, change)| {
+            let payment = &change.payment;
+            row.push_bind(payment.id)
+                .push_bind(*version)
+                .push_bind(payment.status.as_str())
+                .push_bind(payment.updated_at)
+                .push_bind(change.next_check_at)
+                .push_bind(Json(payment))
+                .push_bind(Json(&change.saga))
+                .push_bind(payment.notify_pending());
         });
-        events.build().execute(&mut *conn).await?;
+        qb.push(
+            ") UPDATE payments SET status = v.status, updated_at = v.updated_at, \
+             next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
+             saga = v.saga, notify_pending = v.notify_pending \
+             FROM v WHERE payments.id = v.id AND payments.version = v.expected RETURNING id",
+        );
+        let rows = qb.build().fetch_all(&mut *conn).await?;
+        rows.iter()
+            .map(|r| r.try_get::<Uuid, _>("id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Outbox events of a group's plain writes, one multi-row INSERT: (payment, when,
+    /// the version written).
+    async fn insert_events(
+        conn: &mut sqlx::SqliteConnection,
+        events: &[(&Payment, DateTime<Utc>, i64)],
+    ) -> Result<(), StoreError> {
+        for chunk in events.chunks(MULTI_ROW_MAX) {
+            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) ",
+            );
+            qb.push_values(chunk, |mut row, (payment, at, version)| {
+                let event = PaymentEvent::new((*payment).clone(), *at);
+                row.push_bind(event.event_id)
+                    .push_bind(payment.id)
+                    .push_bind("payments")
+                    .push_bind(Json(event))
+                    .push_bind(*at)
+                    .push_bind(*version);
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -935,6 +1038,30 @@ impl SqliteStore {
             }
         }
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL on a connection of its own, in the background, while the store
+/// is in use (`PASSIVE`: never waits for the writer or readers; what they still use is
+/// copied next time). Ends with the store (its last handle dropped).
+async fn checkpoints(pool: SqlitePool, store: mpsc::WeakSender<Job>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if store.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retried later");
+        }
+    }
+    pool.close().await;
 }
 
 /// Group commit for SQLite's single writer: takes every write waiting, commits them in

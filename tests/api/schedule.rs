@@ -44,11 +44,7 @@ impl Store for MemoryStore {
         Err(unsupported())
     }
     async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
-        Ok(self.rows.lock().unwrap().get(&id).map(|r| PaymentTiming {
-            next_check_at: r.next_check_at,
-            open: !r.payment.status.is_final(),
-            notify_pending: r.payment.notify_pending(),
-        }))
+        Ok(self.rows.lock().unwrap().get(&id).map(PaymentTiming::from))
     }
     async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
         Ok(self.rows.lock().unwrap().get(&id).cloned())

@@ -362,7 +362,7 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
     assert_eq!(keyed.len(), 16);
     // 8 plain + 1 remote + 1 keyed payment, each with its creation event.
     assert_eq!(new_ids.len(), 10);
-    for id in new_ids {
+    for &id in &new_ids {
         assert!(store.payment(id).await.unwrap().is_some());
         assert_eq!(store.payment_events(id).await.unwrap().len(), 1);
     }
@@ -375,6 +375,65 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         1,
         "a change without a status change writes no event"
     );
+
+    // Status changes of distinct payments at once (on SQLite: one multi-row UPDATE in a
+    // group): each lands with its event, recorded at the version it wrote; a stale
+    // version among them is refused alone.
+    let mut rows = Vec::new();
+    for id in &new_ids {
+        rows.push(store.payment(*id).await.unwrap().unwrap());
+    }
+    let mut changes = Vec::new();
+    for (i, row) in rows.iter().cloned().enumerate() {
+        let store = store.clone();
+        changes.push(tokio::spawn(async move {
+            let mut payment = row.payment.clone();
+            payment.status = PaymentStatus::PaymentPending;
+            let change = Change::of(&row, payment, row.saga.clone());
+            let expected = if i == 0 { row.version + 5 } else { row.version };
+            (row.payment.id, store.update_payment(expected, change).await)
+        }));
+    }
+    let stale = rows[0].payment.id;
+    for change in changes {
+        match change.await.unwrap() {
+            (id, Err(StoreError::Conflict(conflict))) => {
+                assert_eq!((id, conflict), (stale, stale));
+            }
+            (id, Ok(row)) => {
+                assert_ne!(id, stale, "a stale version was written");
+                assert_eq!(
+                    (row.version, row.payment.status),
+                    (2, PaymentStatus::PaymentPending)
+                );
+                let stored = store.payment(id).await.unwrap().unwrap();
+                assert_eq!(
+                    (stored.version, stored.payment.status),
+                    (2, PaymentStatus::PaymentPending)
+                );
+            }
+            (id, Err(e)) => panic!("update of {id}: {e}"),
+        }
+    }
+    let stored = store.payment(stale).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.payment.status),
+        (1, PaymentStatus::CreationPending)
+    );
+    let events = store.unpublished_events(10_000).await.unwrap();
+    for id in &new_ids {
+        let versions: Vec<Option<i64>> = events
+            .iter()
+            .filter(|e| e.payment_id == *id)
+            .map(|e| e.version)
+            .collect();
+        let expected = if *id == stale {
+            vec![Some(1)]
+        } else {
+            vec![Some(1), Some(2)]
+        };
+        assert_eq!(versions, expected, "events of {id}");
+    }
 }
 
 #[actix_rt::test]
