@@ -501,3 +501,68 @@ impl CreatePayment {
         payment
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConfigStore, SqliteStore};
+
+    /// Two instances on one database: the one that changes a tenant sees it at once
+    /// (`forget`), the other within `CONFIG_TTL`; until then creation reads nothing.
+    #[tokio::test]
+    async fn configuration_is_cached_forgotten_on_change_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/cache.db", dir.path().display());
+        let here = SqliteStore::connect(&url).await.unwrap();
+        let there = SqliteStore::connect(&url).await.unwrap();
+        let now = time::now();
+        let mut tenant = Tenant {
+            id: Uuid::new_v4(),
+            name: "Comune di Prova".into(),
+            tax_identification_number: "80016350821".into(),
+            active: true,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        };
+        assert!(here.insert_tenant(&tenant).await.unwrap());
+        let (cache_here, cache_there) = (ConfigCache::default(), ConfigCache::default());
+        let active = |t: Option<Tenant>| t.map(|t| t.active);
+        assert_eq!(
+            active(cache_here.tenant(&here, tenant.id).await.unwrap()),
+            Some(true)
+        );
+        assert_eq!(
+            active(cache_there.tenant(&there, tenant.id).await.unwrap()),
+            Some(true)
+        );
+        // Deactivated through `here`.
+        tenant.version = here.tenant(tenant.id).await.unwrap().unwrap().version;
+        tenant.active = false;
+        assert!(here.update_tenant(&tenant).await.unwrap());
+        cache_here.forget(tenant.id);
+        let changed_at = Instant::now();
+        assert_eq!(
+            active(cache_here.tenant(&here, tenant.id).await.unwrap()),
+            Some(false)
+        );
+        // `there` still trusts what it read, until the TTL is over.
+        assert_eq!(
+            active(cache_there.tenant(&there, tenant.id).await.unwrap()),
+            Some(true)
+        );
+        loop {
+            if active(cache_there.tenant(&there, tenant.id).await.unwrap()) == Some(false) {
+                break;
+            }
+            assert!(changed_at.elapsed() < CONFIG_TTL * 3, "never refreshed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Unknown ids are remembered as unknown too.
+        assert!(cache_here
+            .service(&here, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none());
+    }
+}

@@ -1102,3 +1102,44 @@ async fn group_commit(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ConfigStore;
+
+    /// The writer leaves checkpoints to the background connection: what is written
+    /// reaches the database file without any commit doing it.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        let before = size();
+        let now = time::now();
+        for i in 0..300 {
+            let tenant = Tenant {
+                id: Uuid::new_v4(),
+                name: format!("Comune {i} {}", "x".repeat(200)),
+                tax_identification_number: "80016350821".into(),
+                active: true,
+                created_at: now,
+                updated_at: now,
+                version: 0,
+            };
+            assert!(store.insert_tenant(&tenant).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        while size() <= before {
+            assert!(
+                started.elapsed() < CHECKPOINT_EVERY * 20,
+                "the database file never grew: no checkpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

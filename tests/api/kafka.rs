@@ -283,6 +283,21 @@ async fn every_state_change_is_published_on_payments_with_its_own_event_id() {
         .filter(|(k, _, _)| k.as_deref() == Some(&id))
         .map(|(_, payload, _)| serde_json::from_slice(payload).unwrap())
         .collect();
+    // Each record names the row version it was written with, rising (owners skip the
+    // reload for versions they have seen).
+    let versions: Vec<i64> = records
+        .iter()
+        .filter(|(k, _, _)| k.as_deref() == Some(&id))
+        .map(|(_, _, headers)| {
+            let (_, v) = headers
+                .iter()
+                .find(|(k, _)| k == cassa::kafka::VERSION_HEADER)
+                .expect("a cassa-version header");
+            v.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(versions[0], 1, "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     let statuses: Vec<&str> = events
         .iter()
         .map(|e| e["status"].as_str().unwrap())

@@ -4,11 +4,12 @@
 //! when the actor waits for its timer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::Actor;
 use async_trait::async_trait;
-use cassa::actors::{Deps, Ownership, PaymentRegistry, RearmOpen};
+use cassa::actors::{Deps, GetStats, Ownership, PaymentRegistry, RearmOpen, TouchSeen};
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
 use cassa::domain::time;
@@ -23,6 +24,8 @@ use crate::helpers::pagopa_body;
 #[derive(Default)]
 struct MemoryStore {
     rows: Mutex<HashMap<Uuid, StoredPayment>>,
+    /// `payment_timing` calls (an actor loading or reloading its timing).
+    timing_reads: AtomicUsize,
 }
 
 fn unsupported() -> StoreError {
@@ -44,6 +47,7 @@ impl Store for MemoryStore {
         Err(unsupported())
     }
     async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
+        self.timing_reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.rows.lock().unwrap().get(&id).map(PaymentTiming::from))
     }
     async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
@@ -280,4 +284,87 @@ async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
         tokio::task::yield_now().await;
     }
     assert_eq!(status, Some(PaymentStatus::Expired));
+}
+
+/// Events the owner wrote itself come back from Kafka with the version it already has:
+/// no reload. An event of a newer version (another instance's write) makes it reload and
+/// act on the new row at once.
+#[actix_rt::test]
+async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
+    tokio::time::pause();
+    let created = time::now();
+    let id = Uuid::new_v4();
+    let mut json = pagopa_body("10.00");
+    let object = json.as_object_mut().unwrap();
+    object.insert("id".into(), id.to_string().into());
+    object.insert("user_id".into(), Uuid::new_v4().to_string().into());
+    object.insert("created_at".into(), time::format(&created).into());
+    object.insert("updated_at".into(), time::format(&created).into());
+    object.insert("status".into(), "PAYMENT_PENDING".into());
+    object["payment"]["iud"] = Payment::iud_for(id).into();
+    object["payment"]["iuv"] = "01234567890123456".into();
+    object["links"] = serde_json::json!({});
+    let payment: Payment = serde_json::from_value(json).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    store.rows.lock().unwrap().insert(
+        id,
+        StoredPayment {
+            payment,
+            version: 3,
+            saga: Default::default(),
+            next_check_at: Some(created + Duration::hours(1)),
+        },
+    );
+    let (calls, mut seen) = mpsc::unbounded_channel();
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let deps = Arc::new(Deps {
+        intermediaries: Intermediaries::fixed(store_dyn.clone(), Arc::new(Watched { calls })),
+        store: store_dyn,
+        schedule: "*:1h".parse().unwrap(),
+        public_url: "http://cassa.test".into(),
+        notify_platform: false,
+        http: reqwest::Client::new(),
+        passivate_after: None,
+        timer_lag: None,
+    });
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    registry.send(RearmOpen).await.unwrap().unwrap();
+    // Re-arming spawns in chunks (paused time: sleeping only lets it run).
+    for _ in 0..100 {
+        if registry.send(GetStats).await.unwrap().spawned == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(registry.send(GetStats).await.unwrap().spawned, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let reads = store.timing_reads.load(Ordering::SeqCst);
+
+    // Its own version (and an older one): handled, nothing read.
+    for version in [3, 2] {
+        assert!(registry.send(TouchSeen { id, version }).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(store.timing_reads.load(Ordering::SeqCst), reads);
+    // No resident actor: the caller must go the long way.
+    assert!(!registry
+        .send(TouchSeen {
+            id: Uuid::new_v4(),
+            version: 1
+        })
+        .await
+        .unwrap());
+
+    // Another instance wrote version 4, due now: reloaded, checked at once (not in an hour).
+    {
+        let mut rows = store.rows.lock().unwrap();
+        let row = rows.get_mut(&id).unwrap();
+        row.version = 4;
+        row.next_check_at = Some(time::precise_now());
+    }
+    assert!(registry.send(TouchSeen { id, version: 4 }).await.unwrap());
+    let (what, at) = seen.recv().await.unwrap();
+    assert_eq!(what, "check");
+    assert!(at - created < Duration::minutes(1), "checked at {at}");
+    assert_eq!(store.timing_reads.load(Ordering::SeqCst), reads + 1);
 }
