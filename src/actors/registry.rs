@@ -351,21 +351,26 @@ impl Handler<Touch> for PaymentRegistry {
     }
 }
 
-/// An event cassa wrote, of payment `id` at row `version`, was seen on the `payments`
-/// topic. Answers whether that is all handled: not ours, or our resident actor was told
-/// (it reloads only if it has not seen that version: usually the event of its own
+/// Events cassa wrote were seen on the `payments` topic: (payment id, row version) each.
+/// Answers, per event, whether that is all handled: not ours, or our resident actor was
+/// told (it reloads only if it has not seen that version: usually the event of its own
 /// write). `false`: no resident actor, the caller goes the long way (`Touch`).
 #[derive(Message)]
-#[rtype(result = "bool")]
-pub struct TouchSeen {
-    pub id: Uuid,
-    pub version: i64,
-}
+#[rtype(result = "Vec<bool>")]
+pub struct TouchSeen(pub Vec<(Uuid, i64)>);
 
 impl Handler<TouchSeen> for PaymentRegistry {
-    type Result = bool;
+    type Result = Vec<bool>;
 
-    fn handle(&mut self, TouchSeen { id, version }: TouchSeen, _ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, TouchSeen(seen): TouchSeen, _ctx: &mut Context<Self>) -> Vec<bool> {
+        seen.into_iter()
+            .map(|(id, version)| self.touch_seen(id, version))
+            .collect()
+    }
+}
+
+impl PaymentRegistry {
+    fn touch_seen(&mut self, id: Uuid, version: i64) -> bool {
         if !self.ownership.owns(id) {
             return true;
         }

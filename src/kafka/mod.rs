@@ -211,8 +211,11 @@ pub fn start(
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", &session)
             .set("heartbeat.interval.ms", "500")
-            // Bounded prefetch: while handlers wait (back-pressure) little piles up.
-            .set("queued.max.messages.kbytes", "4096");
+            // Bounded prefetch: while handlers wait (back-pressure) little piles up. Once
+            // the queue is full the next fetch waits this long (librdkafka's 1 s default
+            // made a lagging consumer catch up in 1 s steps).
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.queue.backoff.ms", "20");
         config
     };
 

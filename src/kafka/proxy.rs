@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use actix::Addr;
+use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::ClientContext;
@@ -147,6 +148,9 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     }
 }
 
+/// Messages taken from the consumer's queue at once, at most (one registry round trip).
+const BATCH: usize = 256;
+
 /// Consumes `payments` until `stop` turns true. Offsets are stored after handling.
 pub async fn run(
     consumer: StreamConsumer<PaymentsRebalance>,
@@ -159,7 +163,7 @@ pub async fn run(
             m = consumer.recv() => m,
             _ = stop.changed() => break,
         };
-        let message = match message {
+        let first = match message {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "payments consumer error");
@@ -167,37 +171,56 @@ pub async fn run(
                 continue;
             }
         };
-        let mut backoff = Duration::from_millis(200);
-        if told_resident_owner(&intake, &message).await {
-            store_offset(&consumer, &message);
-            continue;
-        }
-        loop {
-            match proxy(&intake, message.payload()).await {
-                Ok(Proxied::Adopted) => {
-                    tracing::info!(offset = message.offset(), "foreign payment adopted");
+        // What else is already fetched joins this batch.
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "payments consumer error");
                     break;
                 }
-                Ok(Proxied::Ignored(why)) => {
-                    tracing::debug!(%why, "payments event ignored");
-                    break;
-                }
-                Ok(Proxied::Touched) => break,
-                Err(e) if !e.is_transient() => {
-                    // Retrying would fail the same way forever and stall every partition.
-                    tracing::error!(error = %e, offset = message.offset(), partition = message.partition(), "payments event cannot be handled; skipped");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "database unavailable; retrying the event");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+                None => break,
             }
         }
-        store_offset(&consumer, &message);
+        let told = told_resident_owners(&intake, &batch).await;
+        for (message, told) in batch.iter().zip(told) {
+            if !told {
+                handle(&intake, message).await;
+            }
+            store_offset(&consumer, message);
+        }
     }
     tracing::info!("payments consumer stopped");
+}
+
+/// One event the long way: read, adopted or its owner touched; retried while the
+/// database is unavailable.
+async fn handle(intake: &Intake<'_>, message: &BorrowedMessage<'_>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match proxy(intake, message.payload()).await {
+            Ok(Proxied::Adopted) => {
+                tracing::info!(offset = message.offset(), "foreign payment adopted");
+                return;
+            }
+            Ok(Proxied::Ignored(why)) => {
+                tracing::debug!(%why, "payments event ignored");
+                return;
+            }
+            Ok(Proxied::Touched) => return,
+            Err(e) if !e.is_transient() => {
+                // Retrying would fail the same way forever and stall every partition.
+                tracing::error!(error = %e, offset = message.offset(), partition = message.partition(), "payments event cannot be handled; skipped");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "database unavailable; retrying the event");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 fn store_offset(consumer: &StreamConsumer<PaymentsRebalance>, message: &BorrowedMessage<'_>) {
@@ -206,29 +229,40 @@ fn store_offset(consumer: &StreamConsumer<PaymentsRebalance>, message: &Borrowed
     }
 }
 
-/// The short way for an event cassa's relay wrote (it carries the row's version in a
-/// header, and the payment id as its key): the registry tells the payment's resident
+/// The short way for events cassa's relay wrote (they carry the row's version in a
+/// header, and the payment id as their key): the registry tells each payment's resident
 /// actor, which reloads only if the version is new to it, with no database read or
-/// parsing here. `false` when that does not apply (a foreign event, no resident actor).
-async fn told_resident_owner(intake: &Intake<'_>, message: &BorrowedMessage<'_>) -> bool {
-    let Some(version) = message.headers().and_then(|headers| {
+/// parsing here. Per message, whether that handled it (`false`: a foreign event, or no
+/// resident actor).
+async fn told_resident_owners(intake: &Intake<'_>, batch: &[BorrowedMessage<'_>]) -> Vec<bool> {
+    let seen: Vec<Option<(uuid::Uuid, i64)>> = batch.iter().map(own_event).collect();
+    let touches: Vec<(uuid::Uuid, i64)> = seen.iter().flatten().copied().collect();
+    if touches.is_empty() {
+        return vec![false; batch.len()];
+    }
+    // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
+    let mut told = match intake.registry.send(TouchSeen(touches)).await {
+        Ok(told) => told.into_iter(),
+        Err(e) => {
+            tracing::error!(error = %e, "registry unavailable");
+            return vec![false; batch.len()];
+        }
+    };
+    seen.iter()
+        .map(|s| s.is_some() && told.next().unwrap_or(false))
+        .collect()
+}
+
+/// The payment id and row version of an event cassa's relay wrote.
+fn own_event(message: &BorrowedMessage<'_>) -> Option<(uuid::Uuid, i64)> {
+    let version = message.headers().and_then(|headers| {
         headers
             .iter()
             .find(|h| h.key == super::VERSION_HEADER)
             .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
-    }) else {
-        return false;
-    };
-    let Some(id) = message
+    })?;
+    let id = message
         .key()
-        .and_then(|key| std::str::from_utf8(key).ok()?.parse::<uuid::Uuid>().ok())
-    else {
-        return false;
-    };
-    // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
-    intake
-        .registry
-        .send(TouchSeen { id, version })
-        .await
-        .unwrap_or(false)
+        .and_then(|key| std::str::from_utf8(key).ok()?.parse::<uuid::Uuid>().ok())?;
+    Some((id, version))
 }

@@ -341,19 +341,23 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
     let reads = store.timing_reads.load(Ordering::SeqCst);
 
     // Its own version (and an older one): handled, nothing read.
-    for version in [3, 2] {
-        assert!(registry.send(TouchSeen { id, version }).await.unwrap());
-    }
+    assert_eq!(
+        registry
+            .send(TouchSeen(vec![(id, 3), (id, 2)]))
+            .await
+            .unwrap(),
+        [true, true]
+    );
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     assert_eq!(store.timing_reads.load(Ordering::SeqCst), reads);
     // No resident actor: the caller must go the long way.
-    assert!(!registry
-        .send(TouchSeen {
-            id: Uuid::new_v4(),
-            version: 1
-        })
-        .await
-        .unwrap());
+    assert_eq!(
+        registry
+            .send(TouchSeen(vec![(Uuid::new_v4(), 1), (id, 3)]))
+            .await
+            .unwrap(),
+        [false, true]
+    );
 
     // Another instance wrote version 4, due now: reloaded, checked at once (not in an hour).
     {
@@ -362,7 +366,10 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
         row.version = 4;
         row.next_check_at = Some(time::precise_now());
     }
-    assert!(registry.send(TouchSeen { id, version: 4 }).await.unwrap());
+    assert_eq!(
+        registry.send(TouchSeen(vec![(id, 4)])).await.unwrap(),
+        [true]
+    );
     let (what, at) = seen.recv().await.unwrap();
     assert_eq!(what, "check");
     assert!(at - created < Duration::minutes(1), "checked at {at}");
