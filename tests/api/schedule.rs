@@ -198,11 +198,8 @@ impl Intermediary for Watched {
     }
 }
 
-#[actix_rt::test]
-async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
-    tokio::time::pause();
-    let created = time::now();
-    let id = Uuid::new_v4();
+/// A PAGOPA payment in PAYMENT_PENDING created at `created`, with a position.
+fn pending_payment(id: Uuid, created: DateTime<Utc>, expire_at: Option<DateTime<Utc>>) -> Payment {
     let mut json = pagopa_body("10.00");
     let object = json.as_object_mut().unwrap();
     object.insert("id".into(), id.to_string().into());
@@ -212,9 +209,43 @@ async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
     object.insert("status".into(), "PAYMENT_PENDING".into());
     object["payment"]["iud"] = Payment::iud_for(id).into();
     object["payment"]["iuv"] = "01234567890123456".into();
-    object["payment"]["expire_at"] = time::format(&(created + Duration::minutes(30))).into();
+    if let Some(at) = expire_at {
+        object["payment"]["expire_at"] = time::format(&at).into();
+    }
     object["links"] = serde_json::json!({});
-    let payment: Payment = serde_json::from_value(json).unwrap();
+    serde_json::from_value(json).unwrap()
+}
+
+/// Actor dependencies on `store` with the poll `schedule`, and the intermediary calls
+/// they make, as they happen.
+fn watched_deps(
+    store: Arc<MemoryStore>,
+    schedule: &str,
+) -> (
+    Arc<Deps>,
+    mpsc::UnboundedReceiver<(&'static str, DateTime<Utc>)>,
+) {
+    let (calls, seen) = mpsc::unbounded_channel();
+    let store: Arc<dyn Store> = store;
+    let deps = Arc::new(Deps {
+        intermediaries: Intermediaries::fixed(store.clone(), Arc::new(Watched { calls })),
+        store,
+        schedule: schedule.parse().unwrap(),
+        public_url: "http://cassa.test".into(),
+        notify_platform: false,
+        http: reqwest::Client::new(),
+        passivate_after: None,
+        timer_lag: None,
+    });
+    (deps, seen)
+}
+
+#[actix_rt::test]
+async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
+    tokio::time::pause();
+    let created = time::now();
+    let id = Uuid::new_v4();
+    let payment = pending_payment(id, created, Some(created + Duration::minutes(30)));
     let store = Arc::new(MemoryStore::default());
     let first = created + Duration::minutes(1);
     store.rows.lock().unwrap().insert(
@@ -227,19 +258,8 @@ async fn the_poll_schedule_drives_an_actors_checks_in_paused_time() {
         },
     );
 
-    let (calls, mut seen) = mpsc::unbounded_channel();
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let deps = Arc::new(Deps {
-        intermediaries: Intermediaries::fixed(store_dyn.clone(), Arc::new(Watched { calls })),
-        store: store_dyn,
-        // Every minute for the first 3 minutes, then every 10 minutes.
-        schedule: "3m:1m,*:10m".parse().unwrap(),
-        public_url: "http://cassa.test".into(),
-        notify_platform: false,
-        http: reqwest::Client::new(),
-        passivate_after: None,
-        timer_lag: None,
-    });
+    // Every minute for the first 3 minutes, then every 10 minutes.
+    let (deps, mut seen) = watched_deps(store.clone(), "3m:1m,*:10m");
     let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
     registry.send(RearmOpen).await.unwrap().unwrap();
 
@@ -294,17 +314,7 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
     tokio::time::pause();
     let created = time::now();
     let id = Uuid::new_v4();
-    let mut json = pagopa_body("10.00");
-    let object = json.as_object_mut().unwrap();
-    object.insert("id".into(), id.to_string().into());
-    object.insert("user_id".into(), Uuid::new_v4().to_string().into());
-    object.insert("created_at".into(), time::format(&created).into());
-    object.insert("updated_at".into(), time::format(&created).into());
-    object.insert("status".into(), "PAYMENT_PENDING".into());
-    object["payment"]["iud"] = Payment::iud_for(id).into();
-    object["payment"]["iuv"] = "01234567890123456".into();
-    object["links"] = serde_json::json!({});
-    let payment: Payment = serde_json::from_value(json).unwrap();
+    let payment = pending_payment(id, created, None);
     let store = Arc::new(MemoryStore::default());
     store.rows.lock().unwrap().insert(
         id,
@@ -315,18 +325,7 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
             next_check_at: Some(created + Duration::hours(1)),
         },
     );
-    let (calls, mut seen) = mpsc::unbounded_channel();
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let deps = Arc::new(Deps {
-        intermediaries: Intermediaries::fixed(store_dyn.clone(), Arc::new(Watched { calls })),
-        store: store_dyn,
-        schedule: "*:1h".parse().unwrap(),
-        public_url: "http://cassa.test".into(),
-        notify_platform: false,
-        http: reqwest::Client::new(),
-        passivate_after: None,
-        timer_lag: None,
-    });
+    let (deps, mut seen) = watched_deps(store.clone(), "*:1h");
     let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
     registry.send(RearmOpen).await.unwrap().unwrap();
     // Re-arming spawns in chunks (paused time: sleeping only lets it run).
