@@ -29,6 +29,35 @@ pub enum Backend {
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// A PostgreSQL test database: (admin URL, name), dropped with this.
+    pg: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    /// Drops a PostgreSQL test database (closing what still uses it), so test runs do not
+    /// pile databases up in the cluster. Best effort, on a thread of its own: `drop`
+    /// cannot wait for the test's runtime.
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else {
+            return;
+        };
+        let dropping = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = dropping.join();
+    }
 }
 
 impl TestDatabase {
@@ -40,6 +69,7 @@ impl TestDatabase {
                 TestDatabase {
                     url,
                     _dir: Some(dir),
+                    pg: None,
                 }
             }
             Backend::Postgres => {
@@ -58,6 +88,7 @@ impl TestDatabase {
                 TestDatabase {
                     url: format!("{base}/{name}"),
                     _dir: None,
+                    pg: Some((admin.clone(), name)),
                 }
             }
         }
