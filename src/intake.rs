@@ -3,6 +3,7 @@
 //! outbox event) → wake its actor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,9 @@ const CONFIG_CACHE_MAX: usize = 10_000;
 pub struct ConfigCache {
     services: Mutex<HashMap<Uuid, (Instant, Option<ServiceConfig>)>>,
     tenants: Mutex<HashMap<Uuid, (Instant, Option<Tenant>)>>,
+    /// Bumped by every `forget`: a read that started before one is not kept (it may be
+    /// older than the change that was forgotten).
+    forgets: AtomicU64,
 }
 
 impl ConfigCache {
@@ -97,8 +101,9 @@ impl ConfigCache {
         if let Some(hit) = Self::fresh(&self.services, id) {
             return Ok(hit);
         }
+        let forgets = self.forgets.load(Ordering::SeqCst);
         let read = store.service(id).await?;
-        Self::keep(&self.services, id, read.clone());
+        self.keep(&self.services, id, read.clone(), forgets);
         Ok(read)
     }
 
@@ -107,13 +112,15 @@ impl ConfigCache {
         if let Some(hit) = Self::fresh(&self.tenants, id) {
             return Ok(hit);
         }
+        let forgets = self.forgets.load(Ordering::SeqCst);
         let read = store.tenant(id).await?;
-        Self::keep(&self.tenants, id, read.clone());
+        self.keep(&self.tenants, id, read.clone(), forgets);
         Ok(read)
     }
 
     /// Drops what is kept of tenant or service `id` (it was just created or changed).
     pub fn forget(&self, id: Uuid) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
         for map in [&self.services as &dyn Forget, &self.tenants] {
             map.forget(id);
         }
@@ -129,8 +136,20 @@ impl ConfigCache {
             .map(|(_, value)| value.clone())
     }
 
-    fn keep<T>(map: &Mutex<HashMap<Uuid, (Instant, Option<T>)>>, id: Uuid, value: Option<T>) {
+    /// Keeps what a read found, unless a `forget` came since it began (`forgets` then).
+    fn keep<T>(
+        &self,
+        map: &Mutex<HashMap<Uuid, (Instant, Option<T>)>>,
+        id: Uuid,
+        value: Option<T>,
+        forgets: u64,
+    ) {
         let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `forget` also takes: a forget either came before (seen
+        // here) or removes this entry after.
+        if self.forgets.load(Ordering::SeqCst) != forgets {
+            return;
+        }
         if map.len() >= CONFIG_CACHE_MAX {
             map.clear();
         }
@@ -564,5 +583,19 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// A read that began before a `forget` is not kept: it may predate the change.
+    #[test]
+    fn a_read_overtaken_by_a_forget_is_not_kept() {
+        let cache = ConfigCache::default();
+        let id = Uuid::new_v4();
+        let began = cache.forgets.load(Ordering::SeqCst);
+        cache.forget(id);
+        cache.keep(&cache.tenants, id, None::<Tenant>, began);
+        assert!(ConfigCache::fresh(&cache.tenants, id).is_none());
+        let began = cache.forgets.load(Ordering::SeqCst);
+        cache.keep(&cache.tenants, id, None::<Tenant>, began);
+        assert!(ConfigCache::fresh(&cache.tenants, id).is_some());
     }
 }

@@ -382,10 +382,15 @@ impl PaymentRegistry {
         else {
             return false;
         };
-        if let Err(e) = addr.try_send(Reload(Some(version))) {
-            tracing::debug!(payment_id = %id, error = %e, "reload not queued; the actor is busy and will see the new version on its next write");
+        match addr.try_send(Reload(Some(version))) {
+            Ok(()) => true,
+            Err(e) => {
+                // Full mailbox or an actor just gone: the caller takes the long way
+                // rather than counting the event as handled.
+                tracing::debug!(payment_id = %id, error = %e, "reload not queued; the event goes the long way");
+                false
+            }
         }
-        true
     }
 }
 

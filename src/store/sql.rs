@@ -67,12 +67,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // A single writer connection: SQLite has one writer anyway, and this avoids
-        // lock-upgrade deadlocks between deferred transactions. It does not checkpoint
-        // (copy the WAL back into the database, with an fsync) at its commits, which
-        // would hold up every write waiting behind them: a connection of its own does.
+        // lock-upgrade deadlocks between deferred transactions. Checkpoints (copying the
+        // WAL back into the database, with an fsync) mostly run on a connection of their
+        // own, so they do not hold up the writes queued behind a commit; the writer
+        // checkpoints only past 10 000 pages, which lets the WAL rewind even under
+        // continuous writes (a background checkpoint never catches up with a writer that
+        // starts its next transaction at once), and the file is cut back to 64 MiB.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", "10000")
+                    .pragma("journal_size_limit", "67108864"),
+            )
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         sqlx::migrate!("migrations/sqlite")
