@@ -121,9 +121,14 @@ impl ConfigCache {
     /// Drops what is kept of tenant or service `id` (it was just created or changed).
     pub fn forget(&self, id: Uuid) {
         self.forgets.fetch_add(1, Ordering::SeqCst);
-        for map in [&self.services as &dyn Forget, &self.tenants] {
-            map.forget(id);
-        }
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     fn fresh<T: Clone>(
@@ -154,16 +159,6 @@ impl ConfigCache {
             map.clear();
         }
         map.insert(id, (Instant::now(), value));
-    }
-}
-
-trait Forget {
-    fn forget(&self, id: Uuid);
-}
-
-impl<T> Forget for Mutex<HashMap<Uuid, T>> {
-    fn forget(&self, id: Uuid) {
-        self.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 }
 
