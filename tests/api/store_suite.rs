@@ -434,6 +434,74 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         };
         assert_eq!(versions, expected, "events of {id}");
     }
+
+    // Creates, status changes and outbox marks at once (on SQLite they share groups,
+    // written as batches of statements): each lands with its own event, the marks only
+    // on the events they name.
+    let (mark, keep) = events.split_at(events.len() / 2);
+    let mark: Vec<i64> = mark.iter().map(|e| e.seq).collect();
+    let mut writes = Vec::new();
+    for row in rows.iter().skip(1).cloned() {
+        let updating = store.clone();
+        writes.push(tokio::spawn(async move {
+            let store = updating;
+            let row = store.payment(row.payment.id).await.unwrap().unwrap();
+            let mut payment = row.payment.clone();
+            payment.status = PaymentStatus::PaymentStarted;
+            let change = Change::of(&row, payment, row.saga.clone());
+            store.update_payment(row.version, change).await.unwrap();
+            row.payment.id
+        }));
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            match store
+                .create_payment(new_payment(sample("PAGOPA", "3.00"), false))
+                .await
+                .unwrap()
+            {
+                Created::New(row) => row.payment.id,
+                other => panic!("expected New, got {other:?}"),
+            }
+        }));
+    }
+    let marking = {
+        let store = store.clone();
+        let mark = mark.clone();
+        tokio::spawn(async move { store.mark_published(&mark).await })
+    };
+    let mut written = Vec::new();
+    for write in writes {
+        written.push(write.await.unwrap());
+    }
+    marking.await.unwrap().unwrap();
+    let unpublished = store.unpublished_events(10_000).await.unwrap();
+    let seqs: Vec<i64> = unpublished.iter().map(|e| e.seq).collect();
+    assert!(
+        mark.iter().all(|seq| !seqs.contains(seq)),
+        "a marked event is unpublished"
+    );
+    assert!(
+        keep.iter().all(|e| seqs.contains(&e.seq)),
+        "an unmarked event was marked"
+    );
+    for (i, id) in written.iter().enumerate() {
+        let versions: Vec<Option<i64>> = unpublished
+            .iter()
+            .filter(|e| e.payment_id == *id)
+            .map(|e| e.version)
+            .collect();
+        let started = i % 2 == 0;
+        let row = store.payment(*id).await.unwrap().unwrap();
+        if started {
+            assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+            assert!(
+                versions.ends_with(&[Some(3)]),
+                "events of {id}: {versions:?}"
+            );
+        } else {
+            assert_eq!((row.version, versions), (1, vec![Some(1)]));
+        }
+    }
 }
 
 #[actix_rt::test]
