@@ -499,14 +499,14 @@ macro_rules! sql_store {
                     })
                     .collect();
                 // Plain updates: no hold to settle, the first of the group for their payment (a
-                // second update of the same payment goes alone, after it).
+                // later update of the same payment goes alone, after it, in order).
                 let mut ids = std::collections::HashSet::new();
                 let updates: Vec<(usize, i64, &Change)> = jobs
                     .iter()
                     .enumerate()
                     .filter_map(|(i, job)| match job {
                         Job::Update(version, change, _)
-                            if change.hold.is_none() && ids.insert(change.payment.id) =>
+                            if ids.insert(change.payment.id) && change.hold.is_none() =>
                         {
                             Some((i, *version, change))
                         }
