@@ -483,12 +483,9 @@ macro_rules! sql_store {
             /// statements whatever the group's size. On SQLite each statement is a round trip
             /// to the connection's thread, which costs more than SQLite's own work on a small
             /// group (about 0.2 ms, measured): there each of the two is one batch of
-            /// statements, and a typical group is four round trips (BEGIN, two batches,
-            /// COMMIT).
+            /// statements, and a group of plain writes only (the usual case) is two round
+            /// trips in all (`write_plain_group`: BEGIN and COMMIT ride with the batches).
             async fn try_group(pool: &sqlx::Pool<$db>, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
-                let mut tx = pool.begin().await?;
-                let mut done: Vec<Option<Done>> = Vec::with_capacity(jobs.len());
-                done.resize_with(jobs.len(), || None);
                 // Plain creates: nothing to undo, nothing shared with the other jobs.
                 let creates: Vec<(usize, &NewPayment)> = jobs
                     .iter()
@@ -517,13 +514,64 @@ macro_rules! sql_store {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, job)| match job {
-                        Job::MarkPublished(seqs, _) if !seqs.is_empty() => Some((i, seqs.as_slice())),
+                        Job::MarkPublished(seqs, _) => Some((i, seqs.as_slice())),
                         _ => None,
                     })
                     .collect();
                 let news: Vec<&NewPayment> = creates.iter().map(|(_, new)| *new).collect();
                 let plain: Vec<(i64, &Change)> = updates.iter().map(|(_, v, c)| (*v, *c)).collect();
-                let updated = Self::write_plain(&mut tx, &news, &plain).await?;
+                let seqs: Vec<&[i64]> = marks
+                    .iter()
+                    .map(|(_, seqs)| *seqs)
+                    .filter(|seqs| !seqs.is_empty())
+                    .collect();
+                let mut done: Vec<Option<Done>> = Vec::with_capacity(jobs.len());
+                done.resize_with(jobs.len(), || None);
+                let updated = if creates.len() + updates.len() + marks.len() == jobs.len() {
+                    Self::write_plain_group(pool, &news, &plain, &seqs).await?
+                } else {
+                    let mut tx = pool.begin().await?;
+                    let updated = Self::write_plain(&mut tx, &news, &plain).await?;
+                    Self::write_events_and_marks(&mut tx, &update_events(&plain, &updated), &seqs)
+                        .await?;
+                    let batched: std::collections::HashSet<usize> = creates
+                        .iter()
+                        .map(|(i, _)| *i)
+                        .chain(updates.iter().map(|(i, _, _)| *i))
+                        .chain(marks.iter().map(|(i, _)| *i))
+                        .collect();
+                    for (i, job) in jobs.iter().enumerate() {
+                        if batched.contains(&i) {
+                            continue;
+                        }
+                        match job {
+                            Job::Create(new, _) => {
+                                let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                                let (created, keep) =
+                                    Self::create_steps(&mut savepoint, new.clone()).await?;
+                                if keep {
+                                    savepoint.commit().await?;
+                                } else {
+                                    savepoint.rollback().await?;
+                                }
+                                done[i] = Some(Done::Created(created));
+                            }
+                            Job::Update(version, change, _) => {
+                                done[i] = Some(Done::Updated(
+                                    match Self::update_steps(&mut tx, *version, change.clone()).await {
+                                        Err(StoreError::Conflict(id)) => Err(StoreError::Conflict(id)),
+                                        Err(e) => return Err(e),
+                                        Ok(row) => Ok(row),
+                                    },
+                                ));
+                            }
+                            // Every mark is batched.
+                            Job::MarkPublished(..) => done[i] = Some(Done::Marked),
+                        }
+                    }
+                    tx.commit().await?;
+                    updated
+                };
                 for (i, new) in &creates {
                     done[*i] = Some(Done::Created(Created::New(StoredPayment {
                         payment: new.payment.clone(),
@@ -532,13 +580,9 @@ macro_rules! sql_store {
                         next_check_at: new.next_check_at,
                     })));
                 }
-                let mut events: Vec<(&Payment, DateTime<Utc>, i64)> = Vec::new();
                 for (i, version, change) in &updates {
                     let payment = &change.payment;
                     done[*i] = Some(Done::Updated(if updated.contains(&payment.id) {
-                        if change.emit_event {
-                            events.push((payment, payment.updated_at, version + 1));
-                        }
                         Ok(StoredPayment {
                             payment: payment.clone(),
                             version: version + 1,
@@ -549,41 +593,9 @@ macro_rules! sql_store {
                         Err(StoreError::Conflict(payment.id))
                     }));
                 }
-                let seqs: Vec<&[i64]> = marks.iter().map(|(_, seqs)| *seqs).collect();
-                Self::write_events_and_marks(&mut tx, &events, &seqs).await?;
                 for (i, _) in &marks {
                     done[*i] = Some(Done::Marked);
                 }
-                for (job, slot) in jobs.iter().zip(done.iter_mut()) {
-                    if slot.is_some() {
-                        continue;
-                    }
-                    let done = slot;
-                    match job {
-                        Job::Create(new, _) => {
-                            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                            let (created, keep) = Self::create_steps(&mut savepoint, new.clone()).await?;
-                            if keep {
-                                savepoint.commit().await?;
-                            } else {
-                                savepoint.rollback().await?;
-                            }
-                            *done = Some(Done::Created(created));
-                        }
-                        Job::Update(version, change, _) => {
-                            *done = Some(Done::Updated(
-                                match Self::update_steps(&mut tx, *version, change.clone()).await {
-                                    Err(StoreError::Conflict(id)) => Err(StoreError::Conflict(id)),
-                                    Err(e) => return Err(e),
-                                    Ok(row) => Ok(row),
-                                },
-                            ));
-                        }
-                        // An empty mark: nothing to write.
-                        Job::MarkPublished(..) => *done = Some(Done::Marked),
-                    }
-                }
-                tx.commit().await?;
                 done.into_iter()
                     .map(|d| {
                         d.ok_or_else(|| {
@@ -965,6 +977,19 @@ fn creation_events<'a>(news: &[&'a NewPayment]) -> Vec<(&'a Payment, DateTime<Ut
         .collect()
 }
 
+/// The events of the plain updates that were written (and change what an event shows):
+/// (payment, when, the version written).
+fn update_events<'a>(
+    updates: &[(i64, &'a Change)],
+    updated: &std::collections::HashSet<Uuid>,
+) -> Vec<(&'a Payment, DateTime<Utc>, i64)> {
+    updates
+        .iter()
+        .filter(|(_, change)| change.emit_event && updated.contains(&change.payment.id))
+        .map(|(version, change)| (&change.payment, change.payment.updated_at, version + 1))
+        .collect()
+}
+
 /// A create with nothing to undo when refused: no idempotency key, remote_id or hold.
 fn is_plain(new: &NewPayment) -> bool {
     new.idempotency.is_none() && new.payment.remote_id.is_none() && new.hold.is_none()
@@ -1020,6 +1045,20 @@ impl PgStore {
         Ok(updated)
     }
 
+    /// A group of plain writes only, in a transaction of its own. The ids updated.
+    async fn write_plain_group(
+        pool: &PgPool,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let updated = Self::write_plain(&mut tx, news, updates).await?;
+        Self::write_events_and_marks(&mut tx, &update_events(updates, &updated), marks).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
     /// Outbox events (payment, when, the version written), then outbox marks.
     async fn write_events_and_marks(
         conn: &mut sqlx::PgConnection,
@@ -1039,10 +1078,33 @@ impl PgStore {
 }
 
 impl SqliteStore {
-    /// One batch of statements (one round trip to the connection's thread): the plain
-    /// creates' rows and events (a taken id fails the batch, and with it the group, which
-    /// is then retried one by one), then the plain updates, each row only at its expected
-    /// version. The ids updated (the others are conflicts).
+    /// A group of plain writes only, in two round trips to the connection's thread: BEGIN
+    /// rides with the first batch, COMMIT with the second. sqlx does not see this
+    /// transaction, so a failure rolls it back here, and a connection that cannot be
+    /// rolled back is closed rather than reused. The ids updated.
+    async fn write_plain_group(
+        pool: &SqlitePool,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let mut conn = pool.acquire().await?;
+        let written = async {
+            let updated = Self::plain_batch(&mut conn, "BEGIN; ", news, updates).await?;
+            let events = update_events(updates, &updated);
+            Self::events_and_marks_batch(&mut conn, &events, marks, "COMMIT; ").await?;
+            Ok::<_, StoreError>(updated)
+        }
+        .await;
+        if written.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            // No transaction left to roll back, or a connection in a state we cannot
+            // tell: a fresh one is opened for the next group.
+            conn.close_on_drop();
+        }
+        written
+    }
+
+    /// The plain writes, inside a transaction sqlx manages (a group with other jobs).
     async fn write_plain(
         conn: &mut sqlx::SqliteConnection,
         news: &[&NewPayment],
@@ -1051,7 +1113,32 @@ impl SqliteStore {
         if news.is_empty() && updates.is_empty() {
             return Ok(Default::default());
         }
-        let mut qb = QueryBuilder::<sqlx::Sqlite>::new("");
+        Self::plain_batch(conn, "", news, updates).await
+    }
+
+    /// Events and marks, inside a transaction sqlx manages (a group with other jobs).
+    async fn write_events_and_marks(
+        conn: &mut sqlx::SqliteConnection,
+        events: &[(&Payment, DateTime<Utc>, i64)],
+        marks: &[&[i64]],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() && marks.is_empty() {
+            return Ok(());
+        }
+        Self::events_and_marks_batch(conn, events, marks, "").await
+    }
+
+    /// One batch of statements (one round trip to the connection's thread), after
+    /// `prefix`: the plain creates' rows and events (a taken id fails the batch, and with
+    /// it the group, which is then retried one by one), then the plain updates, each row
+    /// only at its expected version. The ids updated (the others are conflicts).
+    async fn plain_batch(
+        conn: &mut sqlx::SqliteConnection,
+        prefix: &str,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(prefix);
         for chunk in news.chunks(MULTI_ROW_MAX) {
             Self::push_new_payments(&mut qb, chunk);
             qb.push("; ");
@@ -1070,15 +1157,13 @@ impl SqliteStore {
     }
 
     /// One batch of statements: outbox events (payment, when, the version written) and
-    /// outbox marks.
-    async fn write_events_and_marks(
+    /// outbox marks, then `suffix`.
+    async fn events_and_marks_batch(
         conn: &mut sqlx::SqliteConnection,
         events: &[(&Payment, DateTime<Utc>, i64)],
         marks: &[&[i64]],
+        suffix: &str,
     ) -> Result<(), StoreError> {
-        if events.is_empty() && marks.is_empty() {
-            return Ok(());
-        }
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new("");
         for chunk in events.chunks(MULTI_ROW_MAX) {
             Self::push_events(&mut qb, chunk);
@@ -1095,6 +1180,7 @@ impl SqliteStore {
             }
             list.push_unseparated("); ");
         }
+        qb.push(suffix);
         qb.build().execute(&mut *conn).await?;
         Ok(())
     }

@@ -502,6 +502,50 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             assert_eq!((row.version, versions), (1, vec![Some(1)]));
         }
     }
+
+    // A group that fails (one create reuses a taken id) is rolled back and retried write
+    // by write: only that create fails, the taken payment is untouched, and the writer
+    // goes on.
+    let taken = store.payment(written[0]).await.unwrap().unwrap();
+    let taken_events = store.payment_events(taken.payment.id).await.unwrap().len();
+    let mut creates = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        let mut new = new_payment(sample("PAGOPA", "4.00"), false);
+        if i == 5 {
+            new.payment.id = taken.payment.id;
+        }
+        creates.push(tokio::spawn(
+            async move { (i, store.create_payment(new).await) },
+        ));
+    }
+    for create in creates {
+        match create.await.unwrap() {
+            (5, Err(_)) => {}
+            (5, Ok(created)) => panic!("a taken id was created again: {created:?}"),
+            (_, Ok(Created::New(row))) => {
+                assert_eq!(store.payment_events(row.payment.id).await.unwrap().len(), 1);
+            }
+            (i, other) => panic!("create {i}: {other:?}"),
+        }
+    }
+    let after = store.payment(taken.payment.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.version, after.payment.payment.amount),
+        (taken.version, taken.payment.payment.amount)
+    );
+    assert_eq!(
+        store.payment_events(taken.payment.id).await.unwrap().len(),
+        taken_events
+    );
+    match store
+        .create_payment(new_payment(sample("PAGOPA", "5.00"), false))
+        .await
+        .unwrap()
+    {
+        Created::New(_) => {}
+        other => panic!("expected New, got {other:?}"),
+    }
 }
 
 #[actix_rt::test]
