@@ -258,7 +258,7 @@ impl Intake<'_> {
             if !row.payment.status.is_final() {
                 if let Err(e) = self
                     .registry
-                    .send(Ensure(row.payment.id, Some(row.into())))
+                    .send(Ensure(row.payment.id, Some(Box::new(row.clone()))))
                     .await
                 {
                     // The row is durable: the next start-up or rebalance re-arms it.

@@ -76,6 +76,31 @@ pub struct Shard {
     pub timers: Arc<Timers>,
     /// Where actors report their end.
     pub exits: Recipient<ActorExited>,
+    /// Rows just created, for their new actor's first operation.
+    pub fresh: FreshRows,
+}
+
+/// Rows just created, each handed to the first operation of its new actor, which would
+/// otherwise read back what the creation has just returned. Dropped when the actor
+/// reloads or ends first: a fresh row is never older than what the actor has seen.
+#[derive(Default)]
+pub struct FreshRows(std::sync::Mutex<std::collections::HashMap<Uuid, StoredPayment>>);
+
+impl FreshRows {
+    pub fn put(&self, row: StoredPayment) {
+        self.rows().insert(row.payment.id, row);
+    }
+
+    pub fn take(&self, id: Uuid) -> Option<StoredPayment> {
+        self.rows().remove(&id)
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, StoredPayment>> {
+        // The map stays whole whatever a panicking holder did: a plain insert or remove.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What the actor does when its timer fires.
@@ -121,6 +146,7 @@ impl Drop for PaymentActor {
         if let Some(key) = self.timer.take() {
             self.shard.timers.cancel(key);
         }
+        self.shard.fresh.take(self.id);
         self.shard.exits.do_send(ActorExited {
             id: self.id,
             generation: self.generation,
@@ -310,6 +336,7 @@ impl Handler<Reload> for PaymentActor {
         if self.loaded && seen.is_some_and(|v| v <= self.version) {
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         }
+        self.shard.fresh.take(self.id);
         let store = self.deps().store.clone();
         let id = self.id;
         AtomicResponse::new(Box::pin(
@@ -355,9 +382,14 @@ impl Handler<Drive> for PaymentActor {
         }
         let deps = self.deps().clone();
         let id = self.id;
+        let fresh = self.shard.fresh.take(id);
         AtomicResponse::new(Box::pin(
             async move {
-                let row = match deps.store.payment(id).await {
+                let read = match fresh {
+                    Some(row) => Ok(Some(row)),
+                    None => deps.store.payment(id).await,
+                };
+                let row = match read {
                     Ok(row) => row?,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the payment");
@@ -396,9 +428,14 @@ impl Handler<Command> for PaymentActor {
     fn handle(&mut self, command: Command, _ctx: &mut Context<Self>) -> Self::Result {
         let deps = self.deps().clone();
         let id = self.id;
+        let fresh = self.shard.fresh.take(id);
         AtomicResponse::new(Box::pin(
             async move {
-                let row = match deps.store.payment(id).await {
+                let read = match fresh {
+                    Some(row) => Ok(Some(row)),
+                    None => deps.store.payment(id).await,
+                };
+                let row = match read {
                     Ok(Some(row)) => row,
                     Ok(None) => {
                         return (

@@ -20,7 +20,7 @@ use super::payment::{
 use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
 use crate::kafka::partition::partition_for;
-use crate::store::PaymentTiming;
+use crate::store::{PaymentTiming, StoredPayment};
 
 /// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
 const RESTART_BUDGET: usize = 5;
@@ -234,7 +234,7 @@ impl PaymentRegistry {
     /// The actor of payment `id`, spawned if not resident. A payment this instance does
     /// not own gets a transient actor that answers and stops.
     fn ensure(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Addr<PaymentActor> {
-        self.ensure_with(id, None, ctx)
+        self.ensure_with(id, None, None, ctx)
     }
 
     /// `ensure`, handing a new actor its timing when it is known already.
@@ -242,6 +242,7 @@ impl PaymentRegistry {
         &mut self,
         id: Uuid,
         timing: Option<PaymentTiming>,
+        fresh: Option<Box<StoredPayment>>,
         ctx: &mut Context<Self>,
     ) -> Addr<PaymentActor> {
         let owned = self.ownership.owns(id);
@@ -260,6 +261,9 @@ impl PaymentRegistry {
         }
         let index = (id.as_u128() % self.arbiters.len() as u128) as usize;
         let shard = self.shards[index].clone();
+        if let Some(row) = fresh {
+            shard.fresh.put(*row);
+        }
         let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
             PaymentActor::new(id, shard, generation, transient, timing)
         });
@@ -290,6 +294,7 @@ impl PaymentRegistry {
                     deps: self.deps.clone(),
                     timers,
                     exits: exits.clone(),
+                    fresh: Default::default(),
                 })
             })
             .collect();
@@ -308,19 +313,21 @@ impl Actor for PaymentRegistry {
     }
 }
 
-/// Makes sure the payment has a resident actor (after creation, or to wake it); a new
-/// actor is handed the row's timing when the sender has it (a payment just created).
+/// Makes sure the payment has a resident actor (after creation, or to wake it). The
+/// sender of a payment just created hands over the row: a new actor starts with its
+/// timing and its first operation works on it instead of reading it back.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Ensure(pub Uuid, pub Option<PaymentTiming>);
+pub struct Ensure(pub Uuid, pub Option<Box<StoredPayment>>);
 
 impl Handler<Ensure> for PaymentRegistry {
     type Result = ();
 
-    fn handle(&mut self, Ensure(id, timing): Ensure, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Ensure(id, row): Ensure, ctx: &mut Context<Self>) {
         // The owner picks up payments it does not own from their events.
         if self.ownership.owns(id) {
-            self.ensure_with(id, timing, ctx);
+            let timing = row.as_deref().map(PaymentTiming::from);
+            self.ensure_with(id, timing, row, ctx);
         }
     }
 }
@@ -598,7 +605,7 @@ impl Handler<RearmOpen> for PaymentRegistry {
                     let chunk = chunk.to_vec();
                     ctx.run_later(REARM_TICK * tick as u32, move |act, ctx| {
                         for (id, timing) in chunk {
-                            act.ensure_with(id, timing, ctx);
+                            act.ensure_with(id, timing, None, ctx);
                         }
                     });
                 }

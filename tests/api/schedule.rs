@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::Actor;
 use async_trait::async_trait;
-use cassa::actors::{Deps, GetStats, Ownership, PaymentRegistry, RearmOpen, TouchSeen};
+use cassa::actors::{Deps, Ensure, GetStats, Ownership, PaymentRegistry, RearmOpen, TouchSeen};
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
 use cassa::domain::time;
@@ -26,6 +26,8 @@ struct MemoryStore {
     rows: Mutex<HashMap<Uuid, StoredPayment>>,
     /// `payment_timing` calls (an actor loading or reloading its timing).
     timing_reads: AtomicUsize,
+    /// `payment` calls (an operation reading the whole row).
+    row_reads: AtomicUsize,
 }
 
 fn unsupported() -> StoreError {
@@ -51,6 +53,7 @@ impl Store for MemoryStore {
         Ok(self.rows.lock().unwrap().get(&id).map(PaymentTiming::from))
     }
     async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        self.row_reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.rows.lock().unwrap().get(&id).cloned())
     }
     async fn update_payment(
@@ -373,4 +376,39 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
     assert_eq!(what, "check");
     assert!(at - created < Duration::minutes(1), "checked at {at}");
     assert_eq!(store.timing_reads.load(Ordering::SeqCst), reads + 1);
+}
+
+/// A payment just created is handed to its new actor with the row the creation returned:
+/// the first check works on it without reading it back; the next one reads it fresh.
+#[actix_rt::test]
+async fn a_new_actor_starts_from_the_created_row() {
+    tokio::time::pause();
+    let created = time::now();
+    let id = Uuid::new_v4();
+    let row = StoredPayment {
+        payment: pending_payment(id, created, None),
+        version: 1,
+        saga: Default::default(),
+        next_check_at: Some(created),
+    };
+    let store = Arc::new(MemoryStore::default());
+    store.rows.lock().unwrap().insert(id, row.clone());
+    let (deps, mut seen) = watched_deps(store.clone(), "*:1m");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    registry
+        .send(Ensure(id, Some(Box::new(row))))
+        .await
+        .unwrap();
+    assert_eq!(seen.recv().await.unwrap().0, "check");
+    // The check's outcome is written (paused time: sleeping only lets the actor run).
+    for _ in 0..100 {
+        if store.rows.lock().unwrap()[&id].version > 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.rows.lock().unwrap()[&id].version, 2);
+    assert_eq!(store.row_reads.load(Ordering::SeqCst), 0);
+    assert_eq!(seen.recv().await.unwrap().0, "check");
+    assert_eq!(store.row_reads.load(Ordering::SeqCst), 1);
 }
