@@ -52,7 +52,10 @@ impl PgStore {
             .await
             .context("cannot migrate the PostgreSQL database")?;
         let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
-        tokio::spawn(group_commit(pool.clone(), jobs));
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        for _ in 0..PG_GROUP_WRITERS {
+            tokio::spawn(group_commit(pool.clone(), jobs.clone()));
+        }
         Ok(PgStore {
             write: pool.clone(),
             read: pool,
@@ -107,7 +110,10 @@ impl SqliteStore {
             .with_context(|| format!("cannot open SQLite database {url:?} for checkpoints"))?;
         let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
         tokio::spawn(checkpoints(checkpointer, writer.downgrade()));
-        tokio::spawn(group_commit(write.clone(), jobs));
+        tokio::spawn(group_commit(
+            write.clone(),
+            Arc::new(tokio::sync::Mutex::new(jobs)),
+        ));
         Ok(SqliteStore {
             write,
             read,
@@ -964,6 +970,9 @@ sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 
 /// Writes waiting for the group commit, at most.
 const GROUP_COMMIT_QUEUE: usize = 1024;
+/// Groups committing at once on PostgreSQL (many writers there; a group waits mostly on
+/// round trips). SQLite has one.
+const PG_GROUP_WRITERS: usize = 4;
 /// Writes committed in one transaction, at most.
 const GROUP_COMMIT_MAX: usize = 256;
 
@@ -1248,9 +1257,16 @@ impl GroupWriter for PgPool {
 /// SQLite has one writer anyway: this spares it a transaction per write. PostgreSQL has
 /// many, but each transaction there costs round trips, a commit record and server work
 /// per statement that a group shares.
-async fn group_commit(pool: impl GroupWriter, mut jobs: mpsc::Receiver<Job>) {
+async fn group_commit(pool: impl GroupWriter, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
-    while jobs.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+    // Several committers may share the queue: one takes what waits, lets go, commits.
+    while jobs
+        .lock()
+        .await
+        .recv_many(&mut group, GROUP_COMMIT_MAX)
+        .await
+        > 0
+    {
         let taken: Vec<Job> = std::mem::take(&mut group);
         match pool.try_group(&taken).await {
             Ok(done) => {
