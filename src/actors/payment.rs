@@ -115,8 +115,9 @@ enum OnTimer {
 }
 
 /// One open payment. It keeps only its timing between operations: the row itself is
-/// read fresh at the start of every operation (a primary-key read, minutes apart), so a
-/// resident payment costs little memory and never works on a stale row. Its end is
+/// read fresh at the start of every operation (a primary-key read, minutes apart; the
+/// first operation after a create uses the row the create returned), so a resident
+/// payment costs little memory and never works on a stale row. Its end is
 /// reported from `Drop`, which also runs while a panic unwinds.
 pub struct PaymentActor {
     id: Uuid,

@@ -237,7 +237,8 @@ impl PaymentRegistry {
         self.ensure_with(id, None, None, ctx)
     }
 
-    /// `ensure`, handing a new actor its timing when it is known already.
+    /// `ensure`, handing a new actor its timing when it is known already, and the row
+    /// for its first operation when it was just created.
     fn ensure_with(
         &mut self,
         id: Uuid,
