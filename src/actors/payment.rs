@@ -4,6 +4,7 @@
 //! from the row whenever it (re)starts; its `Drop` tells the registry when it dies,
 //! panics included. Its timer is an entry in its arbiter's shared `Timers` wheel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,26 +77,35 @@ pub struct Shard {
     pub timers: Arc<Timers>,
     /// Where actors report their end.
     pub exits: Recipient<ActorExited>,
-    /// Rows just created, for their new actor's first operation.
+    /// Rows just created, for their new actor's first check.
     pub fresh: FreshRows,
 }
 
-/// Rows just created, each handed to the first operation of its new actor, which would
-/// otherwise read back what the creation has just returned. Dropped when the actor
-/// reloads or ends first: a fresh row is never older than what the actor has seen.
+/// Rows just created, each handed to the first check of its new actor (due at once),
+/// which would otherwise read back what the creation has just returned. Only for a
+/// second, and dropped when the actor runs a command, reloads or ends first: a command
+/// may call the intermediary before a stale row would show as a version conflict.
 #[derive(Default)]
-pub struct FreshRows(std::sync::Mutex<std::collections::HashMap<Uuid, StoredPayment>>);
+pub struct FreshRows(std::sync::Mutex<HashMap<Uuid, (std::time::Instant, StoredPayment)>>);
+
+/// How long a row just created may stand in for a read.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl FreshRows {
     pub fn put(&self, row: StoredPayment) {
-        self.rows().insert(row.payment.id, row);
+        self.rows()
+            .insert(row.payment.id, (std::time::Instant::now(), row));
     }
 
+    /// The row, if it is still fresh; dropped either way.
     pub fn take(&self, id: Uuid) -> Option<StoredPayment> {
-        self.rows().remove(&id)
+        let (at, row) = self.rows().remove(&id)?;
+        (at.elapsed() < FRESH_FOR).then_some(row)
     }
 
-    fn rows(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, StoredPayment>> {
+    fn rows(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, (std::time::Instant, StoredPayment)>> {
         // The map stays whole whatever a panicking holder did: a plain insert or remove.
         self.0
             .lock()
@@ -116,7 +126,7 @@ enum OnTimer {
 
 /// One open payment. It keeps only its timing between operations: the row itself is
 /// read fresh at the start of every operation (a primary-key read, minutes apart; the
-/// first operation after a create uses the row the create returned), so a resident
+/// first check after a create uses the row the create returned), so a resident
 /// payment costs little memory and never works on a stale row. Its end is
 /// reported from `Drop`, which also runs while a panic unwinds.
 pub struct PaymentActor {
@@ -429,14 +439,11 @@ impl Handler<Command> for PaymentActor {
     fn handle(&mut self, command: Command, _ctx: &mut Context<Self>) -> Self::Result {
         let deps = self.deps().clone();
         let id = self.id;
-        let fresh = self.shard.fresh.take(id);
+        // A command reads the row itself (see `FreshRows`).
+        self.shard.fresh.take(id);
         AtomicResponse::new(Box::pin(
             async move {
-                let read = match fresh {
-                    Some(row) => Ok(Some(row)),
-                    None => deps.store.payment(id).await,
-                };
-                let row = match read {
+                let row = match deps.store.payment(id).await {
                     Ok(Some(row)) => row,
                     Ok(None) => {
                         return (

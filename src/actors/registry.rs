@@ -238,7 +238,7 @@ impl PaymentRegistry {
     }
 
     /// `ensure`, handing a new actor its timing when it is known already, and the row
-    /// for its first operation when it was just created.
+    /// for its first check when it was just created.
     fn ensure_with(
         &mut self,
         id: Uuid,
@@ -316,7 +316,7 @@ impl Actor for PaymentRegistry {
 
 /// Makes sure the payment has a resident actor (after creation, or to wake it). The
 /// sender of a payment just created hands over the row: a new actor starts with its
-/// timing and its first operation works on it instead of reading it back.
+/// timing and its first check works on it instead of reading it back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Ensure(pub Uuid, pub Option<Box<StoredPayment>>);

@@ -260,26 +260,10 @@ macro_rules! sql_store {
                 saga: &SagaState,
                 next_check_at: Option<DateTime<Utc>>,
             ) -> Result<bool, StoreError> {
-                let inserted = sqlx::query(
-                    "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
-                     created_at, updated_at, next_check_at, version, document, saga, notify_pending) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13) ON CONFLICT DO NOTHING",
-                )
-                .bind(payment.id)
-                .bind(payment.tenant_id)
-                .bind(payment.service_id)
-                .bind(payment.user_id)
-                .bind(payment.remote_id)
-                .bind(payment.kind.as_str())
-                .bind(payment.status.as_str())
-                .bind(payment.created_at)
-                .bind(payment.updated_at)
-                .bind(next_check_at)
-                .bind(Json(payment))
-                .bind(Json(saga))
-                .bind(payment.notify_pending())
-                .execute(&mut *conn)
-                .await?;
+                let mut qb = QueryBuilder::<$db>::new("");
+                Self::push_payment_rows(&mut qb, &[(payment, saga, next_check_at)]);
+                qb.push(" ON CONFLICT DO NOTHING");
+                let inserted = qb.build().execute(&mut *conn).await?;
                 Ok(inserted.rows_affected() == 1)
             }
 
@@ -490,7 +474,8 @@ macro_rules! sql_store {
             /// to the connection's thread, which costs more than SQLite's own work on a small
             /// group (about 0.2 ms, measured): there each of the two is one batch of
             /// statements, and a group of plain writes only (the usual case) is two round
-            /// trips in all (`write_plain_group`: BEGIN and COMMIT ride with the batches).
+            /// trips (`write_plain_group`: BEGIN and COMMIT ride with the batches), plus the
+            /// ping sqlx sends when the connection goes back to the pool.
             async fn try_group(pool: &sqlx::Pool<$db>, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
                 // Plain creates: nothing to undo, nothing shared with the other jobs.
                 let creates: Vec<(usize, &NewPayment)> = jobs
@@ -633,12 +618,23 @@ macro_rules! sql_store {
 
             /// `INSERT INTO payments … VALUES …` of new payments (at version 1).
             fn push_new_payments<'a>(qb: &mut QueryBuilder<'a, $db>, news: &[&'a NewPayment]) {
+                let rows: Vec<_> = news
+                    .iter()
+                    .map(|new| (&new.payment, &new.saga, new.next_check_at))
+                    .collect();
+                Self::push_payment_rows(qb, &rows);
+            }
+
+            /// `INSERT INTO payments … VALUES …` of (payment, saga, next check), at version 1.
+            fn push_payment_rows<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                rows: &[(&'a Payment, &'a SagaState, Option<DateTime<Utc>>)],
+            ) {
                 qb.push(
                     "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
                      created_at, updated_at, next_check_at, version, document, saga, notify_pending) ",
                 );
-                qb.push_values(news, |mut row, new| {
-                    let payment = &new.payment;
+                qb.push_values(rows, |mut row, (payment, saga, next_check_at)| {
                     row.push_bind(payment.id)
                         .push_bind(payment.tenant_id)
                         .push_bind(payment.service_id)
@@ -648,10 +644,10 @@ macro_rules! sql_store {
                         .push_bind(payment.status.as_str())
                         .push_bind(payment.created_at)
                         .push_bind(payment.updated_at)
-                        .push_bind(new.next_check_at)
+                        .push_bind(*next_check_at)
                         .push_bind(1_i64)
-                        .push_bind(Json(payment))
-                        .push_bind(Json(&new.saga))
+                        .push_bind(Json(*payment))
+                        .push_bind(Json(*saga))
                         .push_bind(payment.notify_pending());
                 });
             }
@@ -1015,6 +1011,18 @@ enum Job {
     MarkPublished(Vec<i64>, oneshot::Sender<Result<(), StoreError>>),
 }
 
+impl Job {
+    /// Whether it writes only rows of its own payment (or outbox marks): no wallet
+    /// account, idempotency key or remote_id shared with other writes.
+    fn is_plain(&self) -> bool {
+        match self {
+            Job::Create(new, _) => is_plain(new),
+            Job::Update(_, change, _) => change.hold.is_none(),
+            Job::MarkPublished(..) => true,
+        }
+    }
+}
+
 /// What a job did inside a group transaction (sent only once that commits).
 enum Done {
     Created(Created),
@@ -1158,8 +1166,9 @@ impl SqliteStore {
             Self::push_updates(&mut qb, chunk);
             qb.push("; ");
         }
-        // Only the updates return rows.
-        let rows = qb.build().fetch_all(&mut *conn).await?;
+        // Only the updates return rows. Not kept prepared: nearly every group's text
+        // differs, and it would push the connection's reusable statements out.
+        let rows = qb.build().persistent(false).fetch_all(&mut *conn).await?;
         rows.iter()
             .map(|r| r.try_get::<Uuid, _>(0).map_err(StoreError::from))
             .collect()
@@ -1190,7 +1199,7 @@ impl SqliteStore {
             list.push_unseparated("); ");
         }
         qb.push(suffix);
-        qb.build().execute(&mut *conn).await?;
+        qb.build().persistent(false).execute(&mut *conn).await?;
         Ok(())
     }
 }
@@ -1226,6 +1235,10 @@ trait GroupWriter: Send + Sync + 'static {
     async fn try_group(&self, jobs: &[Job]) -> Result<Vec<Done>, StoreError>;
     /// Runs one job in a transaction of its own and answers it.
     async fn run_alone(&self, job: Job);
+    /// Whether a job must not join a group (it then runs alone, before it).
+    fn keeps_apart(&self, _job: &Job) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -1245,6 +1258,12 @@ impl GroupWriter for PgPool {
     }
     async fn run_alone(&self, job: Job) {
         PgStore::run_alone(self, job).await
+    }
+    /// With several committers, a group holding locks beyond its own payments (a wallet
+    /// account, an idempotency key, a remote_id) could deadlock with another group, or
+    /// keep a busy account locked for a whole group: those writes run alone.
+    fn keeps_apart(&self, job: &Job) -> bool {
+        !job.is_plain()
     }
 }
 
@@ -1267,7 +1286,15 @@ async fn group_commit(pool: impl GroupWriter, jobs: Arc<tokio::sync::Mutex<mpsc:
         .await
         > 0
     {
-        let taken: Vec<Job> = std::mem::take(&mut group);
+        let (apart, taken): (Vec<Job>, Vec<Job>) = std::mem::take(&mut group)
+            .into_iter()
+            .partition(|job| pool.keeps_apart(job));
+        for job in apart {
+            pool.run_alone(job).await;
+        }
+        if taken.is_empty() {
+            continue;
+        }
         match pool.try_group(&taken).await {
             Ok(done) => {
                 for (job, done) in taken.into_iter().zip(done) {
@@ -1336,5 +1363,146 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A payment for the demo tenant: PAGOPA, or WALLET charging the demo account.
+    fn demo_payment(wallet: bool) -> Payment {
+        use crate::seed::*;
+        let id = Uuid::new_v4();
+        let now = time::format(&time::now());
+        let (kind, account, user) = if wallet {
+            ("WALLET", serde_json::json!(DEMO_ACCOUNT), DEMO_CITIZEN)
+        } else {
+            ("PAGOPA", serde_json::Value::Null, Uuid::new_v4())
+        };
+        let json = serde_json::json!({
+            "id": id, "user_id": user, "type": kind, "tenant_id": DEMO_TENANT,
+            "service_id": DEMO_SERVICE, "remote_id": null, "reason": "TARI 2026 rata 1",
+            "status": "CREATION_PENDING", "created_at": now, "updated_at": now,
+            "payment": {"amount": "12.00", "currency": "EUR", "expire_at": null, "split": [],
+                        "iud": Payment::iud_for(id)},
+            "payer": {"type": "human", "tax_identification_number": "RSSMRA80A01H501U",
+                      "name": "Mario", "family_name": "Rossi", "email": null},
+            "links": {}, "wallet_account_id": account
+        });
+        match serde_json::from_value(json) {
+            Ok(payment) => payment,
+            Err(e) => panic!("demo payment: {e}"),
+        }
+    }
+
+    fn new_payment(payment: Payment, hold: Option<HoldRequest>) -> NewPayment {
+        NewPayment {
+            next_check_at: Some(payment.created_at),
+            payment,
+            saga: Default::default(),
+            idempotency: None,
+            hold,
+        }
+    }
+
+    async fn created(store: &SqliteStore, new: NewPayment) -> StoredPayment {
+        match store.create_payment(new).await.unwrap() {
+            Created::New(row) => row,
+            other => panic!("expected New, got {other:?}"),
+        }
+    }
+
+    fn with_status(row: &StoredPayment, status: PaymentStatus) -> Change {
+        let mut payment = row.payment.clone();
+        payment.status = status;
+        Change::of(row, payment, row.saga.clone())
+    }
+
+    /// One group mixing every kind of write, built by hand (so it is one group whatever
+    /// the timing): each is answered as if it ran alone and in order — a plain update
+    /// of a payment after its hold was settled in the same group sees that write.
+    #[tokio::test]
+    async fn a_mixed_group_answers_each_write_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        crate::seed::demo(&store, "http://127.0.0.1:9/sim")
+            .await
+            .unwrap();
+        let hold = HoldRequest {
+            account_id: crate::seed::DEMO_ACCOUNT,
+            amount_cents: 1200,
+        };
+        let wallet = created(&store, new_payment(demo_payment(true), Some(hold))).await;
+        let other = created(&store, new_payment(demo_payment(false), None)).await;
+        let published = store.unpublished_events(10).await.unwrap();
+
+        let mut capture = with_status(&wallet, PaymentStatus::Complete);
+        capture.hold = Some(HoldAction::Capture);
+        let after_capture = StoredPayment {
+            payment: capture.payment.clone(),
+            version: 2,
+            saga: capture.saga.clone(),
+            next_check_at: capture.next_check_at,
+        };
+        let mut bookkeeping = Change::of(
+            &after_capture,
+            after_capture.payment.clone(),
+            Default::default(),
+        );
+        bookkeeping.next_check_at = None;
+        let fresh = new_payment(demo_payment(false), None);
+        let fresh_id = fresh.payment.id;
+        let (a, _) = oneshot::channel();
+        let (b, _) = oneshot::channel();
+        let (c, _) = oneshot::channel();
+        let (d, _) = oneshot::channel();
+        let (e, _) = oneshot::channel();
+        let jobs = vec![
+            Job::Update(1, capture, a),
+            Job::Update(2, bookkeeping, b),
+            Job::Create(fresh, c),
+            Job::Update(1, with_status(&other, PaymentStatus::PaymentPending), d),
+            Job::MarkPublished(published.iter().map(|e| e.seq).collect(), e),
+        ];
+        let done = SqliteStore::try_group(&store.write, &jobs).await.unwrap();
+        let versions: Vec<Option<i64>> = done
+            .iter()
+            .map(|d| match d {
+                Done::Updated(Ok(row)) => Some(row.version),
+                Done::Created(Created::New(row)) => Some(row.version),
+                Done::Marked => None,
+                Done::Updated(Err(e)) => panic!("update refused: {e}"),
+                Done::Created(other) => panic!("create answered {other:?}"),
+            })
+            .collect();
+        assert_eq!(versions, [Some(2), Some(3), Some(1), Some(2), None]);
+
+        let stored = store.payment(wallet.payment.id).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.next_check_at), (3, None));
+        let account = store
+            .account(crate::seed::DEMO_ACCOUNT)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (account.balance_cents, account.held_cents),
+            (crate::seed::DEMO_BALANCE_CENTS - 1200, 0)
+        );
+        assert!(store.payment(fresh_id).await.unwrap().is_some());
+        let unpublished = store.unpublished_events(10).await.unwrap();
+        let mut left: Vec<(Uuid, Option<i64>)> = unpublished
+            .iter()
+            .map(|e| (e.payment_id, e.version))
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            (wallet.payment.id, Some(2)),
+            (other.payment.id, Some(2)),
+            (fresh_id, Some(1)),
+        ];
+        expected.sort();
+        assert_eq!(
+            left, expected,
+            "the marked events are gone, each write left one"
+        );
     }
 }

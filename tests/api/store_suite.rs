@@ -492,14 +492,16 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             .collect();
         let started = i % 2 == 0;
         let row = store.payment(*id).await.unwrap().unwrap();
+        let events = store.payment_events(*id).await.unwrap().len();
         if started {
             assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
             assert!(
                 versions.ends_with(&[Some(3)]),
                 "events of {id}: {versions:?}"
             );
+            assert_eq!(events, 3, "created, pending, started: one event each");
         } else {
-            assert_eq!((row.version, versions), (1, vec![Some(1)]));
+            assert_eq!((row.version, versions, events), (1, vec![Some(1)], 1));
         }
     }
 
