@@ -125,10 +125,6 @@ impl SqliteStore {
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 const HOLD_STATUS_HELD: &str = "HELD";
 
-fn insert_outbox_sql() -> &'static str {
-    "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) VALUES ($1, $2, 'payments', $3, $4, $5)"
-}
-
 macro_rules! sql_store {
     ($store:ty, $db:ty, $name:literal) => {
         impl $store {
@@ -149,15 +145,9 @@ macro_rules! sql_store {
                 at: DateTime<Utc>,
                 version: i64,
             ) -> Result<(), StoreError> {
-                let event = PaymentEvent::new(payment.clone(), at);
-                sqlx::query(insert_outbox_sql())
-                    .bind(event.event_id)
-                    .bind(payment.id)
-                    .bind(Json(&event))
-                    .bind(at)
-                    .bind(version)
-                    .execute(&mut *conn)
-                    .await?;
+                let mut qb = QueryBuilder::<$db>::new("");
+                Self::push_events(&mut qb, &[(payment, at, version)]);
+                qb.build().execute(&mut *conn).await?;
                 Ok(())
             }
 
@@ -415,15 +405,22 @@ macro_rules! sql_store {
                 if seqs.is_empty() {
                     return Ok(());
                 }
-                let mut qb = QueryBuilder::<$db>::new("UPDATE outbox SET published_at = ");
-                qb.push_bind(time::now()).push(" WHERE seq IN (");
+                let mut qb = QueryBuilder::<$db>::new("");
+                Self::push_marks(&mut qb, time::now(), seqs);
+                qb.build().execute(&mut *conn).await?;
+                Ok(())
+            }
+
+            /// `UPDATE outbox SET published_at = … WHERE seq IN (…)`.
+            fn push_marks(qb: &mut QueryBuilder<'_, $db>, at: DateTime<Utc>, seqs: &[i64]) {
+                qb.push("UPDATE outbox SET published_at = ")
+                    .push_bind(at)
+                    .push(" WHERE seq IN (");
                 let mut list = qb.separated(", ");
                 for seq in seqs {
                     list.push_bind(*seq);
                 }
                 list.push_unseparated(")");
-                qb.build().execute(&mut *conn).await?;
-                Ok(())
             }
 
             async fn create_payment_queued(&self, new: NewPayment) -> Result<Created, StoreError> {
@@ -1189,14 +1186,8 @@ impl SqliteStore {
         }
         let now = time::now();
         for seqs in marks {
-            qb.push("UPDATE outbox SET published_at = ")
-                .push_bind(now)
-                .push(" WHERE seq IN (");
-            let mut list = qb.separated(", ");
-            for seq in *seqs {
-                list.push_bind(*seq);
-            }
-            list.push_unseparated("); ");
+            Self::push_marks(&mut qb, now, seqs);
+            qb.push("; ");
         }
         qb.push(suffix);
         qb.build().persistent(false).execute(&mut *conn).await?;
