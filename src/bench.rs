@@ -615,6 +615,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)?;
     actix::spawn(running.server);
+    // Measured in steady state: until the `payments` partitions are assigned, a create's
+    // actor is not started (no instance owns it yet) and its first check waits for the
+    // assignment, which would then land in the middle of the window.
+    owning(&running.registry).await?;
     let body = serde_json::json!({
         "type": "PAGOPA", "tenant_id": DEMO_TENANT, "service_id": DEMO_SERVICE, "reason": "bench",
         "payment": {"amount": "10.00"},
@@ -673,6 +677,27 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             ("ratio_vs_raw_insert", format!("{ratio:.2}")),
         ],
     )
+}
+
+/// Waits until the registry owns its share of the `payments` partitions (at most a minute).
+async fn owning(registry: &Addr<PaymentRegistry>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        match stats(registry).await?.owned_partitions {
+            None => return Ok(()),
+            Some(n) if n > 0 => {
+                eprintln!(
+                    "partitions assigned after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Some(_) if started.elapsed() > Duration::from_secs(60) => {
+                anyhow::bail!("no partition of `payments` assigned within a minute")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Waits until the outbox has stayed empty for half a second (at most a minute).
