@@ -43,6 +43,9 @@ impl PgStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // sqlx pings every connection when it goes back to the pool already; a second
+            // ping on the way out would add a round trip to every query.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
@@ -466,13 +469,15 @@ macro_rules! sql_store {
             /// savepoint; the others write nothing when they are refused (a version conflict).
             /// Any error aborts the whole transaction.
             ///
-            /// The plain writes (`write_plain`, then `write_events_and_marks`) are multi-row
-            /// statements whatever the group's size. On SQLite each statement is a round trip
-            /// to the connection's thread, which costs more than SQLite's own work on a small
-            /// group (about 0.2 ms, measured): there each of the two is one batch of
-            /// statements, and a group of plain writes only (the usual case) is two round
-            /// trips (`write_plain_group`: BEGIN and COMMIT ride with the batches), plus the
-            /// ping sqlx sends when the connection goes back to the pool.
+            /// The plain writes (`write_plain_in`) are a fixed number of statements whatever
+            /// the group's size. On PostgreSQL they are one statement over arrays, and a
+            /// group of plain writes only (the usual case; there the others run alone) needs
+            /// no BEGIN or COMMIT. On SQLite each statement is a round trip to the
+            /// connection's thread, which costs more than SQLite's own work on a small group
+            /// (about 0.2 ms, measured): there they are two batches of statements, and a
+            /// group of plain writes only is two round trips (`write_plain_group`: BEGIN and
+            /// COMMIT ride with the batches), plus the ping sqlx sends when the connection
+            /// goes back to the pool.
             async fn try_group(pool: &sqlx::Pool<$db>, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
                 // Plain creates: nothing to undo, nothing shared with the other jobs.
                 let creates: Vec<(usize, &NewPayment)> = jobs
@@ -519,9 +524,7 @@ macro_rules! sql_store {
                     Self::write_plain_group(pool, &news, &plain, &seqs).await?
                 } else {
                     let mut tx = pool.begin().await?;
-                    let updated = Self::write_plain(&mut tx, &news, &plain).await?;
-                    Self::write_events_and_marks(&mut tx, &update_events(&plain, &updated), &seqs)
-                        .await?;
+                    let updated = Self::write_plain_in(&mut tx, &news, &plain, &seqs).await?;
                     let batched: std::collections::HashSet<usize> = creates
                         .iter()
                         .map(|(i, _)| *i)
@@ -613,15 +616,6 @@ macro_rules! sql_store {
                 }
             }
 
-            /// `INSERT INTO payments … VALUES …` of new payments (at version 1).
-            fn push_new_payments<'a>(qb: &mut QueryBuilder<'a, $db>, news: &[&'a NewPayment]) {
-                let rows: Vec<_> = news
-                    .iter()
-                    .map(|new| (&new.payment, &new.saga, new.next_check_at))
-                    .collect();
-                Self::push_payment_rows(qb, &rows);
-            }
-
             /// `INSERT INTO payments … VALUES …` of (payment, saga, next check), at version 1.
             fn push_payment_rows<'a>(
                 qb: &mut QueryBuilder<'a, $db>,
@@ -661,31 +655,6 @@ macro_rules! sql_store {
                         .push_bind(*at)
                         .push_bind(*version);
                 });
-            }
-
-            /// A multi-row `UPDATE … FROM (VALUES …) RETURNING id`: each payment only at
-            /// its expected version; the ids not returned are conflicts.
-            fn push_updates<'a>(qb: &mut QueryBuilder<'a, $db>, updates: &[(i64, &'a Change)]) {
-                qb.push(
-                    "WITH v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) AS (",
-                );
-                qb.push_values(updates, |mut row, (version, change)| {
-                    let payment = &change.payment;
-                    row.push_bind(payment.id)
-                        .push_bind(*version)
-                        .push_bind(payment.status.as_str())
-                        .push_bind(payment.updated_at)
-                        .push_bind(change.next_check_at)
-                        .push_bind(Json(payment))
-                        .push_bind(Json(&change.saga))
-                        .push_bind(payment.notify_pending());
-                });
-                qb.push(
-                    ") UPDATE payments SET status = v.status, updated_at = v.updated_at, \
-                     next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
-                     saga = v.saga, notify_pending = v.notify_pending \
-                     FROM v WHERE payments.id = v.id AND payments.version = v.expected RETURNING payments.id",
-                );
             }
 
             fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
@@ -1032,66 +1001,202 @@ fn writer_gone() -> StoreError {
 }
 
 impl PgStore {
-    /// The plain creates' rows with their events, one statement per chunk (a data-modifying
-    /// CTE; a taken id fails it, and with it the group, which is then retried one by
-    /// one), then the plain updates, each row only at its expected version. The ids
-    /// updated (the others are conflicts).
-    async fn write_plain(
-        conn: &mut sqlx::PgConnection,
-        news: &[&NewPayment],
-        updates: &[(i64, &Change)],
-    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
-        for chunk in news.chunks(MULTI_ROW_MAX) {
-            let mut qb = QueryBuilder::<sqlx::Postgres>::new("WITH p AS (");
-            Self::push_new_payments(&mut qb, chunk);
-            qb.push(") ");
-            Self::push_events(&mut qb, &creation_events(chunk));
-            qb.build().execute(&mut *conn).await?;
-        }
-        let mut updated = std::collections::HashSet::new();
-        for chunk in updates.chunks(MULTI_ROW_MAX) {
-            let mut qb = QueryBuilder::<sqlx::Postgres>::new("");
-            Self::push_updates(&mut qb, chunk);
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                updated.insert(row.try_get::<Uuid, _>(0)?);
-            }
-        }
-        Ok(updated)
-    }
-
-    /// A group of plain writes only, in a transaction of its own. The ids updated.
+    /// A group of plain writes only: one statement, so one round trip and PostgreSQL's
+    /// own implicit transaction (no BEGIN, no COMMIT). The ids updated.
     async fn write_plain_group(
         pool: &PgPool,
         news: &[&NewPayment],
         updates: &[(i64, &Change)],
         marks: &[&[i64]],
     ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
-        let mut tx = pool.begin().await?;
-        let updated = Self::write_plain(&mut tx, news, updates).await?;
-        Self::write_events_and_marks(&mut tx, &update_events(updates, &updated), marks).await?;
-        tx.commit().await?;
-        Ok(updated)
+        let mut conn = pool.acquire().await?;
+        Self::write_plain_in(&mut conn, news, updates, marks).await
     }
 
-    /// Outbox events (payment, when, the version written), then outbox marks.
-    async fn write_events_and_marks(
+    /// The plain creates' rows and events, the plain updates (each row only at its
+    /// expected version) with the events of those written, and the outbox marks, as one
+    /// statement of data-modifying CTEs over arrays. Its text does not depend on the
+    /// group, so each connection prepares it once and PostgreSQL keeps one plan. A taken
+    /// id fails it, and with it the group, which is then retried one by one. The ids
+    /// updated (the others are conflicts).
+    async fn write_plain_in(
         conn: &mut sqlx::PgConnection,
-        events: &[(&Payment, DateTime<Utc>, i64)],
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
         marks: &[&[i64]],
-    ) -> Result<(), StoreError> {
-        for chunk in events.chunks(MULTI_ROW_MAX) {
-            let mut qb = QueryBuilder::<sqlx::Postgres>::new("");
-            Self::push_events(&mut qb, chunk);
-            qb.build().execute(&mut *conn).await?;
-        }
-        for seqs in marks {
-            Self::mark_published_steps(&mut *conn, seqs).await?;
-        }
-        Ok(())
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let payments: Vec<&Payment> = news.iter().map(|new| &new.payment).collect();
+        let changed: Vec<&Payment> = updates.iter().map(|(_, c)| &c.payment).collect();
+        // Every candidate event: the creates', then those of the updates that publish one
+        // (written only where the update was).
+        let events: Vec<(PaymentEvent, i64, bool)> = news
+            .iter()
+            .map(|new| (&new.payment, new.payment.created_at, 1, false))
+            .chain(
+                updates
+                    .iter()
+                    .filter(|(_, change)| change.emit_event)
+                    .map(|(v, c)| (&c.payment, c.payment.updated_at, v + 1, true)),
+            )
+            .map(|(payment, at, version, of_update)| {
+                (PaymentEvent::new(payment.clone(), at), version, of_update)
+            })
+            .collect();
+        let seqs: Vec<i64> = marks.iter().flat_map(|seqs| seqs.iter().copied()).collect();
+        let rows = sqlx::query(PG_PLAIN_GROUP)
+            .bind(payments.iter().map(|p| p.id).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| p.tenant_id).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| p.service_id).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| p.user_id).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>())
+            .bind(
+                payments
+                    .iter()
+                    .map(|p| p.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(payments.iter().map(|p| p.created_at).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| p.updated_at).collect::<Vec<_>>())
+            .bind(news.iter().map(|n| n.next_check_at).collect::<Vec<_>>())
+            .bind(payments.iter().map(|p| Json(*p)).collect::<Vec<_>>())
+            .bind(news.iter().map(|n| Json(&n.saga)).collect::<Vec<_>>())
+            .bind(
+                payments
+                    .iter()
+                    .map(|p| p.notify_pending())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|p| p.id).collect::<Vec<_>>())
+            .bind(updates.iter().map(|(v, _)| *v).collect::<Vec<_>>())
+            .bind(
+                changed
+                    .iter()
+                    .map(|p| p.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|p| p.updated_at).collect::<Vec<_>>())
+            .bind(
+                updates
+                    .iter()
+                    .map(|(_, c)| c.next_check_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|p| Json(*p)).collect::<Vec<_>>())
+            .bind(
+                updates
+                    .iter()
+                    .map(|(_, c)| Json(&c.saga))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                changed
+                    .iter()
+                    .map(|p| p.notify_pending())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|(e, _, _)| e.event_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|(e, _, _)| e.payment.id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|(e, _, _)| Json(e)).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|(e, _, _)| e.event_created_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|(_, v, _)| *v).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, _, of_update)| *of_update)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(time::now())
+            .bind(seqs)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<Uuid, _>(0).map_err(StoreError::from))
+            .collect()
     }
 }
 
+/// `PgStore::write_plain_in`'s statement. The same columns as `push_payment_rows`,
+/// `push_updates`, `push_events` and `push_marks`, as arrays.
+const PG_PLAIN_GROUP: &str = "\
+WITH created AS (\
+  INSERT INTO payments (id, tenant_id, service_id, user_id, payment_type, status, created_at, \
+    updated_at, next_check_at, version, document, saga, notify_pending) \
+  SELECT n.id, n.tenant_id, n.service_id, n.user_id, n.payment_type, n.status, n.created_at, \
+    n.updated_at, n.next_check_at, 1, n.document, n.saga, n.notify_pending \
+  FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+    $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::jsonb[], $12::bool[]) \
+    AS n (id, tenant_id, service_id, user_id, payment_type, status, created_at, updated_at, \
+    next_check_at, document, saga, notify_pending)\
+), changed AS (\
+  UPDATE payments SET status = v.status, updated_at = v.updated_at, \
+    next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
+    saga = v.saga, notify_pending = v.notify_pending \
+  FROM UNNEST($13::uuid[], $14::int8[], $15::text[], $16::timestamptz[], $17::timestamptz[], \
+    $18::jsonb[], $19::jsonb[], $20::bool[]) \
+    AS v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) \
+  WHERE payments.id = v.id AND payments.version = v.expected \
+  RETURNING payments.id\
+), events AS (\
+  INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) \
+  SELECT e.event_id, e.payment_id, 'payments', e.payload, e.created_at, e.version \
+  FROM UNNEST($21::uuid[], $22::uuid[], $23::jsonb[], $24::timestamptz[], $25::int8[], $26::bool[]) \
+    AS e (event_id, payment_id, payload, created_at, version, of_update) \
+  WHERE NOT e.of_update OR e.payment_id IN (SELECT id FROM changed)\
+), marked AS (\
+  UPDATE outbox SET published_at = $27 WHERE seq = ANY($28::int8[])\
+) \
+SELECT id FROM changed";
+
 impl SqliteStore {
+    /// `INSERT INTO payments … VALUES …` of new payments (at version 1).
+    fn push_new_payments<'a>(qb: &mut QueryBuilder<'a, sqlx::Sqlite>, news: &[&'a NewPayment]) {
+        let rows: Vec<_> = news
+            .iter()
+            .map(|new| (&new.payment, &new.saga, new.next_check_at))
+            .collect();
+        Self::push_payment_rows(qb, &rows);
+    }
+
+    /// A multi-row `UPDATE … FROM (VALUES …) RETURNING id`: each payment only at
+    /// its expected version; the ids not returned are conflicts.
+    fn push_updates<'a>(qb: &mut QueryBuilder<'a, sqlx::Sqlite>, updates: &[(i64, &'a Change)]) {
+        qb.push(
+            "WITH v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) AS (",
+        );
+        qb.push_values(updates, |mut row, (version, change)| {
+            let payment = &change.payment;
+            row.push_bind(payment.id)
+                .push_bind(*version)
+                .push_bind(payment.status.as_str())
+                .push_bind(payment.updated_at)
+                .push_bind(change.next_check_at)
+                .push_bind(Json(payment))
+                .push_bind(Json(&change.saga))
+                .push_bind(payment.notify_pending());
+        });
+        qb.push(
+            ") UPDATE payments SET status = v.status, updated_at = v.updated_at, \
+             next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
+             saga = v.saga, notify_pending = v.notify_pending \
+             FROM v WHERE payments.id = v.id AND payments.version = v.expected RETURNING payments.id",
+        );
+    }
+
     /// A group of plain writes only, in two round trips to the connection's thread: BEGIN
     /// rides with the first batch, COMMIT with the second. sqlx does not see this
     /// transaction, so a failure rolls it back here, and a connection that cannot be
@@ -1118,28 +1223,24 @@ impl SqliteStore {
         written
     }
 
-    /// The plain writes, inside a transaction sqlx manages (a group with other jobs).
-    async fn write_plain(
+    /// The plain writes with their events, and the marks, inside a transaction sqlx
+    /// manages (a group with other jobs). The ids updated.
+    async fn write_plain_in(
         conn: &mut sqlx::SqliteConnection,
         news: &[&NewPayment],
         updates: &[(i64, &Change)],
-    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
-        if news.is_empty() && updates.is_empty() {
-            return Ok(Default::default());
-        }
-        Self::plain_batch(conn, "", news, updates).await
-    }
-
-    /// Events and marks, inside a transaction sqlx manages (a group with other jobs).
-    async fn write_events_and_marks(
-        conn: &mut sqlx::SqliteConnection,
-        events: &[(&Payment, DateTime<Utc>, i64)],
         marks: &[&[i64]],
-    ) -> Result<(), StoreError> {
-        if events.is_empty() && marks.is_empty() {
-            return Ok(());
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let updated = if news.is_empty() && updates.is_empty() {
+            Default::default()
+        } else {
+            Self::plain_batch(conn, "", news, updates).await?
+        };
+        let events = update_events(updates, &updated);
+        if !events.is_empty() || !marks.is_empty() {
+            Self::events_and_marks_batch(conn, &events, marks, "").await?;
         }
-        Self::events_and_marks_batch(conn, events, marks, "").await
+        Ok(updated)
     }
 
     /// One batch of statements (one round trip to the connection's thread), after
