@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::types::Json;
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -128,16 +127,63 @@ impl SqliteStore {
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 const HOLD_STATUS_HELD: &str = "HELD";
 
+/// A JSON document bound as text. The documents are opaque to the database (no query
+/// looks inside them), so PostgreSQL stores them as `TEXT`: no `jsonb` parsing on every
+/// write and no rendering on every read. SQLite stores JSON as text anyway.
+struct JsonText<T>(T);
+
+impl<T, DB: sqlx::Database> sqlx::Type<DB> for JsonText<T>
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, T: serde::Serialize, DB: sqlx::Database> sqlx::Encode<'q, DB> for JsonText<T>
+where
+    String: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, DB>>::encode(serde_json::to_string(&self.0)?, buf)
+    }
+}
+
+/// `value` as JSON text (the array binds of PostgreSQL's grouped statement).
+fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Unexpected(e.into()))
+}
+
+/// Each of `values` as JSON text.
+fn texts<'a, T: serde::Serialize + 'a>(
+    values: impl Iterator<Item = &'a T>,
+) -> Result<Vec<String>, StoreError> {
+    values.map(json_text).collect()
+}
+
+/// A document read back from its JSON text.
+fn from_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Unexpected(e.into()))
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, $name:literal) => {
         impl $store {
             fn row_to_payment(row: &<$db as sqlx::Database>::Row) -> Result<StoredPayment, StoreError> {
-                let document: Json<Payment> = row.try_get("document")?;
-                let saga: Json<SagaState> = row.try_get("saga")?;
+                let document: &str = row.try_get("document")?;
+                let saga: &str = row.try_get("saga")?;
                 Ok(StoredPayment {
-                    payment: document.0,
+                    payment: from_json_text(document)?,
                     version: row.try_get("version")?,
-                    saga: saga.0,
+                    saga: from_json_text(saga)?,
                     next_check_at: row.try_get("next_check_at")?,
                 })
             }
@@ -361,8 +407,8 @@ macro_rules! sql_store {
                 .bind(payment.status.as_str())
                 .bind(payment.updated_at)
                 .bind(next_check_at)
-                .bind(Json(&payment))
-                .bind(Json(&saga))
+                .bind(JsonText(&payment))
+                .bind(JsonText(&saga))
                 .bind(payment.id)
                 .bind(expected_version)
                 .bind(payment.notify_pending())
@@ -637,8 +683,8 @@ macro_rules! sql_store {
                         .push_bind(payment.updated_at)
                         .push_bind(*next_check_at)
                         .push_bind(1_i64)
-                        .push_bind(Json(*payment))
-                        .push_bind(Json(*saga))
+                        .push_bind(JsonText(*payment))
+                        .push_bind(JsonText(*saga))
                         .push_bind(payment.notify_pending());
                 });
             }
@@ -651,7 +697,7 @@ macro_rules! sql_store {
                     row.push_bind(event.event_id)
                         .push_bind(payment.id)
                         .push_bind("payments")
-                        .push_bind(Json(event))
+                        .push_bind(JsonText(event))
                         .push_bind(*at)
                         .push_bind(*version);
                 });
@@ -838,7 +884,7 @@ macro_rules! sql_store {
                     .fetch_all(&self.read)
                     .await?;
                 rows.iter()
-                    .map(|r| r.try_get::<Json<serde_json::Value>, _>("payload").map(|j| j.0).map_err(StoreError::from))
+                    .map(|r| from_json_text(r.try_get::<&str, _>("payload")?))
                     .collect()
             }
 
@@ -1058,8 +1104,8 @@ impl PgStore {
             .bind(payments.iter().map(|p| p.created_at).collect::<Vec<_>>())
             .bind(payments.iter().map(|p| p.updated_at).collect::<Vec<_>>())
             .bind(news.iter().map(|n| n.next_check_at).collect::<Vec<_>>())
-            .bind(payments.iter().map(|p| Json(*p)).collect::<Vec<_>>())
-            .bind(news.iter().map(|n| Json(&n.saga)).collect::<Vec<_>>())
+            .bind(texts(payments.iter().copied())?)
+            .bind(texts(news.iter().map(|n| &n.saga))?)
             .bind(
                 payments
                     .iter()
@@ -1081,13 +1127,8 @@ impl PgStore {
                     .map(|(_, c)| c.next_check_at)
                     .collect::<Vec<_>>(),
             )
-            .bind(changed.iter().map(|p| Json(*p)).collect::<Vec<_>>())
-            .bind(
-                updates
-                    .iter()
-                    .map(|(_, c)| Json(&c.saga))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(texts(changed.iter().copied())?)
+            .bind(texts(updates.iter().map(|(_, c)| &c.saga))?)
             .bind(
                 changed
                     .iter()
@@ -1106,7 +1147,7 @@ impl PgStore {
                     .map(|(e, _, _)| e.payment.id)
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|(e, _, _)| Json(e)).collect::<Vec<_>>())
+            .bind(texts(events.iter().map(|(e, _, _)| e))?)
             .bind(
                 events
                     .iter()
@@ -1139,7 +1180,7 @@ WITH created AS (\
   SELECT n.id, n.tenant_id, n.service_id, n.user_id, n.payment_type, n.status, n.created_at, \
     n.updated_at, n.next_check_at, 1, n.document, n.saga, n.notify_pending \
   FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-    $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::jsonb[], $12::bool[]) \
+    $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::bool[]) \
     AS n (id, tenant_id, service_id, user_id, payment_type, status, created_at, updated_at, \
     next_check_at, document, saga, notify_pending)\
 ), changed AS (\
@@ -1147,14 +1188,14 @@ WITH created AS (\
     next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
     saga = v.saga, notify_pending = v.notify_pending \
   FROM UNNEST($13::uuid[], $14::int8[], $15::text[], $16::timestamptz[], $17::timestamptz[], \
-    $18::jsonb[], $19::jsonb[], $20::bool[]) \
+    $18::text[], $19::text[], $20::bool[]) \
     AS v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) \
   WHERE payments.id = v.id AND payments.version = v.expected \
   RETURNING payments.id\
 ), events AS (\
   INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) \
   SELECT e.event_id, e.payment_id, 'payments', e.payload, e.created_at, e.version \
-  FROM UNNEST($21::uuid[], $22::uuid[], $23::jsonb[], $24::timestamptz[], $25::int8[], $26::bool[]) \
+  FROM UNNEST($21::uuid[], $22::uuid[], $23::text[], $24::timestamptz[], $25::int8[], $26::bool[]) \
     AS e (event_id, payment_id, payload, created_at, version, of_update) \
   WHERE NOT e.of_update OR e.payment_id IN (SELECT id FROM changed)\
 ), marked AS (\
@@ -1185,8 +1226,8 @@ impl SqliteStore {
                 .push_bind(payment.status.as_str())
                 .push_bind(payment.updated_at)
                 .push_bind(change.next_check_at)
-                .push_bind(Json(payment))
-                .push_bind(Json(&change.saga))
+                .push_bind(JsonText(payment))
+                .push_bind(JsonText(&change.saga))
                 .push_bind(payment.notify_pending());
         });
         qb.push(
