@@ -40,27 +40,55 @@ pub struct SqliteStore {
 impl PgStore {
     /// Connects and applies the PostgreSQL migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
+        // sqlx pings every connection when it goes back to the pool already; a second
+        // ping on the way out would add a round trip to every query.
+        let options = || {
+            PgPoolOptions::new()
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(10))
+        };
+        let read = options()
             .max_connections(16)
-            // sqlx pings every connection when it goes back to the pool already; a second
-            // ping on the way out would add a round trip to every query.
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
             .context("cannot connect to PostgreSQL")?;
         sqlx::migrate!("migrations/postgres")
-            .run(&pool)
+            .run(&read)
             .await
             .context("cannot migrate the PostgreSQL database")?;
+        // The writes have connections of their own, which keep one plan per statement:
+        // PostgreSQL would otherwise plan the group commit's statement anew nearly every
+        // time (a custom plan per array size; measured: 4 813 plans in 6 143 runs, planning
+        // adding 30 % to its time). Every write finds its rows by key; without sequential
+        // scans, a plan made while a table is still small (a new database) does so too,
+        // instead of scanning the whole table forever after (measured: 15 ms per group
+        // once the table had 10 000 rows).
+        let write = options()
+            .max_connections(PG_GROUP_WRITERS as u32 + 4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for setting in [
+                        "plan_cache_mode = force_generic_plan",
+                        "enable_seqscan = off",
+                    ] {
+                        sqlx::query(&format!("SET {setting}"))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .context("cannot connect to PostgreSQL")?;
         let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         for _ in 0..PG_GROUP_WRITERS {
-            tokio::spawn(group_commit(pool.clone(), jobs.clone()));
+            tokio::spawn(group_commit(write.clone(), jobs.clone()));
         }
         Ok(PgStore {
-            write: pool.clone(),
-            read: pool,
+            write,
+            read,
             writer,
         })
     }
