@@ -256,11 +256,15 @@ impl Intake<'_> {
         if let Created::New(row) = &created {
             tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
             if !row.payment.status.is_final() {
-                if let Err(e) = self
-                    .registry
-                    .send(Ensure(row.payment.id, Some(Box::new(row.clone()))))
-                    .await
-                {
+                // Queued without waiting for the registry to take it, unless its mailbox
+                // is full: then the create waits for room (back-pressure).
+                let ensure = Ensure(row.payment.id, Some(Box::new(row.clone())));
+                let sent = match self.registry.try_send(ensure) {
+                    Ok(()) => Ok(()),
+                    Err(actix::dev::SendError::Full(ensure)) => self.registry.send(ensure).await,
+                    Err(actix::dev::SendError::Closed(_)) => Err(actix::MailboxError::Closed),
+                };
+                if let Err(e) = sent {
                     // The row is durable: the next start-up or rebalance re-arms it.
                     tracing::error!(payment_id = %row.payment.id, error = %e, "cannot reach the registry");
                 }
