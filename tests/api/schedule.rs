@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use actix::Actor;
 use async_trait::async_trait;
-use cassa::actors::{Deps, Ensure, GetStats, Ownership, PaymentRegistry, RearmOpen, TouchSeen};
+use cassa::actors::{
+    Deps, Ensure, Forward, GetStats, Ownership, PaymentCommand, PaymentRegistry, RearmOpen,
+    TouchSeen,
+};
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
 use cassa::domain::time;
@@ -411,4 +414,56 @@ async fn a_new_actor_starts_from_the_created_row() {
     assert_eq!(store.row_reads.load(Ordering::SeqCst), 0);
     assert_eq!(seen.recv().await.unwrap().0, "check");
     assert_eq!(store.row_reads.load(Ordering::SeqCst), 1);
+}
+
+/// A command on a payment just created reads the row itself, and the hand-over is gone
+/// after it: the next check reads the row too (the command may have changed it).
+#[actix_rt::test]
+async fn a_command_drops_the_created_row() {
+    tokio::time::pause();
+    let created = time::now();
+    let id = Uuid::new_v4();
+    let first = created + Duration::seconds(30);
+    let row = StoredPayment {
+        payment: pending_payment(id, created, None),
+        version: 1,
+        saga: Default::default(),
+        next_check_at: Some(first),
+    };
+    let store = Arc::new(MemoryStore::default());
+    store.rows.lock().unwrap().insert(id, row.clone());
+    let (deps, mut seen) = watched_deps(store.clone(), "*:1m");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    registry
+        .send(Ensure(id, Some(Box::new(row))))
+        .await
+        .unwrap();
+    let reply = registry
+        .send(Forward {
+            id,
+            command: PaymentCommand::CheckNow {
+                citizen_returned: false,
+            },
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.payment.id, id);
+    assert_eq!(seen.recv().await.unwrap().0, "check");
+    assert_eq!(store.row_reads.load(Ordering::SeqCst), 1);
+    // The scheduled check (the row's next_check_at is now a minute after the command)
+    // works on the row the command wrote: one call, no conflict, no second try.
+    assert_eq!(seen.recv().await.unwrap().0, "check");
+    for _ in 0..100 {
+        if store.rows.lock().unwrap()[&id].version > 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.rows.lock().unwrap()[&id].version, 3);
+    assert_eq!(store.row_reads.load(Ordering::SeqCst), 2);
+    assert!(
+        seen.try_recv().is_err(),
+        "the check ran twice: it started from the handed-over row, which the command had made stale"
+    );
 }
