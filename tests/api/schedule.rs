@@ -381,36 +381,58 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
     assert_eq!(store.timing_reads.load(Ordering::SeqCst), reads + 1);
 }
 
+/// A payment created at `created` whose first check is due at `first`, handed to a new
+/// actor with its row (as a create does): the payment id, the store, the intermediary's
+/// calls and the registry.
+async fn handed_over(
+    created: DateTime<Utc>,
+    first: DateTime<Utc>,
+) -> (
+    Uuid,
+    Arc<MemoryStore>,
+    mpsc::UnboundedReceiver<(&'static str, DateTime<Utc>)>,
+    actix::Addr<PaymentRegistry>,
+) {
+    let id = Uuid::new_v4();
+    let row = StoredPayment {
+        payment: pending_payment(id, created, None),
+        version: 1,
+        saga: Default::default(),
+        next_check_at: Some(first),
+    };
+    let store = Arc::new(MemoryStore::default());
+    store.rows.lock().unwrap().insert(id, row.clone());
+    let (deps, seen) = watched_deps(store.clone(), "*:1m");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    registry
+        .send(Ensure(id, Some(Box::new(row))))
+        .await
+        .unwrap();
+    (id, store, seen, registry)
+}
+
+/// Waits (paused time: sleeping only lets the actors run) until payment `id` is at
+/// `version`; asserts it got there.
+async fn wait_for_version(store: &MemoryStore, id: Uuid, version: i64) {
+    for _ in 0..100 {
+        if store.rows.lock().unwrap()[&id].version >= version {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.rows.lock().unwrap()[&id].version, version);
+}
+
 /// A payment just created is handed to its new actor with the row the creation returned:
 /// the first check works on it without reading it back; the next one reads it fresh.
 #[actix_rt::test]
 async fn a_new_actor_starts_from_the_created_row() {
     tokio::time::pause();
     let created = time::now();
-    let id = Uuid::new_v4();
-    let row = StoredPayment {
-        payment: pending_payment(id, created, None),
-        version: 1,
-        saga: Default::default(),
-        next_check_at: Some(created),
-    };
-    let store = Arc::new(MemoryStore::default());
-    store.rows.lock().unwrap().insert(id, row.clone());
-    let (deps, mut seen) = watched_deps(store.clone(), "*:1m");
-    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
-    registry
-        .send(Ensure(id, Some(Box::new(row))))
-        .await
-        .unwrap();
+    let (id, store, mut seen, _registry) = handed_over(created, created).await;
     assert_eq!(seen.recv().await.unwrap().0, "check");
-    // The check's outcome is written (paused time: sleeping only lets the actor run).
-    for _ in 0..100 {
-        if store.rows.lock().unwrap()[&id].version > 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.rows.lock().unwrap()[&id].version, 2);
+    // The check's outcome is written.
+    wait_for_version(&store, id, 2).await;
     assert_eq!(store.row_reads.load(Ordering::SeqCst), 0);
     assert_eq!(seen.recv().await.unwrap().0, "check");
     assert_eq!(store.row_reads.load(Ordering::SeqCst), 1);
@@ -422,22 +444,8 @@ async fn a_new_actor_starts_from_the_created_row() {
 async fn a_command_drops_the_created_row() {
     tokio::time::pause();
     let created = time::now();
-    let id = Uuid::new_v4();
-    let first = created + Duration::seconds(30);
-    let row = StoredPayment {
-        payment: pending_payment(id, created, None),
-        version: 1,
-        saga: Default::default(),
-        next_check_at: Some(first),
-    };
-    let store = Arc::new(MemoryStore::default());
-    store.rows.lock().unwrap().insert(id, row.clone());
-    let (deps, mut seen) = watched_deps(store.clone(), "*:1m");
-    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
-    registry
-        .send(Ensure(id, Some(Box::new(row))))
-        .await
-        .unwrap();
+    let (id, store, mut seen, registry) =
+        handed_over(created, created + Duration::seconds(30)).await;
     let reply = registry
         .send(Forward {
             id,
@@ -454,13 +462,7 @@ async fn a_command_drops_the_created_row() {
     // The scheduled check (the row's next_check_at is now a minute after the command)
     // works on the row the command wrote: one call, no conflict, no second try.
     assert_eq!(seen.recv().await.unwrap().0, "check");
-    for _ in 0..100 {
-        if store.rows.lock().unwrap()[&id].version > 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.rows.lock().unwrap()[&id].version, 3);
+    wait_for_version(&store, id, 3).await;
     assert_eq!(store.row_reads.load(Ordering::SeqCst), 2);
     assert!(
         seen.try_recv().is_err(),
