@@ -16,6 +16,7 @@ use cassa::actors::{
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
 use cassa::domain::time;
+use cassa::intake::{ConfigCache, Intake};
 use cassa::intermediary::*;
 use cassa::store::*;
 use chrono::{DateTime, Duration, Utc};
@@ -45,8 +46,18 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn create_payment(&self, _: NewPayment) -> Result<Created, StoreError> {
-        Err(unsupported())
+    async fn create_payment(&self, new: NewPayment) -> Result<Created, StoreError> {
+        let row = StoredPayment {
+            payment: new.payment,
+            version: 1,
+            saga: new.saga,
+            next_check_at: new.next_check_at,
+        };
+        self.rows
+            .lock()
+            .unwrap()
+            .insert(row.payment.id, row.clone());
+        Ok(Created::New(row))
     }
     async fn import_payments(&self, _: &[NewPayment]) -> Result<(), StoreError> {
         Err(unsupported())
@@ -468,4 +479,36 @@ async fn a_command_drops_the_created_row() {
         seen.try_recv().is_err(),
         "the check ran twice: it started from the handed-over row, which the command had made stale"
     );
+}
+
+/// A create that finds the registry's mailbox full waits for room: the new payment still
+/// gets its actor, which checks it.
+#[actix_rt::test]
+async fn a_create_waits_for_room_in_a_full_registry() {
+    let store = Arc::new(MemoryStore::default());
+    let (deps, mut seen) = watched_deps(store.clone(), "*:1m");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
+    // This task does not yield until the create: the registry takes none of these.
+    let mut queued = 0;
+    while registry.try_send(GetStats).is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 0);
+    let configs = ConfigCache::default();
+    let intake = Intake {
+        store: store.as_ref(),
+        registry: &registry,
+        public_url: "http://cassa.test",
+        configs: &configs,
+    };
+    let id = Uuid::new_v4();
+    let created = intake
+        .store_new(pending_payment(id, time::now(), None), None)
+        .await
+        .unwrap();
+    assert!(matches!(created, Created::New(row) if row.payment.id == id));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the new payment got no actor: its Ensure was dropped");
+    assert_eq!(first.unwrap().0, "check");
 }
