@@ -256,8 +256,9 @@ impl Intake<'_> {
         if let Created::New(row) = &created {
             tracing::info!(payment_id = %row.payment.id, status = %row.payment.status, "payment created");
             if !row.payment.status.is_final() {
-                // Queued without waiting for the registry to take it, unless its mailbox
-                // is full: then the create waits for room (back-pressure).
+                // Queued without waiting for the registry to handle it, unless its
+                // mailbox is full: then the create waits until the registry has handled
+                // it (back-pressure).
                 let ensure = Ensure(row.payment.id, Some(Box::new(row.clone())));
                 let sent = match self.registry.try_send(ensure) {
                     Ok(()) => Ok(()),
