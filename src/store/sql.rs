@@ -1023,15 +1023,17 @@ fn creation_events<'a>(news: &[&'a NewPayment]) -> Vec<(&'a Payment, DateTime<Ut
         .collect()
 }
 
-/// The events of the plain updates that were written (and change what an event shows):
-/// (payment, when, the version written).
+/// The events of the plain updates that change what an event shows, of those `updated`
+/// (all when `None`): (payment, when, the version written).
 fn update_events<'a>(
     updates: &[(i64, &'a Change)],
-    updated: &std::collections::HashSet<Uuid>,
+    updated: Option<&std::collections::HashSet<Uuid>>,
 ) -> Vec<(&'a Payment, DateTime<Utc>, i64)> {
     updates
         .iter()
-        .filter(|(_, change)| change.emit_event && updated.contains(&change.payment.id))
+        .filter(|(_, change)| {
+            change.emit_event && updated.is_none_or(|ids| ids.contains(&change.payment.id))
+        })
         .map(|(version, change)| (&change.payment, change.payment.updated_at, version + 1))
         .collect()
 }
@@ -1104,16 +1106,11 @@ impl PgStore {
         let changed: Vec<&Payment> = updates.iter().map(|(_, c)| &c.payment).collect();
         // Every candidate event: the creates', then those of the updates that publish one
         // (written only where the update was).
-        let events: Vec<(PaymentEvent, i64, bool)> = news
-            .iter()
-            .map(|new| (&new.payment, new.payment.created_at, 1, false))
-            .chain(
-                updates
-                    .iter()
-                    .filter(|(_, change)| change.emit_event)
-                    .map(|(v, c)| (&c.payment, c.payment.updated_at, v + 1, true)),
-            )
-            .map(|(payment, at, version, of_update)| {
+        let events: Vec<(PaymentEvent, i64, bool)> = creation_events(news)
+            .into_iter()
+            .map(|event| (event, false))
+            .chain(update_events(updates, None).into_iter().map(|e| (e, true)))
+            .map(|((payment, at, version), of_update)| {
                 (PaymentEvent::new(payment.clone(), at), version, of_update)
             })
             .collect();
@@ -1286,7 +1283,7 @@ impl SqliteStore {
         let mut conn = pool.acquire().await?;
         let written = async {
             let updated = Self::plain_batch(&mut conn, "BEGIN; ", news, updates).await?;
-            let events = update_events(updates, &updated);
+            let events = update_events(updates, Some(&updated));
             Self::events_and_marks_batch(&mut conn, &events, marks, "COMMIT; ").await?;
             Ok::<_, StoreError>(updated)
         }
@@ -1312,7 +1309,7 @@ impl SqliteStore {
         } else {
             Self::plain_batch(conn, "", news, updates).await?
         };
-        let events = update_events(updates, &updated);
+        let events = update_events(updates, Some(&updated));
         if !events.is_empty() || !marks.is_empty() {
             Self::events_and_marks_batch(conn, &events, marks, "").await?;
         }
