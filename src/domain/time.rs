@@ -27,9 +27,30 @@ pub fn now() -> DateTime<Utc> {
 
 /// Formats an instant as `2026-11-22T10:00:00+01:00` (Europe/Rome offset).
 pub fn format(at: &DateTime<Utc>) -> String {
-    at.with_timezone(&Rome)
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
+    use chrono::{Datelike, Offset, Timelike};
+    let local = at.with_timezone(&Rome);
+    if !(0..=9999).contains(&local.year()) {
+        return local.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    }
+    // By hand: chrono's `format` parses its pattern again on every call, and every
+    // document and event carries several timestamps.
+    let offset = local.offset().fix().local_minus_utc();
+    let (sign, offset) = if offset < 0 {
+        ('-', -offset)
+    } else {
+        ('+', offset)
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+        offset / 3600,
+        offset / 60 % 60
+    )
 }
 
 /// Parses an ISO 8601 / RFC 3339 timestamp that carries an offset.
@@ -89,6 +110,21 @@ mod tests {
         assert_eq!(format(&winter), "2026-01-15T10:30:00+01:00");
         let summer = Utc.with_ymd_and_hms(2026, 7, 15, 9, 30, 0).unwrap();
         assert_eq!(format(&summer), "2026-07-15T11:30:00+02:00");
+    }
+
+    #[test]
+    fn formats_as_the_iso_pattern_across_a_year_and_its_clock_changes() {
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 7).unwrap();
+        for hours in (0..24 * 366).step_by(7) {
+            let at = start + chrono::Duration::hours(hours) + chrono::Duration::minutes(hours);
+            let expected = at
+                .with_timezone(&Rome)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string();
+            assert_eq!(format(&at), expected);
+        }
+        let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format(&far), "+10000-01-01T01:00:00+01:00");
     }
 
     #[test]
