@@ -226,6 +226,27 @@ impl PaymentEvent {
             app_id: app_id(),
         }
     }
+
+    /// The JSON of a new event (fresh `event_id`, returned too) of the payment whose own
+    /// JSON is `document`: the text serializing the event writes, from the document's
+    /// text, which the store writes anyway, instead of serializing the payment again.
+    pub fn text_from(document: &str, at: DateTime<Utc>) -> serde_json::Result<(Uuid, String)> {
+        let event_id = Uuid::new_v4();
+        let Some(fields) = document.strip_suffix('}').filter(|fields| fields.len() > 1) else {
+            // Not an object with fields: the long way.
+            let payment: Payment = serde_json::from_str(document)?;
+            let mut event = PaymentEvent::new(payment, at);
+            event.event_id = event_id;
+            return Ok((event_id, serde_json::to_string(&event)?));
+        };
+        let text = format!(
+            "{fields},\"event_id\":\"{event_id}\",\"event_version\":{},\"event_created_at\":\"{}\",\"app_id\":{}}}",
+            serde_json::to_string(EVENT_VERSION)?,
+            time::format(&at),
+            serde_json::to_string(&app_id())?,
+        );
+        Ok((event_id, text))
+    }
 }
 
 impl Payment {
@@ -345,6 +366,19 @@ mod tests {
             "every documented field is written back unchanged"
         );
         assert!(text.contains("\"amount\":12.34"), "{text}");
+    }
+
+    #[test]
+    fn an_event_from_the_document_text_is_the_serialized_event() {
+        let event: PaymentEvent = serde_json::from_str(EXAMPLE).unwrap();
+        let document = serde_json::to_string(&event.payment).unwrap();
+        let at = event.event_created_at + chrono::Duration::hours(5);
+        let (id, text) = PaymentEvent::text_from(&document, at).unwrap();
+        let mut expected = PaymentEvent::new(event.payment.clone(), at);
+        expected.event_id = id;
+        assert_eq!(text, serde_json::to_string(&expected).unwrap());
+        let parsed: PaymentEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, expected);
     }
 
     #[test]

@@ -270,9 +270,11 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError>;
     /// The payloads of a payment's outbox events, oldest first.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
-    /// The oldest unpublished outbox events, in order.
+    /// The oldest unpublished outbox events, in the order to publish them (each
+    /// payment's in the order written).
     async fn unpublished_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError>;
-    /// Marks outbox events published.
+    /// Records as published the events `seqs`: a prefix of what `unpublished_events`
+    /// returned, in its order. (PostgreSQL keeps only a cursor at the last of them.)
     async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError>;
     /// Takes or renews the named lease for `owner` until `ttl` from now; `false` while
     /// another owner holds it.

@@ -9,7 +9,8 @@ use cassa::domain::status::PaymentStatus;
 use cassa::domain::time;
 use cassa::seed::DEMO_ACCOUNT;
 use cassa::store::{
-    self, Change, Created, HoldAction, HoldRequest, IdempotencyKey, NewPayment, Store, StoreError,
+    self, Change, Created, HoldAction, HoldRequest, IdempotencyKey, NewPayment, OutboxRecord,
+    Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -26,6 +27,24 @@ async fn open_store(backend: Backend) -> (Arc<dyn Store>, TestDatabase) {
         .await
         .unwrap();
     (store, db)
+}
+
+/// The unpublished events once `ready` holds for them (at most 10 s; then the last read,
+/// for the assertions to report). On PostgreSQL an event shows only once every
+/// transaction older than its own has ended, in any database of the cluster, and other
+/// tests write at the same time.
+async fn unpublished_when(
+    store: &dyn Store,
+    ready: impl Fn(&[OutboxRecord]) -> bool,
+) -> Vec<OutboxRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = store.unpublished_events(10_000).await.unwrap();
+        if ready(&events) || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn sample(kind: &str, amount: &str) -> Payment {
@@ -420,7 +439,13 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         (stored.version, stored.payment.status),
         (1, PaymentStatus::CreationPending)
     );
-    let events = store.unpublished_events(10_000).await.unwrap();
+    let expected_events = |id: &Uuid| if *id == stale { 1 } else { 2 };
+    let events = unpublished_when(store.as_ref(), |events| {
+        new_ids
+            .iter()
+            .all(|id| events.iter().filter(|e| e.payment_id == *id).count() == expected_events(id))
+    })
+    .await;
     for id in &new_ids {
         let versions: Vec<Option<i64>> = events
             .iter()
@@ -474,7 +499,11 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         written.push(write.await.unwrap());
     }
     marking.await.unwrap().unwrap();
-    let unpublished = store.unpublished_events(10_000).await.unwrap();
+    // What was left unmarked, and one new event per write.
+    let unpublished = unpublished_when(store.as_ref(), |events| {
+        events.len() >= keep.len() + written.len()
+    })
+    .await;
     let seqs: Vec<i64> = unpublished.iter().map(|e| e.seq).collect();
     assert!(
         mark.iter().all(|seq| !seqs.contains(seq)),
@@ -558,4 +587,54 @@ async fn concurrent_writes_answer_each_alone_on_sqlite() {
 #[actix_rt::test]
 async fn concurrent_writes_answer_each_alone_on_postgres() {
     concurrent_writes_answer_each_alone(Backend::Postgres).await;
+}
+
+/// PostgreSQL draws an event's `seq` before its transaction commits, so a later `seq` can
+/// commit first. The relay must not pass an event still being written: it would never
+/// publish it. An event waits until every transaction older than its own has ended.
+#[actix_rt::test]
+async fn an_event_committed_late_is_still_published_on_postgres() {
+    use sqlx::Connection;
+    let (store, db) = open_store(Backend::Postgres).await;
+    // A write that began first (it has its transaction id) and commits last.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let late = Uuid::new_v4();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) \
+         VALUES ($1, $2, 'payments', '{}', now(), 1)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(late)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let Created::New(row) = store
+        .create_payment(new_payment(sample("PAGOPA", "1.00"), false))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new payment")
+    };
+    let early = store.unpublished_events(100).await.unwrap();
+    assert!(
+        early.is_empty(),
+        "an event offered while an older write is still open: {early:?}"
+    );
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    let both = unpublished_when(store.as_ref(), |events| events.len() == 2).await;
+    let order: Vec<Uuid> = both.iter().map(|e| e.payment_id).collect();
+    assert_eq!(order, vec![late, row.payment.id], "in the order written");
+    // Marking a prefix moves past it only.
+    store.mark_published(&[both[0].seq]).await.unwrap();
+    let rest = unpublished_when(store.as_ref(), |events| events.len() == 1).await;
+    assert_eq!(
+        rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![both[1].seq]
+    );
+    store.mark_published(&[both[1].seq]).await.unwrap();
+    assert!(store.unpublished_events(100).await.unwrap().is_empty());
+    // A relay that lost its lease and marks late never moves the cursor back.
+    store.mark_published(&[both[0].seq]).await.unwrap();
+    assert!(store.unpublished_events(100).await.unwrap().is_empty());
 }
