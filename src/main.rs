@@ -93,9 +93,29 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Token(args) => token(&args).map_err(anyhow::Error::msg),
-        Command::Bench(bench) => init_tracing("warn", LogFormat::Text)
-            .map_err(anyhow::Error::msg)
-            .and_then(|()| actix_web::rt::System::new().block_on(cassa::bench::run(bench))),
+        Command::Bench(bench) => {
+            let result = init_tracing("warn", LogFormat::Text)
+                .map_err(anyhow::Error::msg)
+                .and_then(|()| {
+                    let system = actix_web::rt::System::new();
+                    let result = system.block_on(cassa::bench::run(bench));
+                    // A bench leaves the cassa it measured running (actors, relay, writes
+                    // in flight). Tearing its runtime down would drop database connections
+                    // outside of it, which sqlx answers with a panic: the process ends
+                    // here instead, once the figures are out.
+                    std::mem::forget(system);
+                    result
+                });
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let code = match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
