@@ -29,12 +29,17 @@ pub fn now() -> DateTime<Utc> {
 pub fn format(at: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Offset, Timelike};
     let local = at.with_timezone(&Rome);
-    if !(0..=9999).contains(&local.year()) {
+    let offset = local.offset().fix().local_minus_utc();
+    // By hand: chrono's `format` parses its pattern again on every call, and every
+    // document and event carries several timestamps. chrono keeps what this does not
+    // cover: years of other than four digits, Rome's mean time before 1893 (an offset of
+    // seconds, which `%:z` rounds) and leap seconds.
+    if !(0..=9999).contains(&local.year())
+        || offset % 60 != 0
+        || local.nanosecond() >= 1_000_000_000
+    {
         return local.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
     }
-    // By hand: chrono's `format` parses its pattern again on every call, and every
-    // document and event carries several timestamps.
-    let offset = local.offset().fix().local_minus_utc();
     let (sign, offset) = if offset < 0 {
         ('-', -offset)
     } else {
@@ -102,7 +107,7 @@ pub mod rome_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Timelike};
 
     #[test]
     fn formats_with_rome_offset_winter_and_summer() {
@@ -123,8 +128,21 @@ mod tests {
                 .to_string();
             assert_eq!(format(&at), expected);
         }
+        let chrono = |at: DateTime<Utc>| {
+            at.with_timezone(&Rome)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        };
         let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(format(&far), "+10000-01-01T01:00:00+01:00");
+        let mean_time = Utc.with_ymd_and_hms(1890, 6, 1, 12, 0, 0).unwrap();
+        let leap = Utc
+            .with_ymd_and_hms(2016, 12, 31, 23, 59, 59)
+            .unwrap()
+            .with_nanosecond(1_000_000_000)
+            .unwrap();
+        for at in [far, mean_time, leap] {
+            assert_eq!(format(&at), chrono(at));
+        }
     }
 
     #[test]

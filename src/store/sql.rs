@@ -85,6 +85,9 @@ impl PgStore {
             .connect(url)
             .await
             .context("cannot connect to PostgreSQL")?;
+        Self::rebase_outbox_cursor(&read)
+            .await
+            .context("cannot check the outbox cursor")?;
         let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         for _ in 0..PG_GROUP_WRITERS {
@@ -95,6 +98,53 @@ impl PgStore {
             read,
             writer,
         })
+    }
+}
+
+impl PgStore {
+    /// A database copied from another server (a dump restored, a logical replica
+    /// promoted) carries that server's transaction ids, which this server's counter may
+    /// not have reached: every event written here would sort behind the relay's cursor
+    /// and never be published. When the cursor or an event is ahead of this server's
+    /// counter, the events are renumbered: those the cursor passed drop out (no txid), the
+    /// others come first, in their order, and the cursor starts over.
+    async fn rebase_outbox_cursor(pool: &PgPool) -> Result<(), sqlx::Error> {
+        const AHEAD: &str =
+            "SELECT c.txid >= x OR COALESCE((SELECT max(txid) FROM outbox), 0) >= x \
+             FROM outbox_cursor c, txid_snapshot_xmax(txid_current_snapshot()) AS x";
+        if !sqlx::query_scalar::<_, bool>(AHEAD).fetch_one(pool).await? {
+            return Ok(());
+        }
+        let mut tx = pool.begin().await?;
+        // One instance at a time, and no event written meanwhile.
+        sqlx::query("LOCK TABLE outbox_cursor, outbox IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        if sqlx::query_scalar::<_, bool>(AHEAD)
+            .fetch_one(&mut *tx)
+            .await?
+        {
+            let passed = sqlx::query(
+                "UPDATE outbox SET txid = NULL \
+                 WHERE (txid, seq) <= (SELECT txid, seq FROM outbox_cursor)",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let waiting = sqlx::query("UPDATE outbox SET txid = 0 WHERE txid IS NOT NULL")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("UPDATE outbox_cursor SET txid = -1, seq = 0")
+                .execute(&mut *tx)
+                .await?;
+            tracing::warn!(
+                published = passed,
+                unpublished = waiting,
+                "the outbox came from another PostgreSQL server (transaction ids ahead of this one's): renumbered"
+            );
+        }
+        tx.commit().await
     }
 }
 
@@ -1109,7 +1159,11 @@ fn writer_gone() -> StoreError {
 impl PgStore {
     /// The events after the relay's cursor, in (transaction, seq) order, of transactions
     /// older than every one still running: one that is still writing cannot commit an
-    /// event behind what this returns (see migration `20261129000007`).
+    /// event behind what this returns (see migration `20261129000007`). A payment's events
+    /// keep their order because each write of a payment starts after the one before it
+    /// committed (the version check), so it gets a later transaction id: a path that
+    /// wrote an event of a payment from a transaction begun before that payment's last
+    /// commit would break this.
     const UNPUBLISHED: &'static str =
         "SELECT seq, payment_id, topic, payload, version FROM outbox \
          WHERE (txid, seq) > ((SELECT txid FROM outbox_cursor), (SELECT seq FROM outbox_cursor)) \

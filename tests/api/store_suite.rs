@@ -638,3 +638,48 @@ async fn an_event_committed_late_is_still_published_on_postgres() {
     store.mark_published(&[both[0].seq]).await.unwrap();
     assert!(store.unpublished_events(100).await.unwrap().is_empty());
 }
+
+/// A database copied from a server whose transaction ids run ahead of this one's (a dump
+/// restored elsewhere): what the relay had not published is published first, and new
+/// events are not stuck behind a cursor this server's ids never reach.
+#[actix_rt::test]
+async fn a_database_copied_from_a_server_further_ahead_still_publishes_on_postgres() {
+    use sqlx::Connection;
+    let (store, db) = open_store(Backend::Postgres).await;
+    let mut ids = Vec::new();
+    for amount in ["1.00", "2.00"] {
+        match store
+            .create_payment(new_payment(sample("PAGOPA", amount), false))
+            .await
+            .unwrap()
+        {
+            Created::New(row) => ids.push(row.payment.id),
+            other => panic!("expected New, got {other:?}"),
+        }
+    }
+    let events = unpublished_when(store.as_ref(), |events| events.len() == 2).await;
+    store.mark_published(&[events[0].seq]).await.unwrap();
+    drop(store);
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for copied in [
+        "UPDATE outbox SET txid = txid + 1000000000000",
+        "UPDATE outbox_cursor SET txid = txid + 1000000000000",
+    ] {
+        sqlx::query(copied).execute(&mut conn).await.unwrap();
+    }
+    let store = store::open(&db.url).await.unwrap();
+    let Created::New(row) = store
+        .create_payment(new_payment(sample("PAGOPA", "3.00"), false))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new payment")
+    };
+    let rest = unpublished_when(store.as_ref(), |events| events.len() == 2).await;
+    assert_eq!(
+        rest.iter().map(|e| e.payment_id).collect::<Vec<_>>(),
+        vec![events[1].payment_id, row.payment.id],
+        "the unpublished copy first, then the new event; the published one not again"
+    );
+    assert_eq!(events[1].payment_id, ids[1]);
+}
