@@ -233,11 +233,9 @@ impl PaymentEvent {
     pub fn text_from(document: &str, at: DateTime<Utc>) -> serde_json::Result<(Uuid, String)> {
         let event_id = Uuid::new_v4();
         let Some(fields) = document.strip_suffix('}').filter(|fields| fields.len() > 1) else {
-            // Not an object with fields: the long way.
-            let payment: Payment = serde_json::from_str(document)?;
-            let mut event = PaymentEvent::new(payment, at);
-            event.event_id = event_id;
-            return Ok((event_id, serde_json::to_string(&event)?));
+            return Err(serde::ser::Error::custom(
+                "a payment document is a JSON object with fields",
+            ));
         };
         let text = format!(
             "{fields},\"event_id\":\"{event_id}\",\"event_version\":{},\"event_created_at\":\"{}\",\"app_id\":{}}}",
