@@ -13,7 +13,7 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::store::Store;
+use crate::store::{HeldBack, Store};
 
 /// Events published per round.
 const BATCH: i64 = 500;
@@ -26,6 +26,11 @@ const LEASE_TTL_SECONDS: i64 = 60;
 /// stalls for the whole delivery timeout still ends well inside the lease.
 const LEASE_RENEW_AFTER: Duration = Duration::from_secs(LEASE_TTL_SECONDS as u64 / 3);
 const LEASE_NAME: &str = "outbox-relay";
+/// How often a relay that has caught up asks whether events are held back.
+const HELD_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Events held back longer than this are worth a warning: a writing transaction left
+/// open (or a forgotten prepared one) stalls every payment's events until it ends.
+const HELD_WARN_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// Settings of the relay.
 #[derive(Clone)]
@@ -43,6 +48,7 @@ impl OutboxRelay {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, "outbox relay started");
         let mut lease = None;
+        let mut held_checked = Instant::now();
         loop {
             let published = match self.round(&mut lease).await {
                 Ok(n) => n,
@@ -51,6 +57,14 @@ impl OutboxRelay {
                     0
                 }
             };
+            // Caught up (as far as it may go) and holding the lease: is anything stuck?
+            if published < BATCH as usize
+                && lease.is_some()
+                && held_checked.elapsed() >= HELD_CHECK_EVERY
+            {
+                held_checked = Instant::now();
+                self.warn_if_held_back().await;
+            }
             if published == 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(self.idle) => {}
@@ -62,6 +76,25 @@ impl OutboxRelay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Logs a warning when committed events have waited behind an open transaction for
+    /// longer than `HELD_WARN_AFTER`, naming what holds them.
+    async fn warn_if_held_back(&self) {
+        match self.store.held_back_events().await {
+            Ok(Some(held)) => {
+                if let Some(message) = held_back_warning(&held, crate::domain::time::now()) {
+                    tracing::warn!(
+                        events = held.events,
+                        oldest = %held.oldest,
+                        holder = held.holder.as_deref().unwrap_or("(ended meanwhile)"),
+                        "{message}"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot tell whether events are held back"),
+        }
     }
 
     /// One round: take the lease (or renew it when `lease`, the time it was last taken,
@@ -120,5 +153,45 @@ impl OutboxRelay {
         }
         self.store.mark_published(&acknowledged).await?;
         Ok(acknowledged.len())
+    }
+}
+
+/// The warning for events held back since `held.oldest`, once that is longer ago than
+/// `HELD_WARN_AFTER`.
+fn held_back_warning(held: &HeldBack, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let waited = now - held.oldest;
+    (held.events > 0 && waited > HELD_WARN_AFTER).then(|| {
+        format!(
+            "{} outbox events have waited {} s behind a transaction still open on the database server; \
+             they are published once it ends (commit or roll it back, or COMMIT/ROLLBACK PREPARED)",
+            held.events,
+            waited.num_seconds()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(events: i64, oldest: chrono::DateTime<chrono::Utc>) -> HeldBack {
+        HeldBack {
+            events,
+            oldest,
+            holder: Some("session pid 42".into()),
+        }
+    }
+
+    #[test]
+    fn events_held_back_for_a_minute_are_worth_a_warning_a_moment_is_not() {
+        let now = crate::domain::time::now();
+        let moment = held(3, now - chrono::TimeDelta::seconds(2));
+        assert_eq!(held_back_warning(&moment, now), None);
+        let stuck = held(3, now - chrono::TimeDelta::seconds(61));
+        let warning = held_back_warning(&stuck, now).unwrap_or_default();
+        assert!(
+            warning.starts_with("3 outbox events have waited 61 s"),
+            "{warning}"
+        );
     }
 }

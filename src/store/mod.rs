@@ -158,6 +158,20 @@ pub struct OutboxRecord {
     pub version: Option<i64>,
 }
 
+/// Committed events the relay may not publish yet, because a transaction older than
+/// them is still open somewhere on the database server (PostgreSQL publishes events in
+/// the order their transactions began, and only once none before them can commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// How many events wait.
+    pub events: i64,
+    /// When the oldest of them was written.
+    pub oldest: DateTime<Utc>,
+    /// The oldest open transaction that has written something (a session or a prepared
+    /// transaction), as PostgreSQL describes it; `None` when it has ended meanwhile.
+    pub holder: Option<String>,
+}
+
 /// A wallet account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -276,6 +290,12 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     /// Records as published the events `seqs`: a prefix of what `unpublished_events`
     /// returned, in its order. (PostgreSQL keeps only a cursor at the last of them.)
     async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError>;
+    /// Committed events held back behind an older transaction still open; `None` when
+    /// there are none. Only PostgreSQL holds events back (SQLite commits one writer at a
+    /// time, in order).
+    async fn held_back_events(&self) -> Result<Option<HeldBack>, StoreError> {
+        Ok(None)
+    }
     /// Takes or renews the named lease for `owner` until `ttl` from now; `false` while
     /// another owner holds it.
     async fn acquire_lease(

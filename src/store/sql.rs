@@ -984,6 +984,10 @@ macro_rules! sql_store {
                 self.mark_published_queued(seqs).await
             }
 
+            async fn held_back_events(&self) -> Result<Option<HeldBack>, StoreError> {
+                Self::held_back(&self.read).await
+            }
+
             async fn acquire_lease(&self, name: &str, owner: &str, ttl: chrono::Duration) -> Result<bool, StoreError> {
                 let now = time::now();
                 let until = now + ttl;
@@ -1174,6 +1178,44 @@ impl PgStore {
          WHERE (txid, seq) > ((SELECT txid FROM outbox_cursor), (SELECT seq FROM outbox_cursor)) \
          AND txid < txid_snapshot_xmin(txid_current_snapshot()) \
          ORDER BY txid, seq LIMIT $1";
+
+    /// Events past the cursor that `UNPUBLISHED` cannot offer yet: committed, but behind
+    /// a transaction still open (their own transaction id is not below every running one).
+    const HELD_BACK: &'static str =
+        "SELECT count(*) AS events, min(created_at) AS oldest FROM outbox \
+         WHERE (txid, seq) > ((SELECT txid FROM outbox_cursor), (SELECT seq FROM outbox_cursor)) \
+         AND txid >= txid_snapshot_xmin(txid_current_snapshot())";
+
+    /// The oldest transaction on the server that has written something and not ended: a
+    /// session's or a prepared one. (Other users' query texts are hidden from a role that
+    /// is not a superuser or `pg_read_all_stats`.)
+    const OLDEST_WRITER: &'static str = "SELECT description FROM (\
+           SELECT age(backend_xid) AS age, format('session pid %s (user %s, database %s, %s, \
+             transaction open since %s): %s', pid, usename, datname, state, xact_start, \
+             left(query, 200)) AS description \
+           FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+           UNION ALL \
+           SELECT age(transaction), format('prepared transaction %L (user %s, database %s, \
+             prepared at %s)', gid, owner, database, prepared) \
+           FROM pg_prepared_xacts\
+         ) AS writers ORDER BY age DESC LIMIT 1";
+
+    async fn held_back(pool: &PgPool) -> Result<Option<HeldBack>, StoreError> {
+        let row = sqlx::query(Self::HELD_BACK).fetch_one(pool).await?;
+        let events: i64 = row.try_get("events")?;
+        let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
+        let Some(oldest) = oldest.filter(|_| events > 0) else {
+            return Ok(None);
+        };
+        let holder = sqlx::query_scalar(Self::OLDEST_WRITER)
+            .fetch_optional(pool)
+            .await?;
+        Ok(Some(HeldBack {
+            events,
+            oldest,
+            holder,
+        }))
+    }
 
     /// Moves the relay's cursor to the last of `seqs`, a prefix of what `UNPUBLISHED`
     /// returned, in its order (every event up to it is published), on `conn`.
@@ -1385,6 +1427,11 @@ WITH created AS (\
 const PG_ADVANCE_CURSOR: &str = advance_cursor!("$1");
 
 impl SqliteStore {
+    /// One writer commits in order: nothing is ever held back.
+    async fn held_back(_pool: &SqlitePool) -> Result<Option<HeldBack>, StoreError> {
+        Ok(None)
+    }
+
     /// The oldest events not marked published, in order.
     const UNPUBLISHED: &'static str =
         "SELECT seq, payment_id, topic, payload, version FROM outbox \

@@ -639,6 +639,69 @@ async fn an_event_committed_late_is_still_published_on_postgres() {
     assert!(store.unpublished_events(100).await.unwrap().is_empty());
 }
 
+/// A writing transaction left open holds the relay back: the store says how many events
+/// wait, since when, and which session holds them; nothing once it has ended.
+#[actix_rt::test]
+async fn events_held_back_by_an_open_transaction_are_reported_on_postgres() {
+    use sqlx::Connection;
+    let (store, db) = open_store(Backend::Postgres).await;
+    assert_eq!(store.held_back_events().await.unwrap(), None);
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    // Writing takes a transaction id, older than the event's that follows.
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let before = time::now();
+    store
+        .create_payment(new_payment(sample("PAGOPA", "1.00"), false))
+        .await
+        .unwrap();
+    // Other tests' transactions may be older for a moment; the blocker stays.
+    let holder = format!("session pid {pid} ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let held = loop {
+        let held = store.held_back_events().await.unwrap();
+        let by_blocker = held
+            .as_ref()
+            .is_some_and(|h| h.holder.as_deref().is_some_and(|d| d.starts_with(&holder)));
+        if by_blocker || std::time::Instant::now() > deadline {
+            break held;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let held = held.expect("the event is held back");
+    assert_eq!(held.events, 1, "{held:?}");
+    assert!(
+        held.oldest >= before - chrono::TimeDelta::seconds(1),
+        "{held:?}"
+    );
+    let description = held.holder.unwrap_or_default();
+    assert!(description.starts_with(&holder), "{description}");
+    assert!(
+        description.contains("SELECT txid_current()"),
+        "{description}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.held_back_events().await.unwrap().is_some() && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.held_back_events().await.unwrap(), None);
+    assert_eq!(
+        unpublished_when(store.as_ref(), |e| e.len() == 1)
+            .await
+            .len(),
+        1
+    );
+}
+
 /// A database copied from a server whose transaction ids run ahead of this one's (a dump
 /// restored elsewhere): what the relay had not published is published first, and new
 /// events are not stuck behind a cursor this server's ids never reach.
