@@ -1879,6 +1879,56 @@ mod tests {
         Change::of(row, payment, row.saga.clone())
     }
 
+    /// A group SQLite rolled back by itself (here a trigger's `RAISE(ROLLBACK)`) leaves
+    /// no transaction to roll back: nothing of it is written, and its connection is
+    /// closed rather than reused in a state nobody can tell; the next group gets a fresh
+    /// connection and is written.
+    #[tokio::test]
+    async fn a_group_whose_transaction_is_gone_closes_its_connection_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollback.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        crate::seed::demo(&store, "http://127.0.0.1:9/sim")
+            .await
+            .unwrap();
+        let mut conn = store.write.acquire().await.unwrap();
+        // A temporary table lives and dies with its connection: it marks this one.
+        for sql in [
+            "CREATE TEMP TABLE this_connection (x)",
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox \
+             BEGIN SELECT RAISE(ROLLBACK, 'refused by a trigger'); END",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+        let refused = new_payment(demo_payment(false), None);
+        let written = SqliteStore::write_plain_group(&mut conn, &[&refused], &[], &[]).await;
+        let error = written.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(error.contains("refused by a trigger"), "{error}");
+        drop(conn);
+        assert!(store.payment(refused.payment.id).await.unwrap().is_none());
+
+        let mut conn = store.write.acquire().await.unwrap();
+        let marked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(marked, 0, "the connection was reused");
+        sqlx::query("DROP TRIGGER refuse")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let accepted = new_payment(demo_payment(false), None);
+        SqliteStore::write_plain_group(&mut conn, &[&accepted], &[], &[])
+            .await
+            .unwrap();
+        drop(conn);
+        assert!(store.payment(accepted.payment.id).await.unwrap().is_some());
+    }
+
     /// One group mixing every kind of write, built by hand (so it is one group whatever
     /// the timing): each is answered as if it ran alone and in order — a plain update
     /// of a payment after its hold was settled in the same group sees that write.
