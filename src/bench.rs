@@ -64,9 +64,13 @@ pub struct CreateArgs {
     /// Concurrent clients.
     #[arg(long, default_value = "16")]
     pub concurrency: usize,
-    /// Seconds each phase runs.
+    /// Seconds each phase runs, in all.
     #[arg(long, default_value = "10")]
     pub seconds: u64,
+    /// Slices each phase is cut into, the phases taking turns (creates, raw inserts,
+    /// creates…): both see the machine alike when its speed drifts during the run.
+    #[arg(long, default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Database (default: a new SQLite file in a temporary directory).
     #[arg(long)]
     pub database_url: Option<String>,
@@ -624,41 +628,61 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         "payment": {"amount": "10.00"},
         "payer": {"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Bench"}
     });
-    let window = Duration::from_secs(args.seconds);
+    let window = Duration::from_secs(args.seconds) / args.rounds;
     let clients = args.concurrency;
     eprintln!(
-        "durable creates over HTTP: {} clients for {} s",
-        args.concurrency, args.seconds
+        "durable creates over HTTP, then raw single-row INSERT+COMMIT into the same database: \
+         {} clients, {} s each, in {} turns of {:.1} s",
+        args.concurrency,
+        args.seconds,
+        args.rounds,
+        window.as_secs_f64()
     );
-    let http = on_client_thread(move || async move {
-        let client = reqwest::Client::new();
-        concurrently(clients, window, || {
-            let (client, base, body, token) =
-                (client.clone(), base.clone(), body.clone(), token.clone());
-            async move {
-                let r = client
-                    .post(format!("{base}/v1/payments"))
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().as_u16() == 202, "create answered {}", r.status());
-                Ok(())
-            }
-        })
-        .await
-    })
-    .await?;
-    // The raw phase runs on an idle cassa: what the creates left to do (actor steps,
-    // publishing) is finished first, so it does not slow the baseline down.
-    settle(running.store.as_ref()).await?;
-    eprintln!(
-        "raw single-row INSERT+COMMIT: {} clients for {} s",
-        args.concurrency, args.seconds
-    );
-    let raw_url = url.clone();
-    let raw = on_client_thread(move || async move { raw_inserts(&raw_url, clients, window).await })
-        .await?;
+    let mut http = Throughput::default();
+    let mut raw = Throughput::default();
+    for round in 1..=args.rounds {
+        let (base, body, token) = (base.clone(), body.clone(), token.clone());
+        http.add(
+            on_client_thread(move || async move {
+                let client = reqwest::Client::new();
+                concurrently(clients, window, || {
+                    let (client, base, body, token) =
+                        (client.clone(), base.clone(), body.clone(), token.clone());
+                    async move {
+                        let r = client
+                            .post(format!("{base}/v1/payments"))
+                            .bearer_auth(token)
+                            .json(&body)
+                            .send()
+                            .await?;
+                        anyhow::ensure!(
+                            r.status().as_u16() == 202,
+                            "create answered {}",
+                            r.status()
+                        );
+                        Ok(())
+                    }
+                })
+                .await
+            })
+            .await?,
+        );
+        // The raw inserts run on an idle cassa: what the creates left to do (actor steps,
+        // publishing) is finished first, so it does not slow the baseline down.
+        settle(running.store.as_ref()).await?;
+        let raw_url = url.clone();
+        raw.add(
+            on_client_thread(move || async move { raw_inserts(&raw_url, clients, window).await })
+                .await?,
+        );
+        eprintln!(
+            "turn {round}/{}: {:.0} creates/s, {:.0} raw inserts/s so far",
+            args.rounds,
+            http.per_sec(),
+            raw.per_sec()
+        );
+    }
+    let (http, raw) = (http.summary(), raw.summary());
     let ratio = if raw.per_sec > 0.0 {
         http.per_sec / raw.per_sec
     } else {
@@ -743,13 +767,53 @@ where
     result.await.context("the bench client thread died")?
 }
 
+/// Operations timed over one or more windows.
+#[derive(Default)]
 struct Throughput {
+    /// Each operation's latency, in ms.
+    samples: Vec<f64>,
+    /// The windows' total length, in s.
+    seconds: f64,
+}
+
+struct Summary {
     per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-/// Runs `op` from `clients` loops for `window`; throughput and latency quantiles.
+impl Throughput {
+    /// Adds another window's operations.
+    fn add(&mut self, other: Throughput) {
+        self.samples.extend(other.samples);
+        self.seconds += other.seconds;
+    }
+
+    fn per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.samples.len() as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn summary(mut self) -> Summary {
+        self.samples.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| {
+            self.samples
+                .get(((self.samples.len().max(1) - 1) as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Summary {
+            per_sec: self.per_sec(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+        }
+    }
+}
+
+/// Runs `op` from `clients` loops for `window`; each operation's latency.
 async fn concurrently<F, Fut>(clients: usize, window: Duration, op: F) -> anyhow::Result<Throughput>
 where
     F: Fn() -> Fut,
@@ -770,18 +834,9 @@ where
     for result in futures::future::join_all(loops).await {
         samples.extend(result?);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| {
-        samples
-            .get(((samples.len().max(1) - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
     Ok(Throughput {
-        per_sec: samples.len() as f64 / elapsed,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
+        samples,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -825,6 +880,8 @@ async fn raw_inserts(url: &str, clients: usize, window: Duration) -> anyhow::Res
         )
         .execute(&pool)
         .await?;
+        // Every client's connection is open before the window starts.
+        drop(futures::future::try_join_all((0..clients).map(|_| pool.acquire())).await?);
         concurrently(clients, window, || {
             let pool = pool.clone();
             async move {
