@@ -13,7 +13,7 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::store::{HeldBack, Store};
+use crate::store::{HeldBack, Store, HELD_BACK_COUNTED};
 
 /// Events published per round.
 const BATCH: i64 = 500;
@@ -161,8 +161,9 @@ impl OutboxRelay {
 fn held_back_warning(held: &HeldBack, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
     let waited = now - held.oldest;
     (held.events > 0 && waited > HELD_WARN_AFTER).then(|| {
+        let more = if held.events >= HELD_BACK_COUNTED { " or more" } else { "" };
         format!(
-            "{} outbox events have waited {} s behind a transaction still open on the database server; \
+            "{}{more} outbox events have waited {} s behind a transaction still open on the database server; \
              they are published once it ends (commit or roll it back, or COMMIT/ROLLBACK PREPARED)",
             held.events,
             waited.num_seconds()

@@ -158,12 +158,15 @@ pub struct OutboxRecord {
     pub version: Option<i64>,
 }
 
+/// Held-back events are counted up to this many.
+pub const HELD_BACK_COUNTED: i64 = 10_000;
+
 /// Committed events the relay may not publish yet, because a transaction older than
 /// them is still open somewhere on the database server (PostgreSQL publishes events in
 /// the order their transactions began, and only once none before them can commit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldBack {
-    /// How many events wait.
+    /// How many events wait (counted up to `HELD_BACK_COUNTED`).
     pub events: i64,
     /// When the oldest of them was written.
     pub oldest: DateTime<Utc>,

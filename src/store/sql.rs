@@ -1181,10 +1181,15 @@ impl PgStore {
 
     /// Events past the cursor that `UNPUBLISHED` cannot offer yet: committed, but behind
     /// a transaction still open (their own transaction id is not below every running one).
-    const HELD_BACK: &'static str =
-        "SELECT count(*) AS events, min(created_at) AS oldest FROM outbox \
-         WHERE (txid, seq) > ((SELECT txid FROM outbox_cursor), (SELECT seq FROM outbox_cursor)) \
-         AND txid >= txid_snapshot_xmin(txid_current_snapshot())";
+    /// Counted up to `HELD_BACK_COUNTED` (they pile up for as long as the transaction
+    /// stays open, and this runs again and again meanwhile); the oldest is among the
+    /// first in (txid, seq) order.
+    const HELD_BACK: &'static str = "SELECT count(*) AS events, min(created_at) AS oldest FROM (\
+           SELECT created_at FROM outbox \
+           WHERE (txid, seq) > ((SELECT txid FROM outbox_cursor), (SELECT seq FROM outbox_cursor)) \
+           AND txid >= txid_snapshot_xmin(txid_current_snapshot()) \
+           ORDER BY txid, seq LIMIT $1\
+         ) AS held";
 
     /// The oldest transaction on the server that has written something and not ended: a
     /// session's or a prepared one. (Other users' query texts are hidden from a role that
@@ -1201,7 +1206,10 @@ impl PgStore {
          ) AS writers ORDER BY age DESC LIMIT 1";
 
     async fn held_back(pool: &PgPool) -> Result<Option<HeldBack>, StoreError> {
-        let row = sqlx::query(Self::HELD_BACK).fetch_one(pool).await?;
+        let row = sqlx::query(Self::HELD_BACK)
+            .bind(HELD_BACK_COUNTED)
+            .fetch_one(pool)
+            .await?;
         let events: i64 = row.try_get("events")?;
         let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
         let Some(oldest) = oldest.filter(|_| events > 0) else {
@@ -1633,8 +1641,16 @@ trait GroupWriter: Send + Sync + 'static {
 
 #[async_trait]
 impl GroupWriter for SqlitePool {
+    /// A failed group's connection is closed: SQLite may have rolled its transaction
+    /// back already, and sqlx would then count it as still open (its ROLLBACK fails) and
+    /// open the next one as a savepoint inside it.
     async fn try_group(&mut self, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
-        SqliteStore::try_group(&mut self.acquire().await?, jobs).await
+        let mut conn = self.acquire().await?;
+        let result = SqliteStore::try_group(&mut conn, jobs).await;
+        if result.is_err() {
+            conn.close_on_drop();
+        }
+        result
     }
     async fn run_alone(&self, job: Job) {
         SqliteStore::run_alone(self, job).await
@@ -1648,16 +1664,27 @@ impl GroupWriter for SqlitePool {
 struct PgCommitter {
     pool: PgPool,
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    /// When the kept connection last answered.
+    used: std::time::Instant,
 }
+
+/// A kept connection idle for longer goes back to the pool (which pings it) before the
+/// next group: one a firewall or the server dropped while idle is then found out by the
+/// ping instead of failing, or hanging, a group.
+const PG_KEPT_IDLE_MAX: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl GroupWriter for PgCommitter {
     async fn try_group(&mut self, jobs: &[Job]) -> Result<Vec<Done>, StoreError> {
+        if self.used.elapsed() > PG_KEPT_IDLE_MAX {
+            self.conn = None;
+        }
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => self.conn.insert(self.pool.acquire().await?),
         };
         let result = PgStore::try_group(conn, jobs).await;
+        self.used = std::time::Instant::now();
         if result.is_err() {
             if let Some(mut conn) = self.conn.take() {
                 conn.close_on_drop();
@@ -1691,10 +1718,10 @@ async fn spawn_pg_committers(url: String) -> anyhow::Result<mpsc::Sender<Job>> {
         .name("cassa-pg-commit".into())
         .spawn(move || {
             runtime.block_on(async move {
-                // Room for the writes a failed group retries one by one, while each
-                // committer keeps its own connection.
+                // Each committer keeps a connection and may need a second one at the
+                // same time, for the writes of a failed group it retries one by one.
                 let pool = match PgStore::write_pool()
-                    .max_connections(PG_GROUP_WRITERS as u32 + 2)
+                    .max_connections(2 * PG_GROUP_WRITERS as u32)
                     .connect(&url)
                     .await
                 {
@@ -1713,6 +1740,7 @@ async fn spawn_pg_committers(url: String) -> anyhow::Result<mpsc::Sender<Job>> {
                         let committer = PgCommitter {
                             pool: pool.clone(),
                             conn: None,
+                            used: std::time::Instant::now(),
                         };
                         tokio::spawn(group_commit(committer, jobs.clone()))
                     })
@@ -1720,6 +1748,7 @@ async fn spawn_pg_committers(url: String) -> anyhow::Result<mpsc::Sender<Job>> {
                 for committer in committers {
                     let _ = committer.await;
                 }
+                pool.close().await;
             })
         })
         .context("cannot start the committers' thread")?;
@@ -1856,6 +1885,20 @@ mod tests {
         }
     }
 
+    /// A SQLite store in a temporary directory (kept while the first is alive), seeded
+    /// with the demo tenant, service and wallet.
+    async fn demo_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        crate::seed::demo(&store, "http://127.0.0.1:9/sim")
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
     fn new_payment(payment: Payment, hold: Option<HoldRequest>) -> NewPayment {
         NewPayment {
             next_check_at: Some(payment.created_at),
@@ -1885,14 +1928,7 @@ mod tests {
     /// connection and is written.
     #[tokio::test]
     async fn a_group_whose_transaction_is_gone_closes_its_connection_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rollback.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        crate::seed::demo(&store, "http://127.0.0.1:9/sim")
-            .await
-            .unwrap();
+        let (_dir, store) = demo_store().await;
         let mut conn = store.write.acquire().await.unwrap();
         // A temporary table lives and dies with its connection: it marks this one.
         for sql in [
@@ -1929,19 +1965,51 @@ mod tests {
         assert!(store.payment(accepted.payment.id).await.unwrap().is_some());
     }
 
+    /// The same through a group that is not only plain writes, in a transaction sqlx
+    /// opened: its ROLLBACK fails too, and sqlx, still counting that transaction open,
+    /// would open the next group's as a savepoint inside it.
+    #[tokio::test]
+    async fn a_mixed_group_whose_transaction_is_gone_closes_its_connection_on_sqlite() {
+        let (_dir, store) = demo_store().await;
+        let mut pool = store.write.clone();
+        let mut conn = pool.acquire().await.unwrap();
+        for sql in [
+            "CREATE TEMP TABLE this_connection (x)",
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox \
+             BEGIN SELECT RAISE(ROLLBACK, 'refused by a trigger'); END",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+        drop(conn);
+        // A wallet payment places a hold: not a plain write.
+        let hold = HoldRequest {
+            account_id: crate::seed::DEMO_ACCOUNT,
+            amount_cents: 1200,
+        };
+        let refused = new_payment(demo_payment(true), Some(hold));
+        let id = refused.payment.id;
+        let (reply, _) = oneshot::channel();
+        let jobs = [Job::Create(refused, reply)];
+        let written = GroupWriter::try_group(&mut pool, &jobs).await;
+        let error = written.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(error.contains("refused by a trigger"), "{error}");
+        assert!(store.payment(id).await.unwrap().is_none());
+        let mut conn = pool.acquire().await.unwrap();
+        let marked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(marked, 0, "the connection was reused");
+    }
+
     /// One group mixing every kind of write, built by hand (so it is one group whatever
     /// the timing): each is answered as if it ran alone and in order — a plain update
     /// of a payment after its hold was settled in the same group sees that write.
     #[tokio::test]
     async fn a_mixed_group_answers_each_write_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("group.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        crate::seed::demo(&store, "http://127.0.0.1:9/sim")
-            .await
-            .unwrap();
+        let (_dir, store) = demo_store().await;
         let hold = HoldRequest {
             account_id: crate::seed::DEMO_ACCOUNT,
             amount_cents: 1200,
