@@ -645,6 +645,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         http.add(
             on_client_thread(move || async move {
                 let client = reqwest::Client::new();
+                // Every client's connection is open before the window starts, as the raw
+                // inserts' are.
+                futures::future::try_join_all(
+                    (0..clients).map(|_| client.get(format!("{base}/healthz")).send()),
+                )
+                .await?;
                 concurrently(clients, window, || {
                     let (client, base, body, token) =
                         (client.clone(), base.clone(), body.clone(), token.clone());
