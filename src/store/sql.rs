@@ -1923,6 +1923,29 @@ mod tests {
         Change::of(row, payment, row.saga.clone())
     }
 
+    /// Marks the connection (a temporary table lives and dies with it) and has SQLite
+    /// roll back, by itself, any transaction that writes an event.
+    async fn mark_and_refuse(conn: &mut sqlx::SqliteConnection) {
+        for sql in [
+            "CREATE TEMP TABLE this_connection (x)",
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox \
+             BEGIN SELECT RAISE(ROLLBACK, 'refused by a trigger'); END",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+    }
+
+    /// Whether this is the connection `mark_and_refuse` marked.
+    async fn is_marked(conn: &mut sqlx::SqliteConnection) -> bool {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
+        )
+        .fetch_one(conn)
+        .await
+        .unwrap()
+            > 0
+    }
+
     /// A group SQLite rolled back by itself (here a trigger's `RAISE(ROLLBACK)`) leaves
     /// no transaction to roll back: nothing of it is written, and its connection is
     /// closed rather than reused in a state nobody can tell; the next group gets a fresh
@@ -1931,14 +1954,7 @@ mod tests {
     async fn a_group_whose_transaction_is_gone_closes_its_connection_on_sqlite() {
         let (_dir, store) = demo_store().await;
         let mut conn = store.write.acquire().await.unwrap();
-        // A temporary table lives and dies with its connection: it marks this one.
-        for sql in [
-            "CREATE TEMP TABLE this_connection (x)",
-            "CREATE TRIGGER refuse BEFORE INSERT ON outbox \
-             BEGIN SELECT RAISE(ROLLBACK, 'refused by a trigger'); END",
-        ] {
-            sqlx::query(sql).execute(&mut *conn).await.unwrap();
-        }
+        mark_and_refuse(&mut conn).await;
         let refused = new_payment(demo_payment(false), None);
         let written = SqliteStore::write_plain_group(&mut conn, &[&refused], &[], &[]).await;
         let error = written.err().map(|e| format!("{e:#}")).unwrap_or_default();
@@ -1947,13 +1963,7 @@ mod tests {
         assert!(store.payment(refused.payment.id).await.unwrap().is_none());
 
         let mut conn = store.write.acquire().await.unwrap();
-        let marked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        assert_eq!(marked, 0, "the connection was reused");
+        assert!(!is_marked(&mut conn).await, "the connection was reused");
         sqlx::query("DROP TRIGGER refuse")
             .execute(&mut *conn)
             .await
@@ -1974,13 +1984,7 @@ mod tests {
         let (_dir, store) = demo_store().await;
         let mut pool = store.write.clone();
         let mut conn = pool.acquire().await.unwrap();
-        for sql in [
-            "CREATE TEMP TABLE this_connection (x)",
-            "CREATE TRIGGER refuse BEFORE INSERT ON outbox \
-             BEGIN SELECT RAISE(ROLLBACK, 'refused by a trigger'); END",
-        ] {
-            sqlx::query(sql).execute(&mut *conn).await.unwrap();
-        }
+        mark_and_refuse(&mut conn).await;
         drop(conn);
         // A wallet payment places a hold: not a plain write.
         let hold = HoldRequest {
@@ -1996,13 +2000,7 @@ mod tests {
         assert!(error.contains("refused by a trigger"), "{error}");
         assert!(store.payment(id).await.unwrap().is_none());
         let mut conn = pool.acquire().await.unwrap();
-        let marked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        assert_eq!(marked, 0, "the connection was reused");
+        assert!(!is_marked(&mut conn).await, "the connection was reused");
     }
 
     /// One group mixing every kind of write, built by hand (so it is one group whatever
