@@ -3,6 +3,7 @@
 //! with its outbox event.
 
 pub mod config;
+mod packed;
 mod sql;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::packed;
 use super::*;
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::time;
@@ -241,6 +242,48 @@ where
     }
 }
 
+/// A payment's document bound packed (`packed::pack`): PostgreSQL stores it as
+/// `BYTEA`, SQLite as a blob in the same column as the text it stored before.
+struct PackedJson<T>(T);
+
+impl<T, DB: sqlx::Database> sqlx::Type<DB> for PackedJson<T>
+where
+    Vec<u8>: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <Vec<u8> as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <Vec<u8> as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, T: serde::Serialize, DB: sqlx::Database> sqlx::Encode<'q, DB> for PackedJson<T>
+where
+    Vec<u8>: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <Vec<u8> as sqlx::Encode<'q, DB>>::encode(
+            packed::pack(&serde_json::to_string(&self.0)?),
+            buf,
+        )
+    }
+}
+
+/// A document or an event read back from what was stored (packed or plain text).
+fn from_stored<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, StoreError> {
+    from_json_text(&packed::unpack(stored)?)
+}
+
+/// Each of `texts` packed for storage.
+fn packs(texts: &[String]) -> Vec<Vec<u8>> {
+    texts.iter().map(|text| packed::pack(text)).collect()
+}
+
 /// `value` as JSON text (the array binds of PostgreSQL's grouped statement).
 fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Unexpected(e.into()))
@@ -262,10 +305,10 @@ macro_rules! sql_store {
     ($store:ty, $db:ty, $name:literal) => {
         impl $store {
             fn row_to_payment(row: &<$db as sqlx::Database>::Row) -> Result<StoredPayment, StoreError> {
-                let document: &str = row.try_get("document")?;
+                let document: &[u8] = row.try_get("document")?;
                 let saga: &str = row.try_get("saga")?;
                 Ok(StoredPayment {
-                    payment: from_json_text(document)?,
+                    payment: from_stored(document)?,
                     version: row.try_get("version")?,
                     saga: from_json_text(saga)?,
                     next_check_at: row.try_get("next_check_at")?,
@@ -499,7 +542,7 @@ macro_rules! sql_store {
                 .bind(payment.status.as_str())
                 .bind(payment.updated_at)
                 .bind(next_check_at)
-                .bind(JsonText(&payment))
+                .bind(PackedJson(&payment))
                 .bind(JsonText(&saga))
                 .bind(payment.id)
                 .bind(expected_version)
@@ -753,7 +796,7 @@ macro_rules! sql_store {
                         .push_bind(payment.updated_at)
                         .push_bind(*next_check_at)
                         .push_bind(1_i64)
-                        .push_bind(JsonText(*payment))
+                        .push_bind(PackedJson(*payment))
                         .push_bind(JsonText(*saga))
                         .push_bind(payment.notify_pending());
                 });
@@ -770,7 +813,7 @@ macro_rules! sql_store {
                     row.push_bind(event_id)
                         .push_bind(event.payment.id)
                         .push_bind("payments")
-                        .push_bind(text)
+                        .push_bind(packed::pack(&text))
                         .push_bind(event.at)
                         .push_bind(event.version);
                 });
@@ -958,7 +1001,7 @@ macro_rules! sql_store {
                     .fetch_all(&self.read)
                     .await?;
                 rows.iter()
-                    .map(|r| from_json_text(r.try_get::<&str, _>("payload")?))
+                    .map(|r| from_stored(r.try_get::<&[u8], _>("payload")?))
                     .collect()
             }
 
@@ -973,7 +1016,7 @@ macro_rules! sql_store {
                             seq: r.try_get("seq")?,
                             payment_id: r.try_get("payment_id")?,
                             topic: r.try_get("topic")?,
-                            payload: r.try_get("payload")?,
+                            payload: packed::unpack(r.try_get("payload")?)?.into_owned(),
                             version: r.try_get("version")?,
                         })
                     })
@@ -1303,7 +1346,7 @@ impl PgStore {
             .bind(payments.iter().map(|p| p.created_at).collect::<Vec<_>>())
             .bind(payments.iter().map(|p| p.updated_at).collect::<Vec<_>>())
             .bind(news.iter().map(|n| n.next_check_at).collect::<Vec<_>>())
-            .bind(new_documents)
+            .bind(packs(&new_documents))
             .bind(texts(news.iter().map(|n| &n.saga))?)
             .bind(
                 payments
@@ -1326,7 +1369,7 @@ impl PgStore {
                     .map(|(_, c)| c.next_check_at)
                     .collect::<Vec<_>>(),
             )
-            .bind(changed_documents)
+            .bind(packs(&changed_documents))
             .bind(texts(updates.iter().map(|(_, c)| &c.saga))?)
             .bind(
                 changed
@@ -1354,7 +1397,7 @@ impl PgStore {
 struct EventColumns {
     ids: Vec<Uuid>,
     payment_ids: Vec<Uuid>,
-    payloads: Vec<String>,
+    payloads: Vec<Vec<u8>>,
     ats: Vec<DateTime<Utc>>,
     versions: Vec<i64>,
     /// Written only where its update was.
@@ -1371,7 +1414,7 @@ impl EventColumns {
         let (id, payload) = event.text(Some(document))?;
         self.ids.push(id);
         self.payment_ids.push(event.payment.id);
-        self.payloads.push(payload);
+        self.payloads.push(packed::pack(&payload));
         self.ats.push(event.at);
         self.versions.push(event.version);
         self.of_update.push(of_update);
@@ -1407,7 +1450,7 @@ WITH created AS (\
   SELECT n.id, n.tenant_id, n.service_id, n.user_id, n.payment_type, n.status, n.created_at, \
     n.updated_at, n.next_check_at, 1, n.document, n.saga, n.notify_pending \
   FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-    $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::bool[]) \
+    $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bytea[], $11::text[], $12::bool[]) \
     AS n (id, tenant_id, service_id, user_id, payment_type, status, created_at, updated_at, \
     next_check_at, document, saga, notify_pending)\
 ), changed AS (\
@@ -1415,14 +1458,14 @@ WITH created AS (\
     next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
     saga = v.saga, notify_pending = v.notify_pending \
   FROM UNNEST($13::uuid[], $14::int8[], $15::text[], $16::timestamptz[], $17::timestamptz[], \
-    $18::text[], $19::text[], $20::bool[]) \
+    $18::bytea[], $19::text[], $20::bool[]) \
     AS v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) \
   WHERE payments.id = v.id AND payments.version = v.expected \
   RETURNING payments.id\
 ), events AS (\
   INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) \
   SELECT e.event_id, e.payment_id, 'payments', e.payload, e.created_at, e.version \
-  FROM UNNEST($21::uuid[], $22::uuid[], $23::text[], $24::timestamptz[], $25::int8[], $26::bool[]) \
+  FROM UNNEST($21::uuid[], $22::uuid[], $23::bytea[], $24::timestamptz[], $25::int8[], $26::bool[]) \
     AS e (event_id, payment_id, payload, created_at, version, of_update) \
   WHERE NOT e.of_update OR e.payment_id IN (SELECT id FROM changed)\
 ), marked AS (",
@@ -1493,7 +1536,7 @@ impl SqliteStore {
                 .push_bind(payment.status.as_str())
                 .push_bind(payment.updated_at)
                 .push_bind(change.next_check_at)
-                .push_bind(JsonText(payment))
+                .push_bind(PackedJson(payment))
                 .push_bind(JsonText(&change.saga))
                 .push_bind(payment.notify_pending());
         });

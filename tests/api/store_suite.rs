@@ -746,3 +746,145 @@ async fn a_database_copied_from_a_server_further_ahead_still_publishes_on_postgr
     );
     assert_eq!(events[1].payment_id, ids[1]);
 }
+
+/// The stored bytes of a payment's document and of its first event.
+async fn stored_document_and_event(backend: Backend, url: &str, id: Uuid) -> (Vec<u8>, Vec<u8>) {
+    use sqlx::{Connection, Row};
+    const DOCUMENT: &str = "SELECT document FROM payments WHERE id = $1";
+    const EVENT: &str = "SELECT payload FROM outbox WHERE payment_id = $1 ORDER BY seq LIMIT 1";
+    match backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let document = sqlx::query(DOCUMENT).bind(id).fetch_one(&mut conn).await;
+            let event = sqlx::query(EVENT).bind(id).fetch_one(&mut conn).await;
+            (document.unwrap().get(0), event.unwrap().get(0))
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let document = sqlx::query(DOCUMENT).bind(id).fetch_one(&mut conn).await;
+            let event = sqlx::query(EVENT).bind(id).fetch_one(&mut conn).await;
+            (document.unwrap().get(0), event.unwrap().get(0))
+        }
+    }
+}
+
+/// A payment's document and its events are stored packed, in a fraction of their text,
+/// and read back whole: the payment, its event history and the relay's records.
+async fn documents_and_events_are_stored_packed(backend: Backend) {
+    let (store, db) = open_store(backend).await;
+    let mut payment = sample("PAGOPA", "12.34");
+    payment.reason = "Refezione scolastica, marzo".into();
+    let Created::New(row) = store
+        .create_payment(new_payment(payment.clone(), false))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new payment")
+    };
+    let id = row.payment.id;
+    let text = serde_json::to_string(&payment).unwrap();
+    let (document, event) = stored_document_and_event(backend, &db.url, id).await;
+    for (what, stored) in [("document", &document), ("event", &event)] {
+        assert_eq!(stored.first(), Some(&1), "the {what} is stored packed");
+        assert!(
+            stored.len() * 2 < text.len(),
+            "the {what} takes {} bytes for a {}-byte document",
+            stored.len(),
+            text.len()
+        );
+    }
+    let read = store.payment(id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&read.payment).unwrap(),
+        serde_json::to_value(&payment).unwrap()
+    );
+    let history = store.payment_events(id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["id"], id.to_string());
+    assert_eq!(history[0]["reason"], "Refezione scolastica, marzo");
+    assert_eq!(history[0]["payment"]["amount"], 12.34);
+    let records = unpublished_when(store.as_ref(), |events| {
+        events.iter().any(|e| e.payment_id == id)
+    })
+    .await;
+    let record = records.iter().find(|e| e.payment_id == id).unwrap();
+    let published: serde_json::Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(published, history[0]);
+}
+
+#[actix_rt::test]
+async fn documents_and_events_are_stored_packed_on_sqlite() {
+    documents_and_events_are_stored_packed(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn documents_and_events_are_stored_packed_on_postgres() {
+    documents_and_events_are_stored_packed(Backend::Postgres).await;
+}
+
+/// A document and an event stored as JSON text, before they were packed, come through the
+/// migration that turns their columns into bytes and read as they were.
+#[actix_rt::test]
+async fn text_stored_before_packing_survives_the_migration_on_postgres() {
+    use sqlx::Connection;
+    const PACKING: &str = "20261129000008_packed_documents.sql";
+    let db = TestDatabase::new(Backend::Postgres).await;
+    // The schema as it was before: every migration up to the one that packs.
+    let before = tempfile::tempdir().unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut names: Vec<String> = std::fs::read_dir(&migrations)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|name| name == PACKING));
+    for name in names.iter().take_while(|name| name.as_str() < PACKING) {
+        std::fs::copy(migrations.join(name), before.path().join(name)).unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let payment = sample("PAGOPA", "7.50");
+    let document = serde_json::to_string(&payment).unwrap();
+    sqlx::query(
+        "INSERT INTO payments (id, tenant_id, service_id, user_id, payment_type, status, \
+         created_at, updated_at, next_check_at, version, document, saga) \
+         VALUES ($1, $2, $3, $4, 'PAGOPA', 'CREATION_PENDING', now(), now(), now(), 1, $5, $6)",
+    )
+    .bind(payment.id)
+    .bind(payment.tenant_id)
+    .bind(payment.service_id)
+    .bind(payment.user_id)
+    .bind(&document)
+    .bind(serde_json::to_string(&cassa::domain::saga::SagaState::default()).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) \
+         VALUES ($1, $2, 'payments', $3, now(), 1)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(payment.id)
+    .bind(&document)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = store::open(&db.url).await.unwrap();
+    let read = store.payment(payment.id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&read.payment).unwrap(),
+        serde_json::to_value(&payment).unwrap()
+    );
+    let history = store.payment_events(payment.id).await.unwrap();
+    assert_eq!(history, vec![serde_json::to_value(&payment).unwrap()]);
+    let records = unpublished_when(store.as_ref(), |events| !events.is_empty()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload, document);
+}
