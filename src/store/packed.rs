@@ -24,7 +24,11 @@ const HEADER: usize = 5;
 /// `text` packed for storage.
 pub(crate) fn pack(text: &str) -> Vec<u8> {
     let input = text.as_bytes();
-    let Ok(length) = u32::try_from(input.len()) else {
+    // Longer than `unpack` accepts: stored as it is (no document comes near).
+    let Some(length) = u32::try_from(input.len())
+        .ok()
+        .filter(|_| input.len() <= UNPACKED_MAX)
+    else {
         return input.to_vec();
     };
     let mut out = vec![0; HEADER + lz4_flex::block::get_maximum_output_size(input.len())];
@@ -63,6 +67,8 @@ pub(crate) fn unpack(stored: &[u8]) -> anyhow::Result<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DICTIONARY_V1_FNV: u64 = 0xb848_e5ac_b579_f48b;
 
     fn event() -> String {
         let dictionary = std::str::from_utf8(DICTIONARY_V1).unwrap_or_default();
@@ -106,6 +112,26 @@ mod tests {
             unpack(stored).ok().as_deref(),
             Some(r#"{"status":"PAYMENT_PENDING","remote_id":null}"#)
         );
+    }
+
+    /// Values packed against the dictionary need every byte of it: this fails if the
+    /// file is edited, even keeping its length, or its line ends are rewritten.
+    #[test]
+    fn the_first_dictionary_is_unchanged() {
+        // FNV-1a, 64 bits.
+        let hash = DICTIONARY_V1
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        assert_eq!((DICTIONARY_V1.len(), hash), (1953, DICTIONARY_V1_FNV));
+    }
+
+    #[test]
+    fn text_longer_than_a_read_accepts_is_stored_as_it_is() {
+        let text = "x".repeat(UNPACKED_MAX + 1);
+        assert_eq!(pack(&text).len(), text.len());
+        assert_eq!(unpack(&pack(&text)).ok().as_deref(), Some(text.as_str()));
     }
 
     #[test]

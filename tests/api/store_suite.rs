@@ -747,29 +747,37 @@ async fn a_database_copied_from_a_server_further_ahead_still_publishes_on_postgr
     assert_eq!(events[1].payment_id, ids[1]);
 }
 
-/// The stored bytes of a payment's document and of its first event.
-async fn stored_document_and_event(backend: Backend, url: &str, id: Uuid) -> (Vec<u8>, Vec<u8>) {
+/// Every stored document and every stored event, as bytes.
+async fn stored_documents_and_events(backend: Backend, url: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     use sqlx::{Connection, Row};
-    const DOCUMENT: &str = "SELECT document FROM payments WHERE id = $1";
-    const EVENT: &str = "SELECT payload FROM outbox WHERE payment_id = $1 ORDER BY seq LIMIT 1";
+    const DOCUMENTS: &str = "SELECT document FROM payments";
+    const EVENTS: &str = "SELECT payload FROM outbox";
     match backend {
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            let document = sqlx::query(DOCUMENT).bind(id).fetch_one(&mut conn).await;
-            let event = sqlx::query(EVENT).bind(id).fetch_one(&mut conn).await;
-            (document.unwrap().get(0), event.unwrap().get(0))
+            let documents = sqlx::query(DOCUMENTS).fetch_all(&mut conn).await.unwrap();
+            let events = sqlx::query(EVENTS).fetch_all(&mut conn).await.unwrap();
+            let bytes = |rows: Vec<sqlx::postgres::PgRow>| -> Vec<Vec<u8>> {
+                rows.iter().map(|r| r.get(0)).collect()
+            };
+            (bytes(documents), bytes(events))
         }
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            let document = sqlx::query(DOCUMENT).bind(id).fetch_one(&mut conn).await;
-            let event = sqlx::query(EVENT).bind(id).fetch_one(&mut conn).await;
-            (document.unwrap().get(0), event.unwrap().get(0))
+            let documents = sqlx::query(DOCUMENTS).fetch_all(&mut conn).await.unwrap();
+            let events = sqlx::query(EVENTS).fetch_all(&mut conn).await.unwrap();
+            let bytes = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Vec<Vec<u8>> {
+                rows.iter().map(|r| r.get(0)).collect()
+            };
+            (bytes(documents), bytes(events))
         }
     }
 }
 
-/// A payment's document and its events are stored packed, in a fraction of their text,
-/// and read back whole: the payment, its event history and the relay's records.
+/// Payments' documents and events are stored packed, in a fraction of their text, by
+/// every write path (grouped creates and updates, a keyed create, a wallet hold and its
+/// settlement), and read back whole: the payment, its event history and the relay's
+/// records.
 async fn documents_and_events_are_stored_packed(backend: Backend) {
     let (store, db) = open_store(backend).await;
     let mut payment = sample("PAGOPA", "12.34");
@@ -783,9 +791,8 @@ async fn documents_and_events_are_stored_packed(backend: Backend) {
     };
     let id = row.payment.id;
     let text = serde_json::to_string(&payment).unwrap();
-    let (document, event) = stored_document_and_event(backend, &db.url, id).await;
-    for (what, stored) in [("document", &document), ("event", &event)] {
-        assert_eq!(stored.first(), Some(&1), "the {what} is stored packed");
+    let (documents, events) = stored_documents_and_events(backend, &db.url).await;
+    for (what, stored) in [("document", &documents[0]), ("event", &events[0])] {
         assert!(
             stored.len() * 2 < text.len(),
             "the {what} takes {} bytes for a {}-byte document",
@@ -810,6 +817,51 @@ async fn documents_and_events_are_stored_packed(backend: Backend) {
     let record = records.iter().find(|e| e.payment_id == id).unwrap();
     let published: serde_json::Value = serde_json::from_str(&record.payload).unwrap();
     assert_eq!(published, history[0]);
+
+    // The other write paths: a grouped update, a keyed create and its update settling a
+    // hold, a wallet create placing one.
+    let mut pending = read.payment.clone();
+    pending
+        .transition(PaymentStatus::PaymentPending, time::now())
+        .unwrap();
+    let pending = store
+        .update_payment(1, Change::of(&read, pending, read.saga.clone()))
+        .await
+        .unwrap();
+    let mut keyed = new_payment(sample("PAGOPA", "5.00"), false);
+    keyed.idempotency = Some(IdempotencyKey {
+        scope: "tenant:packed".into(),
+        key: "k".into(),
+        request_hash: "h".into(),
+    });
+    let Created::New(keyed) = store.create_payment(keyed).await.unwrap() else {
+        panic!("expected a new keyed payment")
+    };
+    let mut canceled = keyed.payment.clone();
+    canceled
+        .transition(PaymentStatus::Canceled, time::now())
+        .unwrap();
+    let mut settling = Change::of(&keyed, canceled, keyed.saga.clone());
+    settling.hold = Some(HoldAction::Release);
+    store.update_payment(1, settling).await.unwrap();
+    let Created::New(_) = store
+        .create_payment(new_payment(sample("WALLET", "2.00"), true))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new wallet payment")
+    };
+    let (documents, events) = stored_documents_and_events(backend, &db.url).await;
+    assert_eq!((documents.len(), events.len()), (3, 5));
+    for stored in documents.iter().chain(&events) {
+        let start = String::from_utf8_lossy(&stored[..stored.len().min(40)]);
+        assert_eq!(stored.first(), Some(&1), "stored as text: {start}…");
+    }
+    let read = store.payment(id).await.unwrap().unwrap();
+    assert_eq!(read.payment.status, pending.payment.status);
+    let history = store.payment_events(keyed.payment.id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1]["status"], "CANCELED");
 }
 
 #[actix_rt::test]
@@ -848,7 +900,9 @@ async fn text_stored_before_packing_survives_the_migration_on_postgres() {
         .run(&mut conn)
         .await
         .unwrap();
-    let payment = sample("PAGOPA", "7.50");
+    let mut payment = sample("PAGOPA", "7.50");
+    // What a careless conversion would mangle: quotes, a backslash, a non-ASCII letter.
+    payment.reason = r#"Tassa "rifiuti" \ 2026, città"#.into();
     let document = serde_json::to_string(&payment).unwrap();
     sqlx::query(
         "INSERT INTO payments (id, tenant_id, service_id, user_id, payment_type, status, \
