@@ -170,6 +170,9 @@ impl Drop for EmbeddedKafka {
     }
 }
 
+/// Between two requests to the mock cluster (see `own_mock_cluster`).
+const MOCK_REQUEST_SPACING: Duration = Duration::from_millis(2);
+
 /// Body of the thread that owns the (non-`Send`) mock cluster: creates it and the topics, reports
 /// the bootstrap list, then serves commands until the command channel closes.
 fn own_mock_cluster(
@@ -186,7 +189,14 @@ fn own_mock_cluster(
             return;
         }
     };
-    for (name, partitions) in &topics {
+    for (i, (name, partitions)) in topics.iter().enumerate() {
+        if i > 0 {
+            // librdkafka's mock thread serves its queued requests before it drains its
+            // wake-up pipe: a request made while it still serves the previous one loses
+            // its wake-up and waits for the thread's 1 s poll (a third of start-ups took
+            // a second more, measured). A pause lets it drain first.
+            std::thread::sleep(MOCK_REQUEST_SPACING);
+        }
         if let Err(e) = cluster.create_topic(name, *partitions, 1) {
             let _ = ready.send(Err(anyhow::Error::new(e).context(format!(
                 "creating topic {name} with {partitions} partitions"
