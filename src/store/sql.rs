@@ -212,9 +212,9 @@ impl SqliteStore {
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 const HOLD_STATUS_HELD: &str = "HELD";
 
-/// A JSON document bound as text. The documents are opaque to the database (no query
-/// looks inside them), so PostgreSQL stores them as `TEXT`: no `jsonb` parsing on every
-/// write and no rendering on every read. SQLite stores JSON as text anyway.
+/// A JSON value bound as text: a payment's saga (its document and events are packed, see
+/// `PackedJson`). It is opaque to the database (no query looks inside it), so PostgreSQL
+/// stores it as `TEXT`: no `jsonb` parsing on every write and no rendering on every read.
 struct JsonText<T>(T);
 
 impl<T, DB: sqlx::Database> sqlx::Type<DB> for JsonText<T>
