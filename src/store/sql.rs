@@ -213,7 +213,7 @@ const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 const HOLD_STATUS_HELD: &str = "HELD";
 
 /// A JSON value bound as text: a payment's saga (its document and events are packed, see
-/// `PackedJson`). It is opaque to the database (no query looks inside it), so PostgreSQL
+/// `packed`). It is opaque to the database (no query looks inside it), so PostgreSQL
 /// stores it as `TEXT`: no `jsonb` parsing on every write and no rendering on every read.
 struct JsonText<T>(T);
 
@@ -239,38 +239,6 @@ where
         buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
         <String as sqlx::Encode<'q, DB>>::encode(serde_json::to_string(&self.0)?, buf)
-    }
-}
-
-/// A payment's document bound packed (`packed::pack`): PostgreSQL stores it as
-/// `BYTEA`, SQLite as a blob in the same column as the text it stored before.
-struct PackedJson<T>(T);
-
-impl<T, DB: sqlx::Database> sqlx::Type<DB> for PackedJson<T>
-where
-    Vec<u8>: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <Vec<u8> as sqlx::Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <Vec<u8> as sqlx::Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'q, T: serde::Serialize, DB: sqlx::Database> sqlx::Encode<'q, DB> for PackedJson<T>
-where
-    Vec<u8>: sqlx::Encode<'q, DB>,
-{
-    fn encode_by_ref(
-        &self,
-        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <Vec<u8> as sqlx::Encode<'q, DB>>::encode(
-            packed::pack(&serde_json::to_string(&self.0)?),
-            buf,
-        )
     }
 }
 
@@ -330,6 +298,7 @@ macro_rules! sql_store {
                         version,
                         index: 0,
                     }],
+                    &[],
                 )?;
                 qb.build().execute(&mut *conn).await?;
                 Ok(())
@@ -434,8 +403,9 @@ macro_rules! sql_store {
                 saga: &SagaState,
                 next_check_at: Option<DateTime<Utc>>,
             ) -> Result<bool, StoreError> {
+                let document = packed::pack(&json_text(payment)?);
                 let mut qb = QueryBuilder::<$db>::new("");
-                Self::push_payment_rows(&mut qb, &[(payment, saga, next_check_at)]);
+                Self::push_payment_rows(&mut qb, vec![(payment, saga, next_check_at, document)]);
                 qb.push(" ON CONFLICT DO NOTHING");
                 let inserted = qb.build().execute(&mut *conn).await?;
                 Ok(inserted.rows_affected() == 1)
@@ -542,7 +512,7 @@ macro_rules! sql_store {
                 .bind(payment.status.as_str())
                 .bind(payment.updated_at)
                 .bind(next_check_at)
-                .bind(PackedJson(&payment))
+                .bind(packed::pack(&json_text(&payment)?))
                 .bind(JsonText(&saga))
                 .bind(payment.id)
                 .bind(expected_version)
@@ -775,16 +745,17 @@ macro_rules! sql_store {
                 }
             }
 
-            /// `INSERT INTO payments … VALUES …` of (payment, saga, next check), at version 1.
+            /// `INSERT INTO payments … VALUES …` of (payment, saga, next check, stored
+            /// document), at version 1.
             fn push_payment_rows<'a>(
                 qb: &mut QueryBuilder<'a, $db>,
-                rows: &[(&'a Payment, &'a SagaState, Option<DateTime<Utc>>)],
+                rows: Vec<(&'a Payment, &'a SagaState, Option<DateTime<Utc>>, Vec<u8>)>,
             ) {
                 qb.push(
                     "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
                      created_at, updated_at, next_check_at, version, document, saga, notify_pending) ",
                 );
-                qb.push_values(rows, |mut row, (payment, saga, next_check_at)| {
+                qb.push_values(rows, |mut row, (payment, saga, next_check_at, document)| {
                     row.push_bind(payment.id)
                         .push_bind(payment.tenant_id)
                         .push_bind(payment.service_id)
@@ -794,19 +765,25 @@ macro_rules! sql_store {
                         .push_bind(payment.status.as_str())
                         .push_bind(payment.created_at)
                         .push_bind(payment.updated_at)
-                        .push_bind(*next_check_at)
+                        .push_bind(next_check_at)
                         .push_bind(1_i64)
-                        .push_bind(PackedJson(*payment))
-                        .push_bind(JsonText(*saga))
+                        .push_bind(document)
+                        .push_bind(JsonText(saga))
                         .push_bind(payment.notify_pending());
                 });
             }
 
-            /// `INSERT INTO outbox … VALUES …` of events.
-            fn push_events<'a>(qb: &mut QueryBuilder<'a, $db>, events: &[EventRow<'a>]) -> Result<(), StoreError> {
+            /// `INSERT INTO outbox … VALUES …` of events, each from the text of its
+            /// payment's document in `documents` (at the event's `index`) when the caller
+            /// has it.
+            fn push_events<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                events: &[EventRow<'a>],
+                documents: &[String],
+            ) -> Result<(), StoreError> {
                 let texts = events
                     .iter()
-                    .map(|event| event.text(None))
+                    .map(|event| event.text(documents.get(event.index).map(String::as_str)))
                     .collect::<Result<Vec<_>, _>>()?;
                 qb.push("INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) ");
                 qb.push_values(events.iter().zip(texts), |mut row, (event, (event_id, text))| {
@@ -1477,6 +1454,24 @@ WITH created AS (\
 /// relay that lost its lease may still mark what it published).
 const PG_ADVANCE_CURSOR: &str = advance_cursor!("$1");
 
+/// The JSON texts of a SQLite group's documents, each serialized once for its row and its
+/// event.
+struct Documents {
+    /// The creates', in order.
+    new: Vec<String>,
+    /// The updates', in order.
+    changed: Vec<String>,
+}
+
+impl Documents {
+    fn of(news: &[&NewPayment], updates: &[(i64, &Change)]) -> Result<Self, StoreError> {
+        Ok(Documents {
+            new: texts(news.iter().map(|new| &new.payment))?,
+            changed: texts(updates.iter().map(|(_, change)| &change.payment))?,
+        })
+    }
+}
+
 impl SqliteStore {
     /// One writer commits in order: nothing is ever held back.
     async fn held_back(_pool: &SqlitePool) -> Result<Option<HeldBack>, StoreError> {
@@ -1515,31 +1510,46 @@ impl SqliteStore {
     }
 
     /// `INSERT INTO payments … VALUES …` of new payments (at version 1).
-    fn push_new_payments<'a>(qb: &mut QueryBuilder<'a, sqlx::Sqlite>, news: &[&'a NewPayment]) {
-        let rows: Vec<_> = news
+    fn push_new_payments<'a>(
+        qb: &mut QueryBuilder<'a, sqlx::Sqlite>,
+        news: &[&'a NewPayment],
+        documents: &[String],
+    ) {
+        let rows = news
             .iter()
-            .map(|new| (&new.payment, &new.saga, new.next_check_at))
+            .zip(documents)
+            .map(|(new, document)| {
+                let document = packed::pack(document);
+                (&new.payment, &new.saga, new.next_check_at, document)
+            })
             .collect();
-        Self::push_payment_rows(qb, &rows);
+        Self::push_payment_rows(qb, rows);
     }
 
     /// A multi-row `UPDATE … FROM (VALUES …) RETURNING id`: each payment only at
     /// its expected version; the ids not returned are conflicts.
-    fn push_updates<'a>(qb: &mut QueryBuilder<'a, sqlx::Sqlite>, updates: &[(i64, &'a Change)]) {
+    fn push_updates<'a>(
+        qb: &mut QueryBuilder<'a, sqlx::Sqlite>,
+        updates: &[(i64, &'a Change)],
+        documents: &[String],
+    ) {
         qb.push(
             "WITH v (id, expected, status, updated_at, next_check_at, document, saga, notify_pending) AS (",
         );
-        qb.push_values(updates, |mut row, (version, change)| {
-            let payment = &change.payment;
-            row.push_bind(payment.id)
-                .push_bind(*version)
-                .push_bind(payment.status.as_str())
-                .push_bind(payment.updated_at)
-                .push_bind(change.next_check_at)
-                .push_bind(PackedJson(payment))
-                .push_bind(JsonText(&change.saga))
-                .push_bind(payment.notify_pending());
-        });
+        qb.push_values(
+            updates.iter().zip(documents),
+            |mut row, ((version, change), document)| {
+                let payment = &change.payment;
+                row.push_bind(payment.id)
+                    .push_bind(*version)
+                    .push_bind(payment.status.as_str())
+                    .push_bind(payment.updated_at)
+                    .push_bind(change.next_check_at)
+                    .push_bind(packed::pack(document))
+                    .push_bind(JsonText(&change.saga))
+                    .push_bind(payment.notify_pending());
+            },
+        );
         qb.push(
             ") UPDATE payments SET status = v.status, updated_at = v.updated_at, \
              next_check_at = v.next_check_at, version = payments.version + 1, document = v.document, \
@@ -1558,10 +1568,12 @@ impl SqliteStore {
         updates: &[(i64, &Change)],
         marks: &[&[i64]],
     ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let documents = Documents::of(news, updates)?;
         let written = async {
-            let updated = Self::plain_batch(conn, "BEGIN; ", news, updates).await?;
+            let updated = Self::plain_batch(conn, "BEGIN; ", news, updates, &documents).await?;
             let events = update_events(updates, Some(&updated));
-            Self::events_and_marks_batch(conn, &events, marks, "COMMIT; ").await?;
+            Self::events_and_marks_batch(conn, &events, &documents.changed, marks, "COMMIT; ")
+                .await?;
             Ok::<_, StoreError>(updated)
         }
         .await;
@@ -1581,14 +1593,15 @@ impl SqliteStore {
         updates: &[(i64, &Change)],
         marks: &[&[i64]],
     ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let documents = Documents::of(news, updates)?;
         let updated = if news.is_empty() && updates.is_empty() {
             Default::default()
         } else {
-            Self::plain_batch(conn, "", news, updates).await?
+            Self::plain_batch(conn, "", news, updates, &documents).await?
         };
         let events = update_events(updates, Some(&updated));
         if !events.is_empty() || !marks.is_empty() {
-            Self::events_and_marks_batch(conn, &events, marks, "").await?;
+            Self::events_and_marks_batch(conn, &events, &documents.changed, marks, "").await?;
         }
         Ok(updated)
     }
@@ -1602,16 +1615,23 @@ impl SqliteStore {
         prefix: &str,
         news: &[&NewPayment],
         updates: &[(i64, &Change)],
+        documents: &Documents,
     ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new(prefix);
-        for chunk in news.chunks(MULTI_ROW_MAX) {
-            Self::push_new_payments(&mut qb, chunk);
+        for (chunk, texts) in news
+            .chunks(MULTI_ROW_MAX)
+            .zip(documents.new.chunks(MULTI_ROW_MAX))
+        {
+            Self::push_new_payments(&mut qb, chunk, texts);
             qb.push("; ");
-            Self::push_events(&mut qb, &creation_events(chunk))?;
+            Self::push_events(&mut qb, &creation_events(chunk), texts)?;
             qb.push("; ");
         }
-        for chunk in updates.chunks(MULTI_ROW_MAX) {
-            Self::push_updates(&mut qb, chunk);
+        for (chunk, texts) in updates
+            .chunks(MULTI_ROW_MAX)
+            .zip(documents.changed.chunks(MULTI_ROW_MAX))
+        {
+            Self::push_updates(&mut qb, chunk, texts);
             qb.push("; ");
         }
         // Only the updates return rows. Not kept prepared: nearly every group's text
@@ -1622,16 +1642,18 @@ impl SqliteStore {
             .collect()
     }
 
-    /// One batch of statements: outbox events and outbox marks, then `suffix`.
+    /// One batch of statements: the updates' outbox events (their documents' texts in
+    /// `documents`, by the update's index) and outbox marks, then `suffix`.
     async fn events_and_marks_batch(
         conn: &mut sqlx::SqliteConnection,
         events: &[EventRow<'_>],
+        documents: &[String],
         marks: &[&[i64]],
         suffix: &str,
     ) -> Result<(), StoreError> {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new("");
         for chunk in events.chunks(MULTI_ROW_MAX) {
-            Self::push_events(&mut qb, chunk)?;
+            Self::push_events(&mut qb, chunk, documents)?;
             qb.push("; ");
         }
         let now = time::now();
