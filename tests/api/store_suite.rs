@@ -458,6 +458,25 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             vec![Some(1), Some(2)]
         };
         assert_eq!(versions, expected, "events of {id}");
+        // Each event shows its own payment, in the status it wrote (a group derives them
+        // from its documents' texts).
+        let shown: Vec<(serde_json::Value, serde_json::Value)> = store
+            .payment_events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e["id"].clone(), e["status"].clone()))
+            .collect();
+        let statuses: &[&str] = if *id == stale {
+            &["CREATION_PENDING"]
+        } else {
+            &["CREATION_PENDING", "PAYMENT_PENDING"]
+        };
+        let expected: Vec<_> = statuses
+            .iter()
+            .map(|status| (id.to_string().into(), (*status).into()))
+            .collect();
+        assert_eq!(shown, expected, "events of {id}");
     }
 
     // Creates, status changes and outbox marks at once (on SQLite they share groups,
