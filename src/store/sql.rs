@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
@@ -903,42 +904,48 @@ macro_rules! sql_store {
                 rows.iter().map(Self::row_to_payment).collect()
             }
 
+            // Every open payment, read as a stream (this one and the next), not with
+            // `fetch_all`: sqlx copies each SQLite value into SQLite's heap (C `malloc`),
+            // and holding 100 000 rows at once left about 50 MB in a glibc arena that
+            // never shrank back (half the resident memory of 100 000 payment actors).
             async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
-                let rows = sqlx::query(
+                let mut rows = sqlx::query(
                     "SELECT id FROM payments WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
                      OR notify_pending = $1 ORDER BY next_check_at",
                 )
                 .bind(true)
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+                .fetch(&self.read);
+                let mut ids = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    ids.push(row.try_get("id")?);
+                }
+                Ok(ids)
             }
 
             async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
-                let rows = sqlx::query(
+                let mut rows = sqlx::query(
                     "SELECT id, next_check_at, status, notify_pending, version FROM payments \
                      WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
                      OR notify_pending = $1 ORDER BY next_check_at",
                 )
                 .bind(true)
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter()
-                    .map(|row| {
-                        let status: String = row.try_get("status")?;
-                        let open = status
-                            .parse::<PaymentStatus>()
-                            .map(|s| !s.is_final())
-                            .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
-                        let timing = PaymentTiming {
-                            next_check_at: row.try_get("next_check_at")?,
-                            open,
-                            notify_pending: row.try_get("notify_pending")?,
-                            version: row.try_get("version")?,
-                        };
-                        Ok((row.try_get("id")?, Some(timing)))
-                    })
-                    .collect()
+                .fetch(&self.read);
+                let mut timings = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    let status: String = row.try_get("status")?;
+                    let open = status
+                        .parse::<PaymentStatus>()
+                        .map(|s| !s.is_final())
+                        .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
+                    let timing = PaymentTiming {
+                        next_check_at: row.try_get("next_check_at")?,
+                        open,
+                        notify_pending: row.try_get("notify_pending")?,
+                        version: row.try_get("version")?,
+                    };
+                    timings.push((row.try_get("id")?, Some(timing)));
+                }
+                Ok(timings)
             }
 
             async fn due_payments(

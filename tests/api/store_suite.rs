@@ -298,6 +298,65 @@ async fn due_payments_page_in_order_on_postgres() {
     due_payments_page_in_order(Backend::Postgres).await;
 }
 
+/// Start-up re-arms every open payment from `open_payment_timings`: all of them, soonest
+/// check first, finished ones left out. More rows than sqlx passes from SQLite's thread at
+/// a time (50), since the rows are read as a stream.
+async fn open_payments_are_listed_soonest_first(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let now = time::now();
+    // Checks due in a scrambled order: i * 37 mod 131 runs through 0..131 once.
+    let payments: Vec<NewPayment> = (0..131)
+        .map(|i| {
+            let mut new = new_payment(sample("PAGOPA", "1.00"), false);
+            new.next_check_at = Some(now + chrono::Duration::seconds((i * 37 % 131) as i64));
+            new
+        })
+        .collect();
+    store.import_payments(&payments).await.unwrap();
+    // Every tenth one is cancelled.
+    for new in payments.iter().step_by(10) {
+        let row = store.payment(new.payment.id).await.unwrap().unwrap();
+        let mut done = row.payment.clone();
+        done.transition(PaymentStatus::Canceled, time::now())
+            .unwrap();
+        store
+            .update_payment(row.version, Change::of(&row, done, row.saga.clone()))
+            .await
+            .unwrap();
+    }
+    let mut open: Vec<&NewPayment> = payments
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 0)
+        .map(|(_, new)| new)
+        .collect();
+    open.sort_by_key(|new| new.next_check_at);
+    let expected: Vec<Uuid> = open.iter().map(|new| new.payment.id).collect();
+
+    let timings = store.open_payment_timings().await.unwrap();
+    assert_eq!(
+        timings.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected
+    );
+    for ((_, timing), new) in timings.iter().zip(&open) {
+        let timing = timing.as_ref().unwrap();
+        assert!(timing.open);
+        assert_eq!(timing.version, 1);
+        assert_eq!(timing.next_check_at, new.next_check_at);
+    }
+    assert_eq!(store.open_payment_ids().await.unwrap(), expected);
+}
+
+#[actix_rt::test]
+async fn open_payments_are_listed_soonest_first_on_sqlite() {
+    open_payments_are_listed_soonest_first(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn open_payments_are_listed_soonest_first_on_postgres() {
+    open_payments_are_listed_soonest_first(Backend::Postgres).await;
+}
+
 /// Concurrent writes (on SQLite, committed together by the group commit): a refused
 /// create (remote_id taken, idempotency key replayed or reused), a version conflict or a
 /// failed hold answers only its own caller; every other write lands with its event.
