@@ -904,10 +904,11 @@ macro_rules! sql_store {
                 rows.iter().map(Self::row_to_payment).collect()
             }
 
-            // Every open payment, read as a stream (this one and the next), not with
-            // `fetch_all`: sqlx copies each SQLite value into SQLite's heap (C `malloc`),
-            // and holding 100 000 rows at once left about 50 MB in a glibc arena that
-            // never shrank back (half the resident memory of 100 000 payment actors).
+            // This query and the next two can return every open payment: they are read
+            // as streams, not with `fetch_all`. sqlx copies each SQLite value into
+            // SQLite's heap (C `malloc`), and holding 100 000 rows at once left about
+            // 50 MB in a glibc arena that never shrank back (half the resident memory of
+            // 100 000 payment actors).
             async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
                 let mut rows = sqlx::query(
                     "SELECT id FROM payments WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
@@ -957,7 +958,7 @@ macro_rules! sql_store {
             ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
                 let (after_at, after_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
                 // Two index range scans (open payments; pending notifications), merged.
-                let rows = sqlx::query(
+                let mut rows = sqlx::query(
                     "SELECT id, next_check_at FROM (\
                        SELECT id, next_check_at FROM payments \
                        WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
@@ -972,11 +973,12 @@ macro_rules! sql_store {
                 .bind(after_at)
                 .bind(after_id)
                 .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
-                rows.iter()
-                    .map(|r| Ok((r.try_get("id")?, r.try_get("next_check_at")?)))
-                    .collect()
+                .fetch(&self.read);
+                let mut due = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    due.push((row.try_get("id")?, row.try_get("next_check_at")?));
+                }
+                Ok(due)
             }
 
             async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {
