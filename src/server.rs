@@ -106,7 +106,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     let wheel = deps
         .passivate_after
         .map(|after| crate::actors::Wheel::for_passivation(after, settings.max_resident));
-    let mut registry = PaymentRegistry::new(deps.clone(), arbiters, ownership);
+    let mut registry = PaymentRegistry::new(deps.clone(), arbiters, ownership)
+        .with_call_rate(settings.intermediary_rate_limit);
     if let Some(wheel) = wheel {
         registry = registry.with_wheel(wheel);
     }

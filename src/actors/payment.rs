@@ -26,7 +26,8 @@ const MAX_TIMER: Duration = Duration::from_secs(3600);
 const FINAL_LINGER: Duration = Duration::from_millis(200);
 /// Pause after a drive that failed (the database did not answer).
 const FAILED_DRIVE_BACKOFF: Duration = Duration::from_secs(1);
-/// Overdue work found at start-up is spread over up to this long.
+/// Overdue work found at start-up is spread over at least this long (longer when the
+/// registry found more of it than the intermediary call rate allows at once).
 const START_SPREAD_MS: u64 = 500;
 
 /// What can be asked of a payment from outside.
@@ -79,6 +80,36 @@ pub struct Shard {
     pub exits: Recipient<ActorExited>,
     /// Rows just created, for their new actor's first check.
     pub fresh: FreshRows,
+    /// Until when overdue work found at start-up is spread out (see `spread_overdue`).
+    pub spread_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Shard {
+    /// Overdue work found from now on is spread over the next `window` (or what is left
+    /// of a longer one already set): the registry found that much overdue work.
+    pub fn spread_overdue(&self, window: Duration) {
+        let until = tokio::time::Instant::now() + window;
+        let mut slot = self
+            .spread_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(slot.map_or(until, |set| set.max(until)));
+    }
+
+    /// Over how many milliseconds overdue work is spread now: what is left of the window
+    /// the registry set, and at least `START_SPREAD_MS`.
+    fn start_spread_ms(&self) -> u64 {
+        let until = *self
+            .spread_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let left = until.map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(tokio::time::Instant::now())
+        });
+        u64::try_from(left.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(START_SPREAD_MS)
+    }
 }
 
 /// Rows just created, each handed to the first check of its new actor (due at once),
@@ -242,7 +273,7 @@ impl PaymentActor {
         let mut delay = wait.min(MAX_TIMER);
         // Work missed while no actor ran (restart) is spread out; fresh work is not.
         if spread && due < now - chrono::Duration::seconds(2) {
-            delay = Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS);
+            delay = Duration::from_millis(rand::random::<u64>() % self.shard.start_spread_ms());
         }
         self.set_timer(ctx, delay, OnTimer::Drive);
     }

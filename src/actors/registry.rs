@@ -32,6 +32,8 @@ const REARM_CHUNK: usize = 1000;
 const REARM_TICK: Duration = Duration::from_millis(5);
 /// Payments woken per wheel turn at most.
 const WHEEL_BATCH: usize = 5000;
+/// Longest that overdue checks found at start-up are spread over, whatever their number.
+const MAX_START_SPREAD: Duration = Duration::from_secs(24 * 3600);
 
 /// Counters of the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -148,6 +150,9 @@ pub struct PaymentRegistry {
     wheel_busy: bool,
     /// Where the wheel's next page starts (after a full page).
     wheel_cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
+    /// Intermediary calls per second allowed (each intermediary's limit): overdue checks
+    /// found at start-up are spread over the time this rate needs for them.
+    call_rate: Option<f64>,
 }
 
 impl PaymentRegistry {
@@ -172,7 +177,16 @@ impl PaymentRegistry {
             wheel: None,
             wheel_busy: false,
             wheel_cursor: None,
+            call_rate: None,
         }
+    }
+
+    /// Spreads the overdue checks found at start-up (or when partitions are assigned)
+    /// under `per_sec` intermediary calls per second, instead of starting them all within
+    /// half a second only to queue at the rate limit. Not positive: no limit.
+    pub fn with_call_rate(mut self, per_sec: f64) -> Self {
+        self.call_rate = (per_sec > 0.0).then_some(per_sec);
+        self
     }
 
     /// Turns on the durable timer wheel (with passivating actors).
@@ -296,6 +310,7 @@ impl PaymentRegistry {
                     timers,
                     exits: exits.clone(),
                     fresh: Default::default(),
+                    spread_until: Default::default(),
                 })
             })
             .collect();
@@ -583,24 +598,53 @@ impl Handler<RearmOpen> for PaymentRegistry {
         let wheel = self.wheel;
         Box::pin(
             async move {
+                let now = crate::domain::time::precise_now();
+                // Overdue as the actors see it (see `PaymentActor::arm`).
+                let overdue = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                    at.is_some_and(|at| at < now - chrono::Duration::seconds(2))
+                };
                 match wheel {
                     // Passivating: only what is due soon; the wheel wakes the rest in time.
                     Some(wheel) => {
-                        let until = crate::domain::time::precise_now()
+                        let until = now
                             + chrono::Duration::from_std(wheel.lookahead)
                                 .unwrap_or(chrono::Duration::zero());
                         let due = store
                             .due_payments(until, None, true, wheel.max_resident as i64)
                             .await?;
-                        Ok(due.into_iter().map(|(id, _)| (id, None)).collect())
+                        Ok(due
+                            .into_iter()
+                            .map(|(id, at)| (id, None, overdue(Some(at))))
+                            .collect())
                     }
-                    None => store.open_payment_timings().await,
+                    None => Ok(store
+                        .open_payment_timings()
+                        .await?
+                        .into_iter()
+                        .map(|(id, timing)| {
+                            // A store without timings: the actor reads it; maybe overdue.
+                            let late = timing.as_ref().is_none_or(|t| overdue(t.next_check_at));
+                            (id, timing, late)
+                        })
+                        .collect()),
                 }
             }
             .into_actor(self)
-            .map(|ids, act, ctx| {
-                let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids?;
-                ids.retain(|(id, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
+            .map(|ids: Result<Vec<_>, crate::store::StoreError>, act, ctx| {
+                let mut ids: Vec<(Uuid, Option<PaymentTiming>, bool)> = ids?;
+                ids.retain(|(id, _, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
+                let overdue = ids.iter().filter(|(_, _, late)| *late).count();
+                if let Some(rate) = act.call_rate {
+                    let window = Duration::try_from_secs_f64(overdue as f64 / rate)
+                        .map_or(MAX_START_SPREAD, |window| window.min(MAX_START_SPREAD));
+                    for shard in &act.shards {
+                        shard.spread_overdue(window);
+                    }
+                }
+                let ids: Vec<(Uuid, Option<PaymentTiming>)> = ids
+                    .into_iter()
+                    .map(|(id, timing, _)| (id, timing))
+                    .collect();
                 let count = ids.len();
                 for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
                     let chunk = chunk.to_vec();
@@ -610,7 +654,7 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         }
                     });
                 }
-                tracing::info!(open_payments = count, "re-arming open payments");
+                tracing::info!(open_payments = count, overdue, "re-arming open payments");
                 Ok(count)
             }),
         )
