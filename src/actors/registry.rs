@@ -20,7 +20,7 @@ use super::payment::{
 use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
 use crate::kafka::partition::partition_for;
-use crate::store::{PaymentTiming, StoredPayment};
+use crate::store::{DuePayment, PaymentTiming, StoredPayment};
 
 /// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
 const RESTART_BUDGET: usize = 5;
@@ -228,17 +228,17 @@ impl PaymentRegistry {
                 // A full page continues there next tick; a short one starts over, so
                 // rows that are not ours or already resident never starve the rest.
                 act.wheel_cursor = if due.len() == WHEEL_BATCH {
-                    due.last().map(|(id, at)| (*at, *id))
+                    due.last().map(|last| (last.due, last.id))
                 } else {
                     None
                 };
-                for (id, _) in due {
+                for DuePayment { id, timing, .. } in due {
                     if act.actors.len() >= wheel.max_resident {
                         break;
                     }
                     if act.ownership.owns(id) && !act.actors.contains_key(&id) {
                         act.stats.woken += 1;
-                        act.ensure(id, ctx);
+                        act.ensure_with(id, Some(timing), None, ctx);
                     }
                 }
             }),
@@ -614,7 +614,7 @@ impl Handler<RearmOpen> for PaymentRegistry {
                             .await?;
                         Ok(due
                             .into_iter()
-                            .map(|(id, at)| (id, None, overdue(Some(at))))
+                            .map(|d| (d.id, Some(d.timing), overdue(Some(d.due))))
                             .collect())
                     }
                     None => Ok(store

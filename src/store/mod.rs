@@ -29,6 +29,15 @@ pub struct StoredPayment {
     pub next_check_at: Option<DateTime<Utc>>,
 }
 
+/// A payment the timer wheel found due, with what its actor needs to arm (so it does not
+/// read it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuePayment {
+    pub id: Uuid,
+    pub due: DateTime<Utc>,
+    pub timing: PaymentTiming,
+}
+
 /// What a payment's timer needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PaymentTiming {
@@ -285,7 +294,7 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
         after: Option<(DateTime<Utc>, Uuid)>,
         include_notify: bool,
         limit: i64,
-    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError>;
+    ) -> Result<Vec<DuePayment>, StoreError>;
     /// The payloads of a payment's outbox events, oldest first.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
     /// The oldest unpublished outbox events, in the order to publish them (each

@@ -284,6 +284,21 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A row's `next_check_at, status, notify_pending, version`.
+            fn row_to_timing(row: &<$db as sqlx::Database>::Row) -> Result<PaymentTiming, StoreError> {
+                let status: &str = row.try_get("status")?;
+                let open = status
+                    .parse::<PaymentStatus>()
+                    .map(|s| !s.is_final())
+                    .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
+                Ok(PaymentTiming {
+                    next_check_at: row.try_get("next_check_at")?,
+                    open,
+                    notify_pending: row.try_get("notify_pending")?,
+                    version: row.try_get("version")?,
+                })
+            }
+
             async fn insert_event(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 payment: &Payment,
@@ -840,18 +855,7 @@ macro_rules! sql_store {
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?;
-                let Some(row) = row else { return Ok(None) };
-                let status: String = row.try_get("status")?;
-                let open = status
-                    .parse::<PaymentStatus>()
-                    .map(|s| !s.is_final())
-                    .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
-                Ok(Some(PaymentTiming {
-                    next_check_at: row.try_get("next_check_at")?,
-                    open,
-                    notify_pending: row.try_get("notify_pending")?,
-                    version: row.try_get("version")?,
-                }))
+                row.as_ref().map(Self::row_to_timing).transpose()
             }
 
             async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
@@ -933,18 +937,7 @@ macro_rules! sql_store {
                 .fetch(&self.read);
                 let mut timings = Vec::new();
                 while let Some(row) = rows.try_next().await? {
-                    let status: String = row.try_get("status")?;
-                    let open = status
-                        .parse::<PaymentStatus>()
-                        .map(|s| !s.is_final())
-                        .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e)))?;
-                    let timing = PaymentTiming {
-                        next_check_at: row.try_get("next_check_at")?,
-                        open,
-                        notify_pending: row.try_get("notify_pending")?,
-                        version: row.try_get("version")?,
-                    };
-                    timings.push((row.try_get("id")?, Some(timing)));
+                    timings.push((row.try_get("id")?, Some(Self::row_to_timing(&row)?)));
                 }
                 Ok(timings)
             }
@@ -955,15 +948,15 @@ macro_rules! sql_store {
                 after: Option<(DateTime<Utc>, Uuid)>,
                 include_notify: bool,
                 limit: i64,
-            ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+            ) -> Result<Vec<DuePayment>, StoreError> {
                 let (after_at, after_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
                 // Two index range scans (open payments; pending notifications), merged.
                 let mut rows = sqlx::query(
-                    "SELECT id, next_check_at FROM (\
-                       SELECT id, next_check_at FROM payments \
+                    "SELECT id, next_check_at, status, notify_pending, version FROM (\
+                       SELECT id, next_check_at, status, notify_pending, version FROM payments \
                        WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
                        UNION ALL \
-                       SELECT id, next_check_at FROM payments \
+                       SELECT id, next_check_at, status, notify_pending, version FROM payments \
                        WHERE notify_pending = $2 AND $2 AND next_check_at < $1\
                      ) AS due WHERE next_check_at > $3 OR (next_check_at = $3 AND id > $4) \
                      ORDER BY next_check_at, id LIMIT $5",
@@ -976,7 +969,11 @@ macro_rules! sql_store {
                 .fetch(&self.read);
                 let mut due = Vec::new();
                 while let Some(row) = rows.try_next().await? {
-                    due.push((row.try_get("id")?, row.try_get("next_check_at")?));
+                    due.push(DuePayment {
+                        id: row.try_get("id")?,
+                        due: row.try_get("next_check_at")?,
+                        timing: Self::row_to_timing(&row)?,
+                    });
                 }
                 Ok(due)
             }

@@ -11,7 +11,7 @@ use actix::Actor;
 use async_trait::async_trait;
 use cassa::actors::{
     Deps, Ensure, Forward, GetStats, Ownership, PaymentCommand, PaymentRegistry, RearmOpen,
-    TouchSeen,
+    TouchSeen, Wheel,
 };
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
@@ -109,12 +109,30 @@ impl Store for MemoryStore {
     }
     async fn due_payments(
         &self,
-        _: DateTime<Utc>,
-        _: Option<(DateTime<Utc>, Uuid)>,
+        until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
         _: bool,
-        _: i64,
-    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
-        Err(unsupported())
+        limit: i64,
+    ) -> Result<Vec<DuePayment>, StoreError> {
+        let mut due: Vec<DuePayment> = self
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|row| !row.payment.status.is_final())
+            .filter_map(|row| {
+                let at = row.next_check_at?;
+                let id = row.payment.id;
+                (at < until && after.is_none_or(|after| (at, id) > after)).then(|| DuePayment {
+                    id,
+                    due: at,
+                    timing: PaymentTiming::from(row),
+                })
+            })
+            .collect();
+        due.sort_by_key(|due| (due.due, due.id));
+        due.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(due)
     }
     async fn payment_events(&self, _: Uuid) -> Result<Vec<serde_json::Value>, StoreError> {
         Err(unsupported())
@@ -366,6 +384,57 @@ async fn overdue_checks_found_at_start_up_are_spread_under_the_call_rate() {
         (5_000..=10_500).contains(&last),
         "last check after {last} ms"
     );
+}
+
+/// With passivation, the timer wheel finds what is due soon and hands each actor it wakes
+/// its timing: no actor reads it again (at start-up, 100 000 such reads queued at once).
+/// Each payment is still checked when due: the overdue one at once, the others on time.
+#[actix_rt::test]
+async fn the_timer_wheel_hands_woken_actors_their_timing() {
+    tokio::time::pause();
+    let now = time::now();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for due in [
+        now - Duration::hours(1),
+        now + Duration::minutes(1),
+        now + Duration::hours(1),
+    ] {
+        let id = Uuid::new_v4();
+        ids.push(id);
+        store.rows.lock().unwrap().insert(
+            id,
+            StoredPayment {
+                payment: pending_payment(id, now - Duration::hours(2), None),
+                version: 1,
+                saga: Default::default(),
+                next_check_at: Some(due),
+            },
+        );
+    }
+    let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
+        .with_wheel(Wheel::for_passivation(
+            std::time::Duration::from_secs(600),
+            100,
+        ))
+        .start();
+    let started = time::precise_now();
+    // Due within the lookahead (5 minutes): the overdue one and the one in a minute.
+    assert_eq!(registry.send(RearmOpen).await.unwrap().unwrap(), 2);
+    // Checks in seconds from the start (the next ones are two hours later).
+    let mut checks = Vec::new();
+    while checks.len() < 3 {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            checks.push((at - started).num_seconds());
+        }
+    }
+    assert_eq!(checks[0], 0, "the overdue one at once: {checks:?}");
+    assert!((58..=61).contains(&checks[1]), "{checks:?}");
+    // The wheel woke the third within its lookahead; it was checked when due.
+    assert!((3598..=3601).contains(&checks[2]), "{checks:?}");
+    assert_eq!(registry.send(GetStats).await.unwrap().woken, 1);
+    assert_eq!(store.timing_reads.load(Ordering::SeqCst), 0);
 }
 
 /// Events the owner wrote itself come back from Kafka with the version it already has:

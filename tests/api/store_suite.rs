@@ -272,13 +272,19 @@ async fn due_payments_page_in_order(backend: Backend) {
 
     let first = store.due_payments(now, None, true, 2).await.unwrap();
     assert_eq!(
-        first.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        first.iter().map(|due| due.id).collect::<Vec<_>>(),
         expected[..2]
     );
-    let after = first.last().map(|(id, at)| (*at, *id));
+    // Each with its timing, for its actor to arm without reading it again.
+    for due in &first {
+        assert_eq!(due.timing.next_check_at, Some(due.due));
+        assert!(due.timing.open);
+        assert_eq!(due.timing.version, 1);
+    }
+    let after = first.last().map(|last| (last.due, last.id));
     let rest = store.due_payments(now, after, true, 2).await.unwrap();
     assert_eq!(
-        rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        rest.iter().map(|due| due.id).collect::<Vec<_>>(),
         expected[2..]
     );
     let all = store
