@@ -175,6 +175,28 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// Highest resident memory of this process since the last `reset_peak_rss` (or since
+/// it started), from /proc.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Starts the peak of `peak_rss_bytes` over from the current RSS (Linux: `clear_refs`).
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset the peak RSS ({e}): peak_rss_bytes counts the seeding too");
+    }
+}
+
 /// A database for the run: the given URL, or a new SQLite file (kept alive by the dir).
 async fn database(
     url: Option<String>,
@@ -518,6 +540,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
         intermediary.clone(),
         settings.guard(),
     ));
+    reset_peak_rss();
     let started = Instant::now();
     let running = crate::server::start(
         &settings,
@@ -553,7 +576,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rearmed = started.elapsed().as_secs_f64();
-    // Watch the call rate for a few seconds under the limit.
+    // Watch the call rate (and memory) for a few seconds under the limit.
     tokio::time::sleep(Duration::from_secs(5)).await;
     report(
         &args.out,
@@ -562,6 +585,8 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
             ("open_payments", n.to_string()),
             ("serving_http_after_s", format!("{serving:.2}")),
             ("all_rearmed_after_s", format!("{rearmed:.2}")),
+            ("rss_bytes", rss_bytes().to_string()),
+            ("peak_rss_bytes", peak_rss_bytes().to_string()),
             (
                 "peak_intermediary_calls_per_sec",
                 intermediary.peak_per_second().to_string(),

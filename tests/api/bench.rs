@@ -51,3 +51,19 @@ fn bench_create_prints_its_figures() {
         assert!(figures.contains(key), "{key} missing in {figures}");
     }
 }
+
+#[test]
+fn bench_recovery_prints_its_figures() {
+    let figures = bench(&["recovery", "--payments", "200"]);
+    for key in [
+        "open_payments=200",
+        "serving_http_after_s=",
+        "all_rearmed_after_s=",
+        "rss_bytes=",
+        "peak_rss_bytes=",
+        "peak_intermediary_calls_per_sec=",
+        "intermediary_rate_limit_per_sec=50",
+    ] {
+        assert!(figures.contains(key), "{key} missing in {figures}");
+    }
+}
