@@ -26,8 +26,7 @@ const MAX_TIMER: Duration = Duration::from_secs(3600);
 const FINAL_LINGER: Duration = Duration::from_millis(200);
 /// Pause after a drive that failed (the database did not answer).
 const FAILED_DRIVE_BACKOFF: Duration = Duration::from_secs(1);
-/// Overdue work found at start-up is spread over at least this long (longer when the
-/// registry found more of it than the intermediary call rate allows at once).
+/// Overdue work found at start-up is spread over this long when no call rate paces it.
 const START_SPREAD_MS: u64 = 500;
 
 /// What can be asked of a payment from outside.
@@ -80,35 +79,43 @@ pub struct Shard {
     pub exits: Recipient<ActorExited>,
     /// Rows just created, for their new actor's first check.
     pub fresh: FreshRows,
-    /// Until when overdue work found at start-up is spread out (see `spread_overdue`).
-    pub spread_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Paces overdue work under the intermediary call rate (shared by all arbiters).
+    pub pacer: Option<Arc<Pacer>>,
 }
 
-impl Shard {
-    /// Overdue work found from now on is spread over the next `window` (or what is left
-    /// of a longer one already set): the registry found that much overdue work.
-    pub fn spread_overdue(&self, window: Duration) {
-        let until = tokio::time::Instant::now() + window;
-        let mut slot = self
-            .spread_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = Some(slot.map_or(until, |set| set.max(until)));
+/// Hands out start times one `interval` apart, from now on: the checks that actors find
+/// overdue when they start (after a restart, a rebalance, a crash) take one each, in the
+/// order the actors start (the registry re-arms the oldest first), so they reach the
+/// intermediary at its rate instead of all at once. On tokio's clock.
+pub struct Pacer {
+    interval: Duration,
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    /// `per_sec` slots per second (not positive or not finite: every slot is now).
+    pub fn per_sec(per_sec: f64) -> Self {
+        let interval = if per_sec.is_finite() && per_sec > 0.0 {
+            Duration::try_from_secs_f64(1.0 / per_sec).unwrap_or(Duration::ZERO)
+        } else {
+            Duration::ZERO
+        };
+        Pacer {
+            interval,
+            next: Default::default(),
+        }
     }
 
-    /// Over how many milliseconds overdue work is spread now: what is left of the window
-    /// the registry set, and at least `START_SPREAD_MS`.
-    fn start_spread_ms(&self) -> u64 {
-        let until = *self
-            .spread_until
+    /// Takes the next free slot: how long until it.
+    pub fn next_slot(&self) -> Duration {
+        let now = tokio::time::Instant::now();
+        let mut next = self
+            .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let left = until.map_or(Duration::ZERO, |until| {
-            until.saturating_duration_since(tokio::time::Instant::now())
-        });
-        u64::try_from(left.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(START_SPREAD_MS)
+        let slot = next.map_or(now, |next| next.max(now));
+        *next = Some(slot + self.interval);
+        slot - now
     }
 }
 
@@ -271,9 +278,13 @@ impl PaymentActor {
             return;
         }
         let mut delay = wait.min(MAX_TIMER);
-        // Work missed while no actor ran (restart) is spread out; fresh work is not.
+        // Work missed while no actor ran (restart, rebalance, crash) is paced under the
+        // intermediary call rate (or spread over half a second); fresh work is not.
         if spread && due < now - chrono::Duration::seconds(2) {
-            delay = Duration::from_millis(rand::random::<u64>() % self.shard.start_spread_ms());
+            delay = match &self.shard.pacer {
+                Some(pacer) => pacer.next_slot(),
+                None => Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS),
+            };
         }
         self.set_timer(ctx, delay, OnTimer::Drive);
     }
@@ -525,5 +536,33 @@ impl Handler<Command> for PaymentActor {
                 reply
             }),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_hands_out_slots_at_its_rate_from_now_on() {
+        let pacer = Pacer::per_sec(4.0);
+        let slots: Vec<u128> = (0..4).map(|_| pacer.next_slot().as_millis()).collect();
+        assert_eq!(slots, [0, 250, 500, 750]);
+        // Time passes: the next slot follows the last one taken.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(pacer.next_slot().as_millis(), 400);
+        // Idle past every slot taken: the next one is now.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(pacer.next_slot(), Duration::ZERO);
+        assert_eq!(pacer.next_slot().as_millis(), 250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_without_a_usable_rate_never_delays() {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let pacer = Pacer::per_sec(rate);
+            assert_eq!(pacer.next_slot(), Duration::ZERO, "{rate}");
+            assert_eq!(pacer.next_slot(), Duration::ZERO, "{rate}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use std::collections::HashSet;
 
 use super::payment::{
-    ActorExited, Command, CommandReply, Passivate, PaymentCommand, Reload, Shard,
+    ActorExited, Command, CommandReply, Pacer, Passivate, PaymentCommand, Reload, Shard,
 };
 use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
@@ -32,8 +32,9 @@ const REARM_CHUNK: usize = 1000;
 const REARM_TICK: Duration = Duration::from_millis(5);
 /// Payments woken per wheel turn at most.
 const WHEEL_BATCH: usize = 5000;
-/// Longest that overdue checks found at start-up are spread over, whatever their number.
-const MAX_START_SPREAD: Duration = Duration::from_secs(24 * 3600);
+/// Share of the intermediary call rate that checks missed while no actor ran may take,
+/// oldest first; the rest is left to fresh work (creates, due checks, commands).
+const PACED_SHARE_OF_RATE: f64 = 0.8;
 
 /// Counters of the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,7 +152,7 @@ pub struct PaymentRegistry {
     /// Where the wheel's next page starts (after a full page).
     wheel_cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     /// Intermediary calls per second allowed (each intermediary's limit): overdue checks
-    /// found at start-up are spread over the time this rate needs for them.
+    /// found when actors start are paced under it.
     call_rate: Option<f64>,
 }
 
@@ -181,9 +182,10 @@ impl PaymentRegistry {
         }
     }
 
-    /// Spreads the overdue checks found at start-up (or when partitions are assigned)
-    /// under `per_sec` intermediary calls per second, instead of starting them all within
-    /// half a second only to queue at the rate limit. Not positive: no limit.
+    /// Paces the checks missed while no actor ran (found at start-up, when partitions are
+    /// assigned, after a crash) under `per_sec` intermediary calls per second, oldest
+    /// first, instead of starting them all within half a second only to queue at the rate
+    /// limit. Not positive (or not a number): no pacing.
     pub fn with_call_rate(mut self, per_sec: f64) -> Self {
         self.call_rate = (per_sec > 0.0).then_some(per_sec);
         self
@@ -299,6 +301,10 @@ impl PaymentRegistry {
     /// One timer wheel per arbiter, its driver running on that arbiter.
     fn start_shards(&mut self, ctx: &mut Context<Self>) {
         let exits: Recipient<ActorExited> = ctx.address().recipient();
+        // One pacer for all: the rate is the intermediary's, whatever the arbiter.
+        let pacer = self
+            .call_rate
+            .map(|rate| Arc::new(Pacer::per_sec(rate * PACED_SHARE_OF_RATE)));
         self.shards = self
             .arbiters
             .iter()
@@ -310,7 +316,7 @@ impl PaymentRegistry {
                     timers,
                     exits: exits.clone(),
                     fresh: Default::default(),
-                    spread_until: Default::default(),
+                    pacer: pacer.clone(),
                 })
             })
             .collect();
@@ -596,55 +602,27 @@ impl Handler<RearmOpen> for PaymentRegistry {
     fn handle(&mut self, _: RearmOpen, _ctx: &mut Context<Self>) -> Self::Result {
         let store = self.deps.store.clone();
         let wheel = self.wheel;
+        let include_notify = self.deps.notify_platform;
         Box::pin(
             async move {
-                let now = crate::domain::time::precise_now();
-                // Overdue as the actors see it (see `PaymentActor::arm`).
-                let overdue = |at: Option<chrono::DateTime<chrono::Utc>>| {
-                    at.is_some_and(|at| at < now - chrono::Duration::seconds(2))
-                };
                 match wheel {
                     // Passivating: only what is due soon; the wheel wakes the rest in time.
                     Some(wheel) => {
-                        let until = now
+                        let until = crate::domain::time::precise_now()
                             + chrono::Duration::from_std(wheel.lookahead)
                                 .unwrap_or(chrono::Duration::zero());
                         let due = store
-                            .due_payments(until, None, true, wheel.max_resident as i64)
+                            .due_payments(until, None, include_notify, wheel.max_resident as i64)
                             .await?;
-                        Ok(due
-                            .into_iter()
-                            .map(|d| (d.id, Some(d.timing), overdue(Some(d.due))))
-                            .collect())
+                        Ok(due.into_iter().map(|d| (d.id, Some(d.timing))).collect())
                     }
-                    None => Ok(store
-                        .open_payment_timings()
-                        .await?
-                        .into_iter()
-                        .map(|(id, timing)| {
-                            // A store without timings: the actor reads it; maybe overdue.
-                            let late = timing.as_ref().is_none_or(|t| overdue(t.next_check_at));
-                            (id, timing, late)
-                        })
-                        .collect()),
+                    None => store.open_payment_timings().await,
                 }
             }
             .into_actor(self)
-            .map(|ids: Result<Vec<_>, crate::store::StoreError>, act, ctx| {
-                let mut ids: Vec<(Uuid, Option<PaymentTiming>, bool)> = ids?;
-                ids.retain(|(id, _, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
-                let overdue = ids.iter().filter(|(_, _, late)| *late).count();
-                if let Some(rate) = act.call_rate {
-                    let window = Duration::try_from_secs_f64(overdue as f64 / rate)
-                        .map_or(MAX_START_SPREAD, |window| window.min(MAX_START_SPREAD));
-                    for shard in &act.shards {
-                        shard.spread_overdue(window);
-                    }
-                }
-                let ids: Vec<(Uuid, Option<PaymentTiming>)> = ids
-                    .into_iter()
-                    .map(|(id, timing, _)| (id, timing))
-                    .collect();
+            .map(|ids, act, ctx| {
+                let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids?;
+                ids.retain(|(id, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
                 let count = ids.len();
                 for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
                     let chunk = chunk.to_vec();
@@ -654,7 +632,7 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         }
                     });
                 }
-                tracing::info!(open_payments = count, overdue, "re-arming open payments");
+                tracing::info!(open_payments = count, "re-arming open payments");
                 Ok(count)
             }),
         )
