@@ -92,11 +92,17 @@ pub struct Pacer {
     next: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
+/// The widest gap between two slots, whatever the rate (slower is no rate at all).
+const MAX_PACE_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl Pacer {
-    /// `per_sec` slots per second (not positive or not finite: every slot is now).
+    /// `per_sec` slots per second (not positive, not a number or infinite: every slot is
+    /// now; at most an hour apart).
     pub fn per_sec(per_sec: f64) -> Self {
         let interval = if per_sec.is_finite() && per_sec > 0.0 {
-            Duration::try_from_secs_f64(1.0 / per_sec).unwrap_or(Duration::ZERO)
+            Duration::try_from_secs_f64(1.0 / per_sec).map_or(MAX_PACE_INTERVAL, |interval| {
+                interval.min(MAX_PACE_INTERVAL)
+            })
         } else {
             Duration::ZERO
         };
@@ -114,8 +120,17 @@ impl Pacer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = next.map_or(now, |next| next.max(now));
-        *next = Some(slot + self.interval);
+        *next = Some(slot.checked_add(self.interval).unwrap_or(slot));
         slot - now
+    }
+
+    /// Gives back every slot taken: the actors that took them stopped (their partitions
+    /// were revoked), and the next ones start from now.
+    pub fn reset(&self) {
+        *self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }
 
@@ -188,6 +203,10 @@ pub struct PaymentActor {
     clean: bool,
     /// It stopped because its next work is far away (the timer wheel wakes it).
     passivated: bool,
+    /// Not in a final status (valid once `loaded`): its checks call the intermediary.
+    open: bool,
+    /// Started for a row just created: its first check is fresh work, never paced.
+    fresh: bool,
 }
 
 impl Drop for PaymentActor {
@@ -207,13 +226,14 @@ impl Drop for PaymentActor {
 
 impl PaymentActor {
     /// An actor for payment `id`; unless its `timing` is given (read in bulk at start-up)
-    /// it reads it when it starts.
+    /// it reads it when it starts. `fresh`: the row was just created.
     pub fn new(
         id: Uuid,
         shard: Arc<Shard>,
         generation: u32,
         transient: bool,
         timing: Option<PaymentTiming>,
+        fresh: bool,
     ) -> Self {
         let mut actor = PaymentActor {
             id,
@@ -228,6 +248,8 @@ impl PaymentActor {
             transient,
             clean: false,
             passivated: false,
+            open: false,
+            fresh,
         };
         if let Some(timing) = timing {
             actor.remember_timing(timing);
@@ -279,11 +301,12 @@ impl PaymentActor {
         }
         let mut delay = wait.min(MAX_TIMER);
         // Work missed while no actor ran (restart, rebalance, crash) is paced under the
-        // intermediary call rate (or spread over half a second); fresh work is not.
-        if spread && due < now - chrono::Duration::seconds(2) {
+        // intermediary call rate when it calls the intermediary (an open payment), or
+        // spread over half a second; fresh work is not.
+        if spread && !self.fresh && due < now - chrono::Duration::seconds(2) {
             delay = match &self.shard.pacer {
-                Some(pacer) => pacer.next_slot(),
-                None => Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS),
+                Some(pacer) if self.open => pacer.next_slot(),
+                _ => Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS),
             };
         }
         self.set_timer(ctx, delay, OnTimer::Drive);
@@ -309,6 +332,7 @@ impl PaymentActor {
         self.next_check_at = row.next_check_at;
         self.version = row.version;
         self.has_work = flow::has_work(self.deps(), row);
+        self.open = !row.payment.status.is_final();
         self.loaded = true;
     }
 
@@ -316,6 +340,7 @@ impl PaymentActor {
         self.next_check_at = timing.next_check_at;
         self.version = timing.version;
         self.has_work = timing.open || (self.deps().notify_platform && timing.notify_pending);
+        self.open = timing.open;
         self.loaded = true;
     }
 }
@@ -564,5 +589,25 @@ mod tests {
             assert_eq!(pacer.next_slot(), Duration::ZERO, "{rate}");
             assert_eq!(pacer.next_slot(), Duration::ZERO, "{rate}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_at_an_absurdly_low_rate_hands_out_a_slot_an_hour() {
+        for rate in [1e-19, 1e-300, f64::MIN_POSITIVE] {
+            let pacer = Pacer::per_sec(rate);
+            let slots: Vec<u64> = (0..3).map(|_| pacer.next_slot().as_secs()).collect();
+            assert_eq!(slots, [0, 3600, 7200], "{rate}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_pacer_starts_over_from_now() {
+        let pacer = Pacer::per_sec(2.0);
+        for _ in 0..10 {
+            pacer.next_slot();
+        }
+        pacer.reset();
+        assert_eq!(pacer.next_slot(), Duration::ZERO);
+        assert_eq!(pacer.next_slot().as_millis(), 500);
     }
 }

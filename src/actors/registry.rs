@@ -154,6 +154,8 @@ pub struct PaymentRegistry {
     /// Intermediary calls per second allowed (each intermediary's limit): overdue checks
     /// found when actors start are paced under it.
     call_rate: Option<f64>,
+    /// The pacer all shards share (built with them when a call rate is set).
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl PaymentRegistry {
@@ -179,15 +181,16 @@ impl PaymentRegistry {
             wheel_busy: false,
             wheel_cursor: None,
             call_rate: None,
+            pacer: None,
         }
     }
 
     /// Paces the checks missed while no actor ran (found at start-up, when partitions are
     /// assigned, after a crash) under `per_sec` intermediary calls per second, oldest
     /// first, instead of starting them all within half a second only to queue at the rate
-    /// limit. Not positive (or not a number): no pacing.
+    /// limit. Not positive, not a number or infinite: no pacing.
     pub fn with_call_rate(mut self, per_sec: f64) -> Self {
-        self.call_rate = (per_sec > 0.0).then_some(per_sec);
+        self.call_rate = (per_sec.is_finite() && per_sec > 0.0).then_some(per_sec);
         self
     }
 
@@ -278,11 +281,12 @@ impl PaymentRegistry {
         }
         let index = (id.as_u128() % self.arbiters.len() as u128) as usize;
         let shard = self.shards[index].clone();
+        let created = fresh.is_some();
         if let Some(row) = fresh {
             shard.fresh.put(*row);
         }
         let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
-            PaymentActor::new(id, shard, generation, transient, timing)
+            PaymentActor::new(id, shard, generation, transient, timing, created)
         });
         self.stats.spawned += 1;
         self.actors.insert(
@@ -305,6 +309,7 @@ impl PaymentRegistry {
         let pacer = self
             .call_rate
             .map(|rate| Arc::new(Pacer::per_sec(rate * PACED_SHARE_OF_RATE)));
+        self.pacer = pacer.clone();
         self.shards = self
             .arbiters
             .iter()
@@ -485,6 +490,15 @@ impl Handler<PartitionsRevoked> for PaymentRegistry {
                 if let Some(addr) = resident.addr.upgrade() {
                     addr.do_send(Passivate);
                 }
+            }
+        }
+        // The slots the stopped actors took are free again: a re-assignment (a
+        // rebalance revokes every partition first) paces its checks from now, not behind
+        // a backlog nobody will check. Actors of partitions still owned keep theirs, so
+        // for a while both may take the rate: the intermediary's limit still holds.
+        if stopped > 0 {
+            if let Some(pacer) = &self.pacer {
+                pacer.reset();
             }
         }
         tracing::info!(

@@ -68,7 +68,12 @@ impl Timers {
     /// Arms a timer that sends `actor` a `TimerFired` after `delay` (never earlier;
     /// rounded up to the millisecond).
     pub fn arm(&self, delay: Duration, actor: WeakAddr<PaymentActor>) -> TimerKey {
-        let since_start = (Instant::now() + delay).saturating_duration_since(self.start);
+        // A delay past the clock's end (a paced slot at an absurd rate) is "never".
+        let since_start = Instant::now()
+            .checked_add(delay)
+            .map_or(Duration::MAX, |due| {
+                due.saturating_duration_since(self.start)
+            });
         let due_ms = since_start.as_nanos().div_ceil(1_000_000);
         let due_ms = u64::try_from(due_ms)
             .unwrap_or(u64::MAX)

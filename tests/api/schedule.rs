@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use actix::Actor;
 use async_trait::async_trait;
 use cassa::actors::{
-    Deps, Ensure, Forward, GetStats, Ownership, PaymentCommand, PaymentRegistry, RearmOpen,
-    TouchSeen, Wheel,
+    Deps, Ensure, Forward, GetStats, Ownership, PartitionsAssigned, PartitionsRevoked,
+    PaymentCommand, PaymentRegistry, RearmOpen, TouchSeen, Wheel,
 };
 use cassa::domain::payment::{NotifyLink, Payment};
 use cassa::domain::status::PaymentStatus;
@@ -370,9 +370,9 @@ fn insert_pending(store: &MemoryStore, now: DateTime<Utc>, due: DateTime<Utc>) -
 
 /// After a restart, the checks missed meanwhile are paced under the intermediary's call
 /// rate (80 % of it), not all started within half a second to queue at its limit
-/// (100 000 of them held about 1.9 GB while they waited). Payments not due yet, and
-/// finished ones with only the platform left to tell (not this instance's role here),
-/// take no slot.
+/// (100 000 of them held about 1.9 GB while they waited). Finished payments with only
+/// the platform left to tell (not this instance's role here) take no slot, and payments
+/// not due yet are not checked early.
 #[actix_rt::test]
 async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
     tokio::time::pause();
@@ -385,7 +385,8 @@ async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
         insert_pending(&store, now, now + Duration::hours(1));
     }
     for _ in 0..20 {
-        let id = insert_pending(&store, now, now - Duration::hours(1));
+        // Older than every open one: re-armed first.
+        let id = insert_pending(&store, now, now - Duration::hours(3));
         let mut rows = store.rows.lock().unwrap();
         let row = rows.get_mut(&id).unwrap();
         row.payment
@@ -419,6 +420,107 @@ async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
         (12_300..=12_500).contains(&last),
         "last check after {last} ms"
     );
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert!(
+        seen.try_recv().is_err(),
+        "no check of a payment not due yet"
+    );
+}
+
+/// Overdue payments of the instance's partitions, re-armed when they are assigned.
+async fn paced_on_assignment(
+    count: usize,
+    per_sec: f64,
+) -> (
+    Arc<MemoryStore>,
+    mpsc::UnboundedReceiver<(&'static str, DateTime<Utc>)>,
+    actix::Addr<PaymentRegistry>,
+) {
+    let now = time::now();
+    let store = Arc::new(MemoryStore::default());
+    for i in 0..count {
+        insert_pending(&store, now, now - Duration::minutes(60 + i as i64));
+    }
+    let (deps, seen) = watched_deps(store.clone(), "*:2h");
+    let ownership = Ownership::Partitions {
+        count: 1,
+        owned: Default::default(),
+    };
+    let registry = PaymentRegistry::new(deps, 0, ownership)
+        .with_call_rate(per_sec)
+        .start();
+    registry
+        .send(PartitionsAssigned {
+            count: 1,
+            partitions: vec![0],
+        })
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if registry.send(GetStats).await.unwrap().spawned as usize == count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        registry.send(GetStats).await.unwrap().spawned as usize,
+        count
+    );
+    (store, seen, registry)
+}
+
+/// A rebalance revokes the partitions (their actors stop, with the slots they took) and
+/// assigns them again: the new actors are paced from then on, not behind the slots of
+/// the stopped ones.
+#[actix_rt::test]
+async fn a_rebalance_paces_overdue_checks_from_the_reassignment() {
+    tokio::time::pause();
+    // 100 slots 125 ms apart: the last at 12.4 s.
+    let (_store, mut seen, registry) = paced_on_assignment(100, 10.0).await;
+    registry.send(PartitionsRevoked(vec![0])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    while seen.try_recv().is_ok() {}
+    let reassigned = time::precise_now();
+    registry
+        .send(PartitionsAssigned {
+            count: 1,
+            partitions: vec![0],
+        })
+        .await
+        .unwrap();
+    let first = loop {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            break (at - reassigned).num_milliseconds();
+        }
+    };
+    assert!(
+        first < 1000,
+        "first check {first} ms after the reassignment"
+    );
+}
+
+/// A payment just created is fresh work even when its actor starts late (a busy
+/// registry): it is checked at once, not behind the paced backlog.
+#[actix_rt::test]
+async fn a_created_payment_is_not_paced_behind_overdue_ones() {
+    tokio::time::pause();
+    // 10 slots 1.25 s apart: the last after 11.25 s.
+    let (store, mut seen, registry) = paced_on_assignment(10, 1.0).await;
+    let now = time::now();
+    let id = insert_pending(&store, now, now - Duration::seconds(5));
+    let row = store.rows.lock().unwrap().get(&id).cloned().unwrap();
+    while seen.try_recv().is_ok() {}
+    let created = time::precise_now();
+    registry
+        .send(Ensure(id, Some(Box::new(row))))
+        .await
+        .unwrap();
+    let first = loop {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            break (at - created).num_milliseconds();
+        }
+    };
+    assert!(first < 1000, "checked {first} ms after its creation");
 }
 
 /// The timer wheel (with passivation) finds what is due soon and hands each actor it wakes
