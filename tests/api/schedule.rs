@@ -427,6 +427,29 @@ async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
     );
 }
 
+/// Assigns the one partition of the `payments` topic to this instance.
+async fn assign_the_partition(registry: &actix::Addr<PaymentRegistry>) {
+    registry
+        .send(PartitionsAssigned {
+            count: 1,
+            partitions: vec![0],
+        })
+        .await
+        .unwrap();
+}
+
+/// Milliseconds from `since` to the next check at the intermediary.
+async fn next_check_after(
+    seen: &mut mpsc::UnboundedReceiver<(&'static str, DateTime<Utc>)>,
+    since: DateTime<Utc>,
+) -> i64 {
+    loop {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            return (at - since).num_milliseconds();
+        }
+    }
+}
+
 /// Overdue payments of the instance's partitions, re-armed when they are assigned.
 async fn paced_on_assignment(
     count: usize,
@@ -449,13 +472,7 @@ async fn paced_on_assignment(
     let registry = PaymentRegistry::new(deps, 0, ownership)
         .with_call_rate(per_sec)
         .start();
-    registry
-        .send(PartitionsAssigned {
-            count: 1,
-            partitions: vec![0],
-        })
-        .await
-        .unwrap();
+    assign_the_partition(&registry).await;
     for _ in 0..100 {
         if registry.send(GetStats).await.unwrap().spawned as usize == count {
             break;
@@ -481,18 +498,8 @@ async fn a_rebalance_paces_overdue_checks_from_the_reassignment() {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     while seen.try_recv().is_ok() {}
     let reassigned = time::precise_now();
-    registry
-        .send(PartitionsAssigned {
-            count: 1,
-            partitions: vec![0],
-        })
-        .await
-        .unwrap();
-    let first = loop {
-        if let ("check", at) = seen.recv().await.unwrap() {
-            break (at - reassigned).num_milliseconds();
-        }
-    };
+    assign_the_partition(&registry).await;
+    let first = next_check_after(&mut seen, reassigned).await;
     assert!(
         first < 1000,
         "first check {first} ms after the reassignment"
@@ -515,11 +522,7 @@ async fn a_created_payment_is_not_paced_behind_overdue_ones() {
         .send(Ensure(id, Some(Box::new(row))))
         .await
         .unwrap();
-    let first = loop {
-        if let ("check", at) = seen.recv().await.unwrap() {
-            break (at - created).num_milliseconds();
-        }
-    };
+    let first = next_check_after(&mut seen, created).await;
     assert!(first < 1000, "checked {first} ms after its creation");
 }
 
