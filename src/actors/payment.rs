@@ -19,7 +19,8 @@ use crate::store::{PaymentTiming, StoredPayment};
 
 /// Bounded mailbox: senders wait (`send().await`) instead of piling up messages.
 pub const MAILBOX_CAPACITY: usize = 32;
-/// Longest single timer; longer waits re-arm after it (the row decides).
+/// Longest single timer; longer waits re-arm after it (the row decides). A paced start
+/// (see `Pacer`) may wait longer: its slot, not the row, decides when it runs.
 const MAX_TIMER: Duration = Duration::from_secs(3600);
 /// An actor whose payment ended stays this long after its last message, so commands
 /// already queued are answered from the final row instead of finding it gone.
