@@ -151,10 +151,8 @@ pub struct PaymentRegistry {
     wheel_busy: bool,
     /// Where the wheel's next page starts (after a full page).
     wheel_cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
-    /// Intermediary calls per second allowed (each intermediary's limit): overdue checks
-    /// found when actors start are paced under it.
-    call_rate: Option<f64>,
-    /// The pacer all shards share (built with them when a call rate is set).
+    /// Paces the overdue checks actors find when they start under the intermediary call
+    /// rate (set by `with_call_rate`); all shards share it.
     pacer: Option<Arc<Pacer>>,
 }
 
@@ -180,7 +178,6 @@ impl PaymentRegistry {
             wheel: None,
             wheel_busy: false,
             wheel_cursor: None,
-            call_rate: None,
             pacer: None,
         }
     }
@@ -190,7 +187,8 @@ impl PaymentRegistry {
     /// first, instead of starting them all within half a second only to queue at the rate
     /// limit. Not positive, not a number or infinite: no pacing.
     pub fn with_call_rate(mut self, per_sec: f64) -> Self {
-        self.call_rate = (per_sec.is_finite() && per_sec > 0.0).then_some(per_sec);
+        self.pacer = (per_sec.is_finite() && per_sec > 0.0)
+            .then(|| Arc::new(Pacer::per_sec(per_sec * PACED_SHARE_OF_RATE)));
         self
     }
 
@@ -306,10 +304,7 @@ impl PaymentRegistry {
     fn start_shards(&mut self, ctx: &mut Context<Self>) {
         let exits: Recipient<ActorExited> = ctx.address().recipient();
         // One pacer for all: the rate is the intermediary's, whatever the arbiter.
-        let pacer = self
-            .call_rate
-            .map(|rate| Arc::new(Pacer::per_sec(rate * PACED_SHARE_OF_RATE)));
-        self.pacer = pacer.clone();
+        let pacer = self.pacer.clone();
         self.shards = self
             .arbiters
             .iter()
