@@ -295,7 +295,9 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
         include_notify: bool,
         limit: i64,
     ) -> Result<Vec<DuePayment>, StoreError>;
-    /// The payloads of a payment's outbox events, oldest first.
+    /// The payloads of a payment's outbox events, oldest first. For tests and operators:
+    /// no index serves it (writing one per event cost every create), so it reads the
+    /// whole outbox.
     async fn payment_events(&self, payment_id: Uuid) -> Result<Vec<serde_json::Value>, StoreError>;
     /// The oldest unpublished outbox events, in the order to publish them (each
     /// payment's in the order written).

@@ -1026,3 +1026,66 @@ async fn text_stored_before_packing_survives_the_migration_on_postgres() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].payload, document);
 }
+
+/// The plan PostgreSQL picks for `query` with sequential scans priced out: which indexes
+/// can serve it.
+async fn plan_without_seqscan(conn: &mut sqlx::PgConnection, query: &str) -> String {
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {query}"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    lines.join("\n")
+}
+
+/// The listing's orders and status filters stay index reads with the cheaper indexes:
+/// newest first from ascending indexes read backwards, a finished status from the
+/// finished payments' index, an open one from the open payments' index.
+#[actix_rt::test]
+async fn the_listing_is_served_by_indexes_on_postgres() {
+    use sqlx::Connection;
+    let (store, db) = open_store(Backend::Postgres).await;
+    for status in [PaymentStatus::Expired, PaymentStatus::PaymentPending] {
+        let mut payment = sample("PAGOPA", "1.00");
+        payment.status = status;
+        store
+            .create_payment(new_payment(payment, false))
+            .await
+            .unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ANALYZE payments")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let newest = "SELECT id FROM payments ORDER BY created_at DESC, id DESC LIMIT 50";
+    let plans = [
+        (
+            newest.to_string(),
+            "Index Only Scan Backward using payments_created_idx",
+        ),
+        (
+            format!(
+                "SELECT id FROM payments WHERE tenant_id = '{}' \
+                 ORDER BY created_at DESC, id DESC LIMIT 50",
+                Uuid::new_v4()
+            ),
+            "Backward using payments_tenant_created_idx",
+        ),
+        (
+            "SELECT id FROM payments WHERE status IN ('EXPIRED', 'CANCELED')".into(),
+            "payments_finished_status_idx",
+        ),
+        (
+            "SELECT id FROM payments WHERE status = 'PAYMENT_PENDING'".into(),
+            "payments_open_next_check_idx",
+        ),
+    ];
+    for (query, expected) in plans {
+        let plan = plan_without_seqscan(&mut conn, &query).await;
+        assert!(plan.contains(expected), "{query}: {plan}");
+    }
+}
