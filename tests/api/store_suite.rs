@@ -363,6 +363,56 @@ async fn open_payments_are_listed_soonest_first_on_postgres() {
     open_payments_are_listed_soonest_first(Backend::Postgres).await;
 }
 
+/// The listing pages newest first, and payments created in the same instant are ordered
+/// by id: a page boundary between them neither repeats nor skips one.
+async fn the_listing_pages_through_equal_timestamps(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let now = time::now();
+    // Three instants, four payments in each.
+    let payments: Vec<NewPayment> = (0..12)
+        .map(|i| {
+            let mut payment = sample("PAGOPA", "1.00");
+            payment.created_at = now - chrono::Duration::seconds(i / 4);
+            new_payment(payment, false)
+        })
+        .collect();
+    store.import_payments(&payments).await.unwrap();
+    let mut expected: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = payments
+        .iter()
+        .map(|new| (new.payment.created_at, new.payment.id))
+        .collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_payments(&store::PaymentFilter::default(), 3, cursor)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(store::Cursor {
+            created_at: last.payment.created_at,
+            id: last.payment.id,
+        });
+        listed.extend(
+            page.iter()
+                .map(|row| (row.payment.created_at, row.payment.id)),
+        );
+        assert!(listed.len() <= expected.len(), "listed again: {listed:?}");
+    }
+    assert_eq!(listed, expected);
+}
+
+#[actix_rt::test]
+async fn the_listing_pages_through_equal_timestamps_on_sqlite() {
+    the_listing_pages_through_equal_timestamps(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn the_listing_pages_through_equal_timestamps_on_postgres() {
+    the_listing_pages_through_equal_timestamps(Backend::Postgres).await;
+}
+
 /// Concurrent writes (on SQLite, committed together by the group commit): a refused
 /// create (remote_id taken, idempotency key replayed or reused), a version conflict or a
 /// failed hold answers only its own caller; every other write lands with its event.
