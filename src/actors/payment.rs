@@ -80,8 +80,8 @@ pub struct Shard {
     pub exits: Recipient<ActorExited>,
     /// Rows just created, for their new actor's first check.
     pub fresh: FreshRows,
-    /// Paces overdue work under the intermediary call rate (shared by all arbiters).
-    pub pacer: Option<Arc<Pacer>>,
+    /// Paces overdue work under each intermediary's call rate (shared by all arbiters).
+    pub pacers: Option<Arc<Pacers>>,
 }
 
 /// Hands out start times one `interval` apart, from now on: the checks that actors find
@@ -132,6 +132,85 @@ impl Pacer {
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// One `Pacer` per intermediary, as its guard has one rate limit: the overdue checks of
+/// payments at different intermediaries do not wait for each other's slots. A service
+/// whose configuration cannot be read shares the pacer of the unknown intermediary.
+pub struct Pacers {
+    per_sec: f64,
+    state: std::sync::Mutex<PacersState>,
+}
+
+#[derive(Default)]
+struct PacersState {
+    /// By intermediary URL (`None`: unknown).
+    by_intermediary: HashMap<Option<String>, Arc<Pacer>>,
+    /// Services resolved so far.
+    by_service: HashMap<Uuid, Arc<Pacer>>,
+}
+
+impl Pacers {
+    /// Pacers handing out `per_sec` slots per second each.
+    pub fn per_sec(per_sec: f64) -> Self {
+        Pacers {
+            per_sec,
+            state: Default::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PacersState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pacer of a service already resolved.
+    pub fn cached(&self, service_id: Uuid) -> Option<Arc<Pacer>> {
+        self.state().by_service.get(&service_id).cloned()
+    }
+
+    /// The pacer of a service's intermediary (its configuration read once).
+    pub async fn for_service(
+        &self,
+        intermediaries: &crate::intermediary::Intermediaries,
+        service_id: Uuid,
+    ) -> Arc<Pacer> {
+        if let Some(pacer) = self.cached(service_id) {
+            return pacer;
+        }
+        let intermediary = intermediaries.intermediary_of(service_id).await;
+        let mut state = self.state();
+        let pacer = state
+            .by_intermediary
+            .entry(intermediary)
+            .or_insert_with(|| Arc::new(Pacer::per_sec(self.per_sec)))
+            .clone();
+        state.by_service.insert(service_id, pacer.clone());
+        pacer
+    }
+
+    /// Resolves the pacers of these services, so that `cached` finds them.
+    pub async fn resolve(
+        &self,
+        intermediaries: &crate::intermediary::Intermediaries,
+        services: impl IntoIterator<Item = Uuid>,
+    ) {
+        let services: std::collections::HashSet<Uuid> = services.into_iter().collect();
+        for service_id in services {
+            self.for_service(intermediaries, service_id).await;
+        }
+    }
+
+    /// Resets every pacer (see `Pacer::reset`), and reads the services' intermediaries
+    /// again when next asked (a service may have moved to another one).
+    pub fn reset(&self) {
+        let mut state = self.state();
+        for pacer in state.by_intermediary.values() {
+            pacer.reset();
+        }
+        state.by_service.clear();
     }
 }
 
@@ -208,6 +287,8 @@ pub struct PaymentActor {
     open: bool,
     /// Started for a row just created: its first check is fresh work, never paced.
     fresh: bool,
+    /// Its intermediary's pacer, until it has started (see `arm`).
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Drop for PaymentActor {
@@ -226,14 +307,15 @@ impl Drop for PaymentActor {
 }
 
 impl PaymentActor {
-    /// An actor for payment `id`; unless its `timing` is given (read in bulk at start-up)
-    /// it reads it when it starts. `fresh`: the row was just created.
+    /// An actor for payment `id`; unless its `timing` is given (read in bulk at start-up,
+    /// with its intermediary's `pacer`) it reads it when it starts. `fresh`: the row was
+    /// just created.
     pub fn new(
         id: Uuid,
         shard: Arc<Shard>,
         generation: u32,
         transient: bool,
-        timing: Option<PaymentTiming>,
+        timing: Option<(PaymentTiming, Option<Arc<Pacer>>)>,
         fresh: bool,
     ) -> Self {
         let mut actor = PaymentActor {
@@ -251,9 +333,11 @@ impl PaymentActor {
             passivated: false,
             open: false,
             fresh,
+            pacer: None,
         };
-        if let Some(timing) = timing {
+        if let Some((timing, pacer)) = timing {
             actor.remember_timing(timing);
+            actor.pacer = pacer;
         }
         actor
     }
@@ -279,6 +363,8 @@ impl PaymentActor {
     /// Arms the timer for the row's next work, or (shortly) stops when the payment has ended.
     fn arm(&mut self, ctx: &mut Context<Self>, spread: bool) {
         self.disarm();
+        // Needed once, when the actor starts.
+        let pacer = self.pacer.take();
         if !self.loaded {
             return;
         }
@@ -305,7 +391,7 @@ impl PaymentActor {
         // intermediary call rate when it calls the intermediary (an open payment), or
         // spread over half a second; fresh work is not.
         if spread && !self.fresh && due < now - chrono::Duration::seconds(2) {
-            delay = match &self.shard.pacer {
+            delay = match pacer {
                 Some(pacer) if self.open => pacer.next_slot(),
                 _ => Duration::from_millis(rand::random::<u64>() % START_SPREAD_MS),
             };
@@ -359,26 +445,39 @@ impl Actor for PaymentActor {
             self.arm(ctx, true);
             return;
         }
-        let store = self.deps().store.clone();
+        let deps = self.deps().clone();
+        let pacers = self.shard.pacers.clone();
         let id = self.id;
         ctx.wait(
-            async move { store.payment_timing(id).await }
-                .into_actor(self)
-                .map(|loaded, act, ctx| match loaded {
-                    Ok(Some(timing)) => {
-                        act.remember_timing(timing);
-                        act.arm(ctx, true);
-                    }
-                    Ok(None) => {
-                        tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
-                        act.stop_cleanly(ctx);
-                    }
-                    Err(e) => {
-                        // Unclean: the registry restarts us with backoff.
-                        tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
-                        ctx.stop();
-                    }
-                }),
+            async move {
+                let timing = deps.store.payment_timing(id).await?;
+                let pacer = match (&timing, &pacers) {
+                    (Some(timing), Some(pacers)) if timing.open => Some(
+                        pacers
+                            .for_service(&deps.intermediaries, timing.service_id)
+                            .await,
+                    ),
+                    _ => None,
+                };
+                Ok::<_, crate::store::StoreError>(timing.map(|timing| (timing, pacer)))
+            }
+            .into_actor(self)
+            .map(|loaded, act, ctx| match loaded {
+                Ok(Some((timing, pacer))) => {
+                    act.remember_timing(timing);
+                    act.pacer = pacer;
+                    act.arm(ctx, true);
+                }
+                Ok(None) => {
+                    tracing::warn!(payment_id = %act.id, "no such payment; actor stops");
+                    act.stop_cleanly(ctx);
+                }
+                Err(e) => {
+                    // Unclean: the registry restarts us with backoff.
+                    tracing::error!(payment_id = %act.id, error = %e, "cannot load payment");
+                    ctx.stop();
+                }
+            }),
         );
     }
 }

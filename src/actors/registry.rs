@@ -15,7 +15,7 @@ use uuid::Uuid;
 use std::collections::HashSet;
 
 use super::payment::{
-    ActorExited, Command, CommandReply, Pacer, Passivate, PaymentCommand, Reload, Shard,
+    ActorExited, Command, CommandReply, Pacers, Passivate, PaymentCommand, Reload, Shard,
 };
 use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
@@ -151,9 +151,9 @@ pub struct PaymentRegistry {
     wheel_busy: bool,
     /// Where the wheel's next page starts (after a full page).
     wheel_cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
-    /// Paces the overdue checks actors find when they start under the intermediary call
-    /// rate (set by `with_call_rate`); all shards share it.
-    pacer: Option<Arc<Pacer>>,
+    /// Pace the overdue checks actors find when they start under each intermediary's
+    /// call rate (set by `with_call_rate`); all shards share them.
+    pacers: Option<Arc<Pacers>>,
 }
 
 impl PaymentRegistry {
@@ -178,17 +178,17 @@ impl PaymentRegistry {
             wheel: None,
             wheel_busy: false,
             wheel_cursor: None,
-            pacer: None,
+            pacers: None,
         }
     }
 
     /// Paces the checks missed while no actor ran (found at start-up, when partitions are
-    /// assigned, after a crash) under `per_sec` intermediary calls per second, oldest
-    /// first, instead of starting them all within half a second only to queue at the rate
-    /// limit. Not positive, not a number or infinite: no pacing.
+    /// assigned, after a crash) under `per_sec` calls per second to each intermediary,
+    /// oldest first, instead of starting them all within half a second only to queue at
+    /// the rate limit. Not positive, not a number or infinite: no pacing.
     pub fn with_call_rate(mut self, per_sec: f64) -> Self {
-        self.pacer = (per_sec.is_finite() && per_sec > 0.0)
-            .then(|| Arc::new(Pacer::per_sec(per_sec * PACED_SHARE_OF_RATE)));
+        self.pacers = (per_sec.is_finite() && per_sec > 0.0)
+            .then(|| Arc::new(Pacers::per_sec(per_sec * PACED_SHARE_OF_RATE)));
         self
     }
 
@@ -212,11 +212,18 @@ impl PaymentRegistry {
         let until = crate::domain::time::precise_now()
             + chrono::Duration::from_std(wheel.lookahead).unwrap_or(chrono::Duration::zero());
         let after = self.wheel_cursor;
+        let (deps, pacers) = (self.deps.clone(), self.pacers.clone());
         ctx.spawn(
             async move {
-                store
+                let due = store
                     .due_payments(until, after, include_notify, WHEEL_BATCH as i64)
-                    .await
+                    .await?;
+                if let Some(pacers) = pacers {
+                    let services = due.iter().map(|d| d.timing).filter(|t| t.open);
+                    let services = services.map(|t| t.service_id);
+                    pacers.resolve(&deps.intermediaries, services).await;
+                }
+                Ok::<_, crate::store::StoreError>(due)
             }
             .into_actor(self)
             .map(move |due, act, ctx| {
@@ -283,6 +290,11 @@ impl PaymentRegistry {
         if let Some(row) = fresh {
             shard.fresh.put(*row);
         }
+        // Its intermediary's pacer, resolved by whoever read the timing (start-up, wheel).
+        let timing = timing.map(|timing| {
+            let pacers = self.pacers.as_ref();
+            (timing, pacers.and_then(|p| p.cached(timing.service_id)))
+        });
         let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
             PaymentActor::new(id, shard, generation, transient, timing, created)
         });
@@ -303,8 +315,8 @@ impl PaymentRegistry {
     /// One timer wheel per arbiter, its driver running on that arbiter.
     fn start_shards(&mut self, ctx: &mut Context<Self>) {
         let exits: Recipient<ActorExited> = ctx.address().recipient();
-        // One pacer for all: the rate is the intermediary's, whatever the arbiter.
-        let pacer = self.pacer.clone();
+        // Shared: the rate is the intermediary's, whatever the arbiter.
+        let pacers = self.pacers.clone();
         self.shards = self
             .arbiters
             .iter()
@@ -316,7 +328,7 @@ impl PaymentRegistry {
                     timers,
                     exits: exits.clone(),
                     fresh: Default::default(),
-                    pacer: pacer.clone(),
+                    pacers: pacers.clone(),
                 })
             })
             .collect();
@@ -492,8 +504,8 @@ impl Handler<PartitionsRevoked> for PaymentRegistry {
         // a backlog nobody will check. Actors of partitions still owned keep theirs, so
         // for a while both may take the rate: the intermediary's limit still holds.
         if stopped > 0 {
-            if let Some(pacer) = &self.pacer {
-                pacer.reset();
+            if let Some(pacers) = &self.pacers {
+                pacers.reset();
             }
         }
         tracing::info!(
@@ -609,12 +621,13 @@ impl Handler<RearmOpen> for PaymentRegistry {
     type Result = ResponseActFuture<Self, Result<usize, PaymentError>>;
 
     fn handle(&mut self, _: RearmOpen, _ctx: &mut Context<Self>) -> Self::Result {
+        let (deps, pacers) = (self.deps.clone(), self.pacers.clone());
         let store = self.deps.store.clone();
         let wheel = self.wheel;
         let include_notify = self.deps.notify_platform;
         Box::pin(
             async move {
-                match wheel {
+                let timings: Vec<(Uuid, Option<PaymentTiming>)> = match wheel {
                     // Passivating: only what is due soon; the wheel wakes the rest in time.
                     Some(wheel) => {
                         let until = crate::domain::time::precise_now()
@@ -623,10 +636,17 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         let due = store
                             .due_payments(until, None, include_notify, wheel.max_resident as i64)
                             .await?;
-                        Ok(due.into_iter().map(|d| (d.id, Some(d.timing))).collect())
+                        due.into_iter().map(|d| (d.id, Some(d.timing))).collect()
                     }
-                    None => store.open_payment_timings().await,
+                    None => store.open_payment_timings().await?,
+                };
+                // The overdue checks are paced by intermediary: find each one's pacer.
+                if let Some(pacers) = pacers {
+                    let open = timings.iter().filter_map(|(_, t)| t.filter(|t| t.open));
+                    let services = open.map(|t| t.service_id);
+                    pacers.resolve(&deps.intermediaries, services).await;
                 }
+                Ok::<_, crate::store::StoreError>(timings)
             }
             .into_actor(self)
             .map(|ids, act, ctx| {

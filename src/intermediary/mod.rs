@@ -244,6 +244,18 @@ impl Intermediaries {
 }
 
 impl Intermediaries {
+    /// Which intermediary a service's payments call, as the guards tell intermediaries
+    /// apart (by URL), or `None` when the service's configuration cannot be read.
+    pub async fn intermediary_of(&self, service_id: Uuid) -> Option<String> {
+        match self.store.service(service_id).await {
+            Ok(service) => service.map(|service| service.intermediary_url),
+            Err(e) => {
+                tracing::warn!(%service_id, error = %e, "cannot read the service configuration");
+                None
+            }
+        }
+    }
+
     /// Forgets a service's cached client (its configuration changed here).
     pub fn forget(&self, service_id: Uuid) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());

@@ -49,6 +49,9 @@ pub struct PaymentTiming {
     /// The row's version when this was read (events carry theirs: an actor that has seen
     /// a version skips the reload for events up to it).
     pub version: i64,
+    /// The payment's service: whose intermediary its checks call (overdue checks are
+    /// paced per intermediary).
+    pub service_id: Uuid,
 }
 
 impl From<&StoredPayment> for PaymentTiming {
@@ -58,6 +61,7 @@ impl From<&StoredPayment> for PaymentTiming {
             open: !row.payment.status.is_final(),
             notify_pending: row.payment.notify_pending(),
             version: row.version,
+            service_id: row.payment.service_id,
         }
     }
 }

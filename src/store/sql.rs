@@ -284,7 +284,7 @@ macro_rules! sql_store {
                 })
             }
 
-            /// A row's `next_check_at, status, notify_pending, version`.
+            /// A row's `next_check_at, status, notify_pending, version, service_id`.
             fn row_to_timing(row: &<$db as sqlx::Database>::Row) -> Result<PaymentTiming, StoreError> {
                 let status: &str = row.try_get("status")?;
                 let open = status
@@ -296,6 +296,7 @@ macro_rules! sql_store {
                     open,
                     notify_pending: row.try_get("notify_pending")?,
                     version: row.try_get("version")?,
+                    service_id: row.try_get("service_id")?,
                 })
             }
 
@@ -850,7 +851,7 @@ macro_rules! sql_store {
 
             async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT next_check_at, status, notify_pending, version FROM payments WHERE id = $1",
+                    "SELECT next_check_at, status, notify_pending, version, service_id FROM payments WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&self.read)
@@ -932,7 +933,7 @@ macro_rules! sql_store {
 
             async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
                 let mut rows = sqlx::query(
-                    "SELECT id, next_check_at, status, notify_pending, version FROM payments \
+                    "SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
                      WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
                      OR notify_pending = $1 ORDER BY next_check_at",
                 )
@@ -955,11 +956,11 @@ macro_rules! sql_store {
                 let (after_at, after_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
                 // Two index range scans (open payments; pending notifications), merged.
                 let mut rows = sqlx::query(
-                    "SELECT id, next_check_at, status, notify_pending, version FROM (\
-                       SELECT id, next_check_at, status, notify_pending, version FROM payments \
+                    "SELECT id, next_check_at, status, notify_pending, version, service_id FROM (\
+                       SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
                        WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
                        UNION ALL \
-                       SELECT id, next_check_at, status, notify_pending, version FROM payments \
+                       SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
                        WHERE notify_pending = $2 AND $2 AND next_check_at < $1\
                      ) AS due WHERE next_check_at > $3 OR (next_check_at = $3 AND id > $4) \
                      ORDER BY next_check_at, id LIMIT $5",

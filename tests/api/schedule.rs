@@ -32,6 +32,8 @@ struct MemoryStore {
     timing_reads: AtomicUsize,
     /// `payment` calls (an operation reading the whole row).
     row_reads: AtomicUsize,
+    /// Service configurations (their intermediaries), by id.
+    services: Mutex<HashMap<Uuid, ServiceConfig>>,
 }
 
 fn unsupported() -> StoreError {
@@ -190,8 +192,8 @@ impl ConfigStore for MemoryStore {
     async fn update_tenant(&self, _: &Tenant) -> Result<bool, StoreError> {
         Err(unsupported())
     }
-    async fn service(&self, _: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
-        Err(unsupported())
+    async fn service(&self, id: Uuid) -> Result<Option<ServiceConfig>, StoreError> {
+        Ok(self.services.lock().unwrap().get(&id).cloned())
     }
     async fn list_services(
         &self,
@@ -425,6 +427,102 @@ async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
         seen.try_recv().is_err(),
         "no check of a payment not due yet"
     );
+}
+
+/// A PAGOPA service whose payments call the intermediary at `url`.
+fn service_at(url: &str) -> ServiceConfig {
+    let now = time::now();
+    ServiceConfig {
+        id: Uuid::new_v4(),
+        tenant_id: Uuid::new_v4(),
+        payment_types: vec![cassa::domain::payment::PaymentType::Pagopa],
+        intermediary_kind: "simulator".into(),
+        intermediary_url: url.into(),
+        active: true,
+        document: serde_json::json!({}),
+        credentials: None,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+/// Each intermediary has its own rate limit, so the overdue checks are paced per
+/// intermediary: the payments of two intermediaries are checked side by side, each at the
+/// paced rate, not one backlog behind the other's.
+#[actix_rt::test]
+async fn overdue_checks_are_paced_per_intermediary() {
+    tokio::time::pause();
+    let now = time::now();
+    let store = Arc::new(MemoryStore::default());
+    for url in ["http://one.test", "http://two.test"] {
+        let service = service_at(url);
+        for i in 0..10 {
+            let id = insert_pending(&store, now, now - Duration::minutes(60 + i));
+            let mut rows = store.rows.lock().unwrap();
+            rows.get_mut(&id).unwrap().payment.service_id = service.id;
+        }
+        store.services.lock().unwrap().insert(service.id, service);
+    }
+    let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
+        .with_call_rate(10.0)
+        .start();
+    let started = time::precise_now();
+    registry.send(RearmOpen).await.unwrap().unwrap();
+    let mut checks = Vec::new();
+    while checks.len() < 20 {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            checks.push((at - started).num_milliseconds());
+        }
+    }
+    // 8 per second to each intermediary: ten slots 125 ms apart, each taken by one
+    // payment of each (one pacer for both would put the last after 19 × 125 ms).
+    for slot in 0..10 {
+        let at = slot * 125;
+        let taken = checks.iter().filter(|&&c| (c - at).abs() < 20).count();
+        assert_eq!(taken, 2, "slot at {at} ms: {checks:?}");
+    }
+}
+
+/// An actor that reads its own timing when it starts (woken by an event or a command, or
+/// restarted after a crash) is paced by its intermediary too.
+#[actix_rt::test]
+async fn actors_that_load_their_own_timing_are_paced_per_intermediary() {
+    tokio::time::pause();
+    let now = time::now();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for url in ["http://one.test", "http://two.test"] {
+        let service = service_at(url);
+        for i in 0..5 {
+            let id = insert_pending(&store, now, now - Duration::minutes(60 + i));
+            let mut rows = store.rows.lock().unwrap();
+            rows.get_mut(&id).unwrap().payment.service_id = service.id;
+            ids.push(id);
+        }
+        store.services.lock().unwrap().insert(service.id, service);
+    }
+    let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
+    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
+        .with_call_rate(10.0)
+        .start();
+    let started = time::precise_now();
+    for id in ids {
+        registry.send(Ensure(id, None)).await.unwrap();
+    }
+    let mut checks = Vec::new();
+    while checks.len() < 10 {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            checks.push((at - started).num_milliseconds());
+        }
+    }
+    assert_eq!(store.timing_reads.load(Ordering::SeqCst), 10);
+    for slot in 0..5 {
+        let at = slot * 125;
+        let taken = checks.iter().filter(|&&c| (c - at).abs() < 20).count();
+        assert_eq!(taken, 2, "slot at {at} ms: {checks:?}");
+    }
 }
 
 /// Assigns the one partition of the `payments` topic to this instance.
