@@ -166,9 +166,22 @@ impl Pacers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The pacer of a service already resolved.
-    pub fn cached(&self, service_id: Uuid) -> Option<Arc<Pacer>> {
-        self.state().by_service.get(&service_id).cloned()
+    /// The pacer of a service resolved before (`resolve`), or else the one of unknown
+    /// intermediaries (the checks are paced either way).
+    pub fn resolved(&self, service_id: Uuid) -> Arc<Pacer> {
+        let mut state = self.state();
+        match state.by_service.get(&service_id) {
+            Some(pacer) => pacer.clone(),
+            None => self.of_intermediary(&mut state, None),
+        }
+    }
+
+    fn of_intermediary(&self, state: &mut PacersState, url: Option<String>) -> Arc<Pacer> {
+        state
+            .by_intermediary
+            .entry(url)
+            .or_insert_with(|| Arc::new(Pacer::per_sec(self.per_sec)))
+            .clone()
     }
 
     /// The pacer of a service's intermediary (its configuration read once).
@@ -177,21 +190,17 @@ impl Pacers {
         intermediaries: &crate::intermediary::Intermediaries,
         service_id: Uuid,
     ) -> Arc<Pacer> {
-        if let Some(pacer) = self.cached(service_id) {
-            return pacer;
+        if let Some(pacer) = self.state().by_service.get(&service_id) {
+            return pacer.clone();
         }
         let intermediary = intermediaries.intermediary_of(service_id).await;
         let mut state = self.state();
-        let pacer = state
-            .by_intermediary
-            .entry(intermediary)
-            .or_insert_with(|| Arc::new(Pacer::per_sec(self.per_sec)))
-            .clone();
+        let pacer = self.of_intermediary(&mut state, intermediary);
         state.by_service.insert(service_id, pacer.clone());
         pacer
     }
 
-    /// Resolves the pacers of these services, so that `cached` finds them.
+    /// Resolves the pacers of these services, so that `resolved` finds them.
     pub async fn resolve(
         &self,
         intermediaries: &crate::intermediary::Intermediaries,

@@ -293,7 +293,7 @@ impl PaymentRegistry {
         // Its intermediary's pacer, resolved by whoever read the timing (start-up, wheel).
         let timing = timing.map(|timing| {
             let pacers = self.pacers.as_ref();
-            (timing, pacers.and_then(|p| p.cached(timing.service_id)))
+            (timing, pacers.map(|p| p.resolved(timing.service_id)))
         });
         let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
             PaymentActor::new(id, shard, generation, transient, timing, created)
