@@ -403,17 +403,10 @@ async fn overdue_checks_found_at_start_up_are_paced_under_the_call_rate() {
         assert!(row.payment.notify_pending());
     }
     let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
-    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
-        .with_call_rate(10.0)
-        .start();
+    let registry = paced_registry(deps);
     let started = time::precise_now();
     registry.send(RearmOpen).await.unwrap().unwrap();
-    let mut checks = Vec::new();
-    while checks.len() < 100 {
-        if let ("check", at) = seen.recv().await.unwrap() {
-            checks.push((at - started).num_milliseconds());
-        }
-    }
+    let checks = checks_after(&mut seen, started, 100).await;
     // 8 per second: one every 125 ms, the last after 99 × 125 ms.
     let closest = checks.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(0);
     assert!(closest >= 120, "two checks {closest} ms apart: {checks:?}");
@@ -447,42 +440,68 @@ fn service_at(url: &str) -> ServiceConfig {
     }
 }
 
+/// `per_intermediary` overdue payments at each of two intermediaries (two services).
+fn overdue_at_two_intermediaries(store: &MemoryStore, per_intermediary: i64) -> Vec<Uuid> {
+    let now = time::now();
+    let mut ids = Vec::new();
+    for url in ["http://one.test", "http://two.test"] {
+        let service = service_at(url);
+        for i in 0..per_intermediary {
+            let id = insert_pending(store, now, now - Duration::minutes(60 + i));
+            let mut rows = store.rows.lock().unwrap();
+            rows.get_mut(&id).unwrap().payment.service_id = service.id;
+            ids.push(id);
+        }
+        store.services.lock().unwrap().insert(service.id, service);
+    }
+    ids
+}
+
+/// A registry pacing overdue checks at 8 per second (80 % of 10) to each intermediary.
+fn paced_registry(deps: Arc<Deps>) -> actix::Addr<PaymentRegistry> {
+    PaymentRegistry::new(deps, 0, Ownership::All)
+        .with_call_rate(10.0)
+        .start()
+}
+
+/// The next `count` checks, in milliseconds from `since`.
+async fn checks_after(
+    seen: &mut mpsc::UnboundedReceiver<(&'static str, DateTime<Utc>)>,
+    since: DateTime<Utc>,
+    count: usize,
+) -> Vec<i64> {
+    let mut checks = Vec::new();
+    while checks.len() < count {
+        if let ("check", at) = seen.recv().await.unwrap() {
+            checks.push((at - since).num_milliseconds());
+        }
+    }
+    checks
+}
+
+/// Each of the first `slots` slots (125 ms apart) was taken by one payment of each
+/// intermediary; one pacer for both would have spread them over twice as many slots.
+fn two_checks_per_slot(checks: &[i64], slots: i64) {
+    for slot in 0..slots {
+        let at = slot * 125;
+        let taken = checks.iter().filter(|&&c| (c - at).abs() < 20).count();
+        assert_eq!(taken, 2, "slot at {at} ms: {checks:?}");
+    }
+}
+
 /// Each intermediary has its own rate limit, so the overdue checks are paced per
 /// intermediary: the payments of two intermediaries are checked side by side, each at the
 /// paced rate, not one backlog behind the other's.
 #[actix_rt::test]
 async fn overdue_checks_are_paced_per_intermediary() {
     tokio::time::pause();
-    let now = time::now();
     let store = Arc::new(MemoryStore::default());
-    for url in ["http://one.test", "http://two.test"] {
-        let service = service_at(url);
-        for i in 0..10 {
-            let id = insert_pending(&store, now, now - Duration::minutes(60 + i));
-            let mut rows = store.rows.lock().unwrap();
-            rows.get_mut(&id).unwrap().payment.service_id = service.id;
-        }
-        store.services.lock().unwrap().insert(service.id, service);
-    }
+    overdue_at_two_intermediaries(&store, 10);
     let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
-    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
-        .with_call_rate(10.0)
-        .start();
+    let registry = paced_registry(deps);
     let started = time::precise_now();
     registry.send(RearmOpen).await.unwrap().unwrap();
-    let mut checks = Vec::new();
-    while checks.len() < 20 {
-        if let ("check", at) = seen.recv().await.unwrap() {
-            checks.push((at - started).num_milliseconds());
-        }
-    }
-    // 8 per second to each intermediary: ten slots 125 ms apart, each taken by one
-    // payment of each (one pacer for both would put the last after 19 × 125 ms).
-    for slot in 0..10 {
-        let at = slot * 125;
-        let taken = checks.iter().filter(|&&c| (c - at).abs() < 20).count();
-        assert_eq!(taken, 2, "slot at {at} ms: {checks:?}");
-    }
+    two_checks_per_slot(&checks_after(&mut seen, started, 20).await, 10);
 }
 
 /// An actor that reads its own timing when it starts (woken by an event or a command, or
@@ -490,39 +509,17 @@ async fn overdue_checks_are_paced_per_intermediary() {
 #[actix_rt::test]
 async fn actors_that_load_their_own_timing_are_paced_per_intermediary() {
     tokio::time::pause();
-    let now = time::now();
     let store = Arc::new(MemoryStore::default());
-    let mut ids = Vec::new();
-    for url in ["http://one.test", "http://two.test"] {
-        let service = service_at(url);
-        for i in 0..5 {
-            let id = insert_pending(&store, now, now - Duration::minutes(60 + i));
-            let mut rows = store.rows.lock().unwrap();
-            rows.get_mut(&id).unwrap().payment.service_id = service.id;
-            ids.push(id);
-        }
-        store.services.lock().unwrap().insert(service.id, service);
-    }
+    let ids = overdue_at_two_intermediaries(&store, 5);
     let (deps, mut seen) = watched_deps(store.clone(), "*:2h");
-    let registry = PaymentRegistry::new(deps, 0, Ownership::All)
-        .with_call_rate(10.0)
-        .start();
+    let registry = paced_registry(deps);
     let started = time::precise_now();
     for id in ids {
         registry.send(Ensure(id, None)).await.unwrap();
     }
-    let mut checks = Vec::new();
-    while checks.len() < 10 {
-        if let ("check", at) = seen.recv().await.unwrap() {
-            checks.push((at - started).num_milliseconds());
-        }
-    }
+    let checks = checks_after(&mut seen, started, 10).await;
     assert_eq!(store.timing_reads.load(Ordering::SeqCst), 10);
-    for slot in 0..5 {
-        let at = slot * 125;
-        let taken = checks.iter().filter(|&&c| (c - at).abs() < 20).count();
-        assert_eq!(taken, 2, "slot at {at} ms: {checks:?}");
-    }
+    two_checks_per_slot(&checks, 5);
 }
 
 /// Assigns the one partition of the `payments` topic to this instance.
