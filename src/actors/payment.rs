@@ -200,13 +200,15 @@ impl Pacers {
         pacer
     }
 
-    /// Resolves the pacers of these services, so that `resolved` finds them.
+    /// Resolves the pacers of the open payments' services among `timings`, so that
+    /// `resolved` finds them.
     pub async fn resolve(
         &self,
         intermediaries: &crate::intermediary::Intermediaries,
-        services: impl IntoIterator<Item = Uuid>,
+        timings: impl IntoIterator<Item = PaymentTiming>,
     ) {
-        let services: std::collections::HashSet<Uuid> = services.into_iter().collect();
+        let open = timings.into_iter().filter(|timing| timing.open);
+        let services: std::collections::HashSet<Uuid> = open.map(|t| t.service_id).collect();
         for service_id in services {
             self.for_service(intermediaries, service_id).await;
         }

@@ -219,9 +219,8 @@ impl PaymentRegistry {
                     .due_payments(until, after, include_notify, WHEEL_BATCH as i64)
                     .await?;
                 if let Some(pacers) = pacers {
-                    let services = due.iter().map(|d| d.timing).filter(|t| t.open);
-                    let services = services.map(|t| t.service_id);
-                    pacers.resolve(&deps.intermediaries, services).await;
+                    let timings = due.iter().map(|d| d.timing);
+                    pacers.resolve(&deps.intermediaries, timings).await;
                 }
                 Ok::<_, crate::store::StoreError>(due)
             }
@@ -642,9 +641,8 @@ impl Handler<RearmOpen> for PaymentRegistry {
                 };
                 // The overdue checks are paced by intermediary: find each one's pacer.
                 if let Some(pacers) = pacers {
-                    let open = timings.iter().filter_map(|(_, t)| t.filter(|t| t.open));
-                    let services = open.map(|t| t.service_id);
-                    pacers.resolve(&deps.intermediaries, services).await;
+                    let known = timings.iter().filter_map(|(_, timing)| *timing);
+                    pacers.resolve(&deps.intermediaries, known).await;
                 }
                 Ok::<_, crate::store::StoreError>(timings)
             }

@@ -211,6 +211,12 @@ impl SqliteStore {
 }
 
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
+/// What `row_to_timing` reads (a macro, for `concat!`).
+macro_rules! timing_columns {
+    () => {
+        "next_check_at, status, notify_pending, version, service_id"
+    };
+}
 const HOLD_STATUS_HELD: &str = "HELD";
 
 /// A JSON value bound as text: a payment's saga (its document and events are packed, see
@@ -284,7 +290,7 @@ macro_rules! sql_store {
                 })
             }
 
-            /// A row's `next_check_at, status, notify_pending, version, service_id`.
+            /// A row's `timing_columns!()`.
             fn row_to_timing(row: &<$db as sqlx::Database>::Row) -> Result<PaymentTiming, StoreError> {
                 let status: &str = row.try_get("status")?;
                 let open = status
@@ -851,7 +857,7 @@ macro_rules! sql_store {
 
             async fn payment_timing(&self, id: Uuid) -> Result<Option<PaymentTiming>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT next_check_at, status, notify_pending, version, service_id FROM payments WHERE id = $1",
+                    concat!("SELECT ", timing_columns!(), " FROM payments WHERE id = $1"),
                 )
                 .bind(id)
                 .fetch_optional(&self.read)
@@ -933,9 +939,11 @@ macro_rules! sql_store {
 
             async fn open_payment_timings(&self) -> Result<Vec<(Uuid, Option<PaymentTiming>)>, StoreError> {
                 let mut rows = sqlx::query(
-                    "SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
-                     WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
-                     OR notify_pending = $1 ORDER BY next_check_at",
+                    concat!(
+                        "SELECT id, ", timing_columns!(), " FROM payments \
+                         WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
+                         OR notify_pending = $1 ORDER BY next_check_at"
+                    ),
                 )
                 .bind(true)
                 .fetch(&self.read);
@@ -956,14 +964,16 @@ macro_rules! sql_store {
                 let (after_at, after_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
                 // Two index range scans (open payments; pending notifications), merged.
                 let mut rows = sqlx::query(
-                    "SELECT id, next_check_at, status, notify_pending, version, service_id FROM (\
-                       SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
-                       WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
-                       UNION ALL \
-                       SELECT id, next_check_at, status, notify_pending, version, service_id FROM payments \
-                       WHERE notify_pending = $2 AND $2 AND next_check_at < $1\
-                     ) AS due WHERE next_check_at > $3 OR (next_check_at = $3 AND id > $4) \
-                     ORDER BY next_check_at, id LIMIT $5",
+                    concat!(
+                        "SELECT id, ", timing_columns!(), " FROM (\
+                           SELECT id, ", timing_columns!(), " FROM payments \
+                           WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') AND next_check_at < $1 \
+                           UNION ALL \
+                           SELECT id, ", timing_columns!(), " FROM payments \
+                           WHERE notify_pending = $2 AND $2 AND next_check_at < $1\
+                         ) AS due WHERE next_check_at > $3 OR (next_check_at = $3 AND id > $4) \
+                         ORDER BY next_check_at, id LIMIT $5"
+                    ),
                 )
                 .bind(until)
                 .bind(include_notify)
