@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::actors::{Ensure, PaymentRegistry};
+use crate::auth::Caller;
 use crate::domain::money::Money;
 use crate::domain::payment::{
     Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
@@ -62,6 +63,16 @@ pub fn user_id_for(payer: &Payer) -> Uuid {
         &PAYER_NAMESPACE,
         payer.tax_identification_number.as_str().as_bytes(),
     )
+}
+
+/// Who asks for a payment: the rules of what a creation may carry depend on it.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A caller of the HTTP API, with its token's role, tenant and subject.
+    Caller(&'a Caller),
+    /// The platform over Kafka: an application event (the dispatcher) or a payment
+    /// another system published (the proxy's adoption).
+    Platform,
 }
 
 /// What creating needs.
@@ -168,6 +179,7 @@ impl Intake<'_> {
         &self,
         request: CreatePayment,
         user_id: Uuid,
+        _origin: Origin<'_>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, IntakeError> {
         let now = time::now();

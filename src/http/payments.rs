@@ -20,7 +20,7 @@ use crate::domain::money::Money;
 use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::intake::{user_id_for, CreatePayment, Intake};
+use crate::intake::{user_id_for, CreatePayment, Intake, Origin};
 use crate::store::{Created, Cursor, IdempotencyKey, PaymentFilter};
 
 /// Longest `Idempotency-Key`.
@@ -142,7 +142,7 @@ async fn create(
         public_url: &state.public_url,
         configs: &state.configs,
     };
-    match intake.create(request, user_id, idempotency).await? {
+    match intake.create(request, user_id, Origin::Caller(&caller), idempotency).await? {
         Created::New(row) | Created::Replayed(row) => Ok(accepted(&row.payment)),
         Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(
             "this Idempotency-Key was already used with a different body (payment {payment_id}); use a new key for a new payment"

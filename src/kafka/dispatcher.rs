@@ -19,7 +19,7 @@ use crate::domain::money::Money;
 use crate::domain::payment::{PayerType, PaymentType, Split};
 use crate::domain::time;
 use crate::intake::{
-    CreateLinks, CreatePayment, CreatePaymentData, Intake, IntakeError, LinkTarget,
+    CreateLinks, CreatePayment, CreatePaymentData, Intake, IntakeError, LinkTarget, Origin,
 };
 use crate::store::Created;
 
@@ -189,7 +189,10 @@ pub async fn dispatch(
         Ok(r) => r,
         Err(reason) => return Ok(Dispatched::Rejected(reason)),
     };
-    match intake.create(request, user_id, None).await {
+    match intake
+        .create(request, user_id, Origin::Platform, None)
+        .await
+    {
         Ok(Created::New(row)) => Ok(Dispatched::Created(row.payment.id)),
         Ok(Created::RemoteIdTaken(row) | Created::Replayed(row)) => {
             Ok(Dispatched::AlreadyDone(row.payment.id))
