@@ -177,6 +177,102 @@ impl Topics {
     }
 }
 
+/// How cassa's Kafka clients reach and log in to a real cluster (the embedded broker
+/// needs none of this).
+#[derive(Clone, Default, Args)]
+pub struct KafkaClientArgs {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (librdkafka's
+    /// `security.protocol`); default: librdkafka's (plaintext).
+    #[arg(long, env = "CASSA_KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"], ignore_case = true)]
+    pub kafka_security_protocol: Option<String>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "CASSA_KAFKA_SASL_MECHANISM", value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], ignore_case = true)]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "CASSA_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (never logged).
+    #[arg(long, env = "CASSA_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+    /// CA certificate(s) (PEM file) to verify the brokers' TLS certificates.
+    #[arg(long, env = "CASSA_KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+    /// Any other librdkafka client property, `key=value,key=value`, applied last.
+    #[arg(long, env = "CASSA_KAFKA_CONFIG", value_parser = parse_kafka_config, default_value = "")]
+    pub kafka_config: KafkaProperties,
+    /// `classic` consumer groups, or `consumer` (KIP-848: the broker assigns partitions
+    /// and times sessions out; rebalances are incremental).
+    #[arg(
+        long,
+        env = "CASSA_KAFKA_GROUP_PROTOCOL",
+        value_enum,
+        default_value = "classic"
+    )]
+    pub kafka_group_protocol: GroupProtocol,
+}
+
+impl std::fmt::Debug for KafkaClientArgs {
+    /// Everything but the password, which is shown masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaClientArgs")
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field(
+                "kafka_sasl_password",
+                &self.kafka_sasl_password.as_ref().map(|_| "********"),
+            )
+            .field("kafka_ssl_ca_location", &self.kafka_ssl_ca_location)
+            .field("kafka_config", &self.kafka_config)
+            .field("kafka_group_protocol", &self.kafka_group_protocol)
+            .finish()
+    }
+}
+
+/// Extra librdkafka properties (`CASSA_KAFKA_CONFIG`), in the order given.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for KafkaProperties {
+    /// Keys only: a passthrough property may carry a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+/// Parses `key=value,key=value` (empty: none).
+pub fn parse_kafka_config(text: &str) -> Result<KafkaProperties, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            let key = key.trim();
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            {
+                return Err(format!("{key:?} is not a librdkafka property name"));
+            }
+            Ok((key.to_string(), value.trim().to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(KafkaProperties)
+}
+
+/// Consumer-group protocol (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
+}
+
 /// Roles this instance plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -229,6 +325,8 @@ pub struct Settings {
     pub instance_id: Option<String>,
     #[command(flatten)]
     pub topics: Topics,
+    #[command(flatten)]
+    pub kafka_client: KafkaClientArgs,
     /// Comma-separated roles: api, dispatcher, proxy, updater.
     #[arg(
         long,
@@ -315,6 +413,13 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_KAFKA_GROUP",
     "CASSA_KAFKA_PARTITIONS",
     "CASSA_KAFKA_SESSION_TIMEOUT",
+    "CASSA_KAFKA_SECURITY_PROTOCOL",
+    "CASSA_KAFKA_SASL_MECHANISM",
+    "CASSA_KAFKA_SASL_USERNAME",
+    "CASSA_KAFKA_SASL_PASSWORD",
+    "CASSA_KAFKA_SSL_CA_LOCATION",
+    "CASSA_KAFKA_CONFIG",
+    "CASSA_KAFKA_GROUP_PROTOCOL",
     "CASSA_INSTANCE_ID",
     "CASSA_TOPIC_APPLICATIONS",
     "CASSA_TOPIC_PAYMENTS",
@@ -445,6 +550,44 @@ mod tests {
         let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter())
             .unwrap_err();
         assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
+    }
+
+    #[test]
+    fn kafka_client_settings_parse_and_the_password_is_never_shown() {
+        let s = Settings::parse_from([
+            "cassa",
+            "--kafka-security-protocol",
+            "SASL_PLAINTEXT",
+            "--kafka-sasl-mechanism",
+            "scram-sha-256",
+            "--kafka-sasl-username",
+            "cassa",
+            "--kafka-sasl-password",
+            "s3cret-pw",
+            "--kafka-config",
+            "socket.keepalive.enable=true, fetch.wait.max.ms=50",
+            "--kafka-group-protocol",
+            "consumer",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.kafka_client.kafka_config.0,
+            vec![
+                ("socket.keepalive.enable".to_string(), "true".to_string()),
+                ("fetch.wait.max.ms".to_string(), "50".to_string())
+            ]
+        );
+        assert_eq!(s.kafka_client.kafka_group_protocol, GroupProtocol::Consumer);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("********"), "{shown}");
+        assert!(parse_kafka_config("novalue").is_err());
+        assert!(parse_kafka_config("bad key=1").is_err());
+        assert_eq!(parse_kafka_config("").unwrap(), KafkaProperties::default());
+        let err = Settings::parse_from(["cassa", "--kafka-sasl-mechanism", "GSSAPI"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--kafka-sasl-mechanism"), "{err}");
     }
 
     #[test]

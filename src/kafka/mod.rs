@@ -22,7 +22,7 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::sync::watch;
 
 use crate::actors::PaymentRegistry;
-use crate::config::{Role, Settings};
+use crate::config::{GroupProtocol, KafkaClientArgs, Role, Settings};
 use crate::intake::Intake;
 use crate::store::Store;
 use embedded::EmbeddedKafka;
@@ -79,7 +79,55 @@ fn base_config(settings: &Settings, bootstrap: &str) -> ClientConfig {
         .set("client.id", format!("cassa-{}", settings.instance_id()))
         .set("log_level", "4")
         .set("reconnect.backoff.max.ms", "1000");
+    // The embedded broker speaks plaintext only: the security settings are for real
+    // clusters.
+    if !settings.kafka_brokers.trim().is_empty() {
+        apply_client_settings(&mut config, &settings.kafka_client);
+    }
     config
+}
+
+/// Security settings and the passthrough properties of `CASSA_KAFKA_*`, onto a client.
+pub fn apply_client_settings(config: &mut ClientConfig, client: &KafkaClientArgs) {
+    let pairs = [
+        ("security.protocol", &client.kafka_security_protocol),
+        ("sasl.mechanism", &client.kafka_sasl_mechanism),
+        ("sasl.username", &client.kafka_sasl_username),
+        ("sasl.password", &client.kafka_sasl_password),
+        ("ssl.ca.location", &client.kafka_ssl_ca_location),
+    ];
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            // librdkafka wants the protocol in lower case and the mechanism in upper
+            // case; the settings accept either.
+            let value = match key {
+                "security.protocol" => value.to_ascii_lowercase(),
+                "sasl.mechanism" => value.to_ascii_uppercase(),
+                _ => value.clone(),
+            };
+            config.set(key, value);
+        }
+    }
+    apply_passthrough(config, client);
+}
+
+/// `CASSA_KAFKA_CONFIG`'s properties, applied last so they may override cassa's own.
+fn apply_passthrough(config: &mut ClientConfig, client: &KafkaClientArgs) {
+    for (key, value) in &client.kafka_config.0 {
+        config.set(key, value);
+    }
+}
+
+/// What a client to a real cluster must be told when the brokers refuse it: the
+/// settings to check.
+fn unreachable_hint(settings: &Settings) -> &'static str {
+    if settings.kafka_client.kafka_sasl_username.is_some()
+        || settings.kafka_client.kafka_sasl_mechanism.is_some()
+    {
+        "check CASSA_KAFKA_BROKERS and the credentials (CASSA_KAFKA_SASL_USERNAME, CASSA_KAFKA_SASL_PASSWORD, CASSA_KAFKA_SASL_MECHANISM, CASSA_KAFKA_SECURITY_PROTOCOL)"
+    } else {
+        "check CASSA_KAFKA_BROKERS, and CASSA_KAFKA_SECURITY_PROTOCOL / CASSA_KAFKA_SASL_* if the cluster requires authentication"
+    }
 }
 
 /// Connects to the configured brokers (or starts the embedded one), makes sure the
@@ -106,6 +154,12 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
         .create_with_context(embedded.clone())
         .context("cannot create the Kafka producer")?;
     if embedded.0.is_none() {
+        let brokers = broker_count(&producer).await.with_context(|| {
+            format!(
+                "cannot reach the Kafka cluster at {bootstrap}: {}",
+                unreachable_hint(settings)
+            )
+        })?;
         let mut missing = Vec::new();
         for (name, partitions) in topics {
             if topic_partitions(&producer, name).await.is_err() {
@@ -113,8 +167,12 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
             }
         }
         if !missing.is_empty() {
-            ensure_topics(settings, &bootstrap, &missing).await?;
+            ensure_topics(settings, &bootstrap, &missing, brokers).await?;
+            for (name, _) in &missing {
+                wait_for_topic(&producer, name).await?;
+            }
         }
+        check_topics(settings, &bootstrap, &producer, &topics).await?;
     }
     let payments_partitions = topic_partitions(&producer, &settings.topics.payments).await?;
     Ok(KafkaSetup {
@@ -123,6 +181,87 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
         producer,
         payments_partitions,
     })
+}
+
+/// Brokers the cluster's metadata lists.
+async fn broker_count(producer: &Producer) -> anyhow::Result<usize> {
+    let producer = producer.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))
+    })
+    .await??;
+    Ok(metadata.brokers().len())
+}
+
+/// Replication of the topics cassa creates: three copies where the cluster has three
+/// brokers, so one broker may die without losing an acknowledged event (`acks=all`
+/// with two in-sync replicas at least).
+pub fn replication_for(brokers: usize) -> (i32, Option<&'static str>) {
+    let factor = brokers.clamp(1, 3) as i32;
+    (factor, (factor == 3).then_some("2"))
+}
+
+/// Refuses existing topics cassa cannot work with: fewer partitions than configured
+/// (ownership and ordering are by partition) or a cleanup policy other than `delete`
+/// (compaction would drop events of one payment, keyed alike).
+async fn check_topics(
+    settings: &Settings,
+    bootstrap: &str,
+    producer: &Producer,
+    topics: &[(&str, i32); 3],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, bootstrap)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    for (name, wanted) in topics {
+        let have = topic_partitions(producer, name).await?;
+        anyhow::ensure!(
+            have >= *wanted,
+            "topic {name} has {have} partitions, fewer than CASSA_KAFKA_PARTITIONS ({wanted}): add partitions to it (kafka-topics --alter --partitions {wanted}) or lower the setting"
+        );
+        let described = admin
+            .describe_configs(
+                &[rdkafka::admin::ResourceSpecifier::Topic(name)],
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .with_context(|| format!("cannot read the configuration of topic {name}"))?;
+        for resource in described {
+            let resource = resource.map_err(|e| {
+                anyhow::anyhow!("cannot read the configuration of topic {name}: {e}")
+            })?;
+            let policy = resource
+                .get("cleanup.policy")
+                .and_then(|entry| entry.value.clone())
+                .unwrap_or_else(|| "delete".into());
+            anyhow::ensure!(
+                policy == "delete",
+                "topic {name} has cleanup.policy={policy}; cassa needs delete (a compacted topic drops a payment's earlier events)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How long a topic just created may take to show in a real cluster's metadata (the
+/// controller has committed it; each broker learns it a moment later).
+const TOPIC_VISIBLE_WITHIN: Duration = Duration::from_secs(15);
+
+/// Waits until a topic cassa created shows in the metadata.
+async fn wait_for_topic(producer: &Producer, topic: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + TOPIC_VISIBLE_WITHIN;
+    loop {
+        match topic_partitions(producer, topic).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context(format!(
+                "topic {topic} was created but did not show in the cluster's metadata within {} s",
+                TOPIC_VISIBLE_WITHIN.as_secs()
+            ))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 async fn topic_partitions(producer: &Producer, topic: &str) -> anyhow::Result<i32> {
@@ -153,13 +292,22 @@ async fn ensure_topics(
     settings: &Settings,
     bootstrap: &str,
     topics: &[(&str, i32)],
+    brokers: usize,
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings, bootstrap)
         .create()
         .context("cannot create the Kafka admin client")?;
+    let (factor, min_insync) = replication_for(brokers);
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(factor))
+                .set("cleanup.policy", "delete");
+            match min_insync {
+                Some(min) => topic.set("min.insync.replicas", min),
+                None => topic,
+            }
+        })
         .collect();
     let results = admin
         .create_topics(
@@ -170,7 +318,9 @@ async fn ensure_topics(
         .context("cannot reach the Kafka cluster to check the topics (CASSA_KAFKA_BROKERS)")?;
     for result in results {
         match result {
-            Ok(name) => tracing::info!(topic = %name, "topic created"),
+            Ok(name) => {
+                tracing::info!(topic = %name, replication = factor, "topic created")
+            }
             Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                 tracing::debug!(topic = %name, "topic exists")
             }
@@ -195,6 +345,7 @@ pub fn start(
     let relay = relay::OutboxRelay {
         store: store.clone(),
         producer: setup.producer.clone(),
+        topic: settings.topics.payments.clone(),
         instance: settings.instance_id(),
         idle: Duration::from_millis(100),
     };
@@ -208,14 +359,28 @@ pub fn start(
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", &session)
-            .set("heartbeat.interval.ms", "500")
+            .set("auto.offset.reset", "earliest");
+        match settings.kafka_client.kafka_group_protocol {
+            GroupProtocol::Classic => {
+                config
+                    .set("session.timeout.ms", &session)
+                    .set("heartbeat.interval.ms", "500");
+            }
+            // KIP-848: the broker times sessions out and assigns partitions; the client
+            // may not set either.
+            GroupProtocol::Consumer => {
+                config.set("group.protocol", "consumer");
+            }
+        }
+        config
             // Bounded prefetch: while handlers wait (back-pressure) little piles up. Once
             // the queue is full the next fetch waits this long (librdkafka's 1 s default
             // made a lagging consumer catch up in 1 s steps).
             .set("queued.max.messages.kbytes", "4096")
             .set("fetch.queue.backoff.ms", "20");
+        if !settings.kafka_brokers.trim().is_empty() {
+            apply_passthrough(&mut config, &settings.kafka_client);
+        }
         config
     };
 

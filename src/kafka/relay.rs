@@ -37,6 +37,9 @@ const HELD_WARN_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 pub struct OutboxRelay {
     pub store: Arc<dyn Store>,
     pub producer: super::Producer,
+    /// Where payment events go (`CASSA_TOPIC_PAYMENTS`). The outbox rows name a topic
+    /// too, but were always written as `payments`: the setting decides.
+    pub topic: String,
     /// This instance's name in the lease.
     pub instance: String,
     /// Pause between rounds when there was nothing to publish.
@@ -126,7 +129,7 @@ impl OutboxRelay {
             .map(|e| (e.payment_id.to_string(), e.version.map(|v| v.to_string())))
             .collect();
         let deliveries = events.iter().zip(&keys).map(|(event, (key, version))| {
-            let mut record = FutureRecord::to(&event.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(key.as_str())
                 .payload(event.payload.as_str());
             if let Some(version) = version {

@@ -461,3 +461,165 @@ impl Intermediary for PanicOnce {
         self.inner.execute_payment(request).await
     }
 }
+
+/// Which Kafka a test's cassa talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// librdkafka's mock cluster, in process, one per test.
+    Embedded,
+    /// The Apache Kafka cluster `bash .ci/run` starts (`TEST_KAFKA_BROKERS`), shared by
+    /// the tests: each gets topics and consumer groups of its own.
+    Apache,
+}
+
+/// The bootstrap servers of the shared Apache Kafka cluster.
+pub fn apache_kafka_bootstrap() -> String {
+    std::env::var("TEST_KAFKA_BROKERS").expect(
+        "Apache Kafka tests need TEST_KAFKA_BROKERS (bash .ci/run starts a cluster with scripts/kafka-cluster and sets it)",
+    )
+}
+
+/// The topic names one test's cassa uses.
+#[derive(Debug, Clone)]
+pub struct TestTopics {
+    pub applications: String,
+    pub payments: String,
+    pub dead_letter: String,
+}
+
+impl TestTopics {
+    /// The defaults on the embedded broker (a broker of its own per test); on Apache
+    /// Kafka names nobody else uses, and a consumer group of its own.
+    pub fn for_broker(broker: Broker) -> Self {
+        match broker {
+            Broker::Embedded => TestTopics {
+                applications: "applications".into(),
+                payments: "payments".into(),
+                dead_letter: "cassa-dead-letter".into(),
+            },
+            Broker::Apache => {
+                let tag = Uuid::new_v4().simple();
+                TestTopics {
+                    applications: format!("applications-{tag}"),
+                    payments: format!("payments-{tag}"),
+                    dead_letter: format!("cassa-dead-letter-{tag}"),
+                }
+            }
+        }
+    }
+
+    /// Points `settings` at `bootstrap` (empty: the embedded broker) with these topics.
+    pub fn apply(&self, settings: &mut Settings, bootstrap: &str) {
+        settings.kafka_brokers = bootstrap.to_string();
+        settings.topics.applications = self.applications.clone();
+        settings.topics.payments = self.payments.clone();
+        settings.topics.dead_letter = self.dead_letter.clone();
+        settings.kafka_group = format!("cassa-{}", self.payments);
+    }
+}
+
+impl TestApp {
+    /// A cassa on `broker`, and the topics it uses.
+    pub async fn spawn_on(backend: Backend, broker: Broker) -> (Self, TestTopics) {
+        let topics = TestTopics::for_broker(broker);
+        let bootstrap = match broker {
+            Broker::Embedded => String::new(),
+            Broker::Apache => apache_kafka_bootstrap(),
+        };
+        let app = Self::spawn_with(
+            backend,
+            |settings| topics.apply(settings, &bootstrap),
+            Overrides::default(),
+        )
+        .await;
+        (app, topics)
+    }
+}
+
+/// An Apache Kafka cluster of a test's own (for faults that would disturb the shared
+/// one), run by `scripts/kafka-cluster` in a temporary directory; stopped when dropped.
+pub struct KafkaCluster {
+    pub bootstrap: String,
+    /// `key=value` lines the script printed (`sasl_username`, `sasl_password`, …).
+    pub printed: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl KafkaCluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster")
+    }
+
+    /// Starts `nodes` nodes (and waits until they are registered).
+    pub fn start(nodes: u32, sasl: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "start".to_string(),
+            "--nodes".into(),
+            nodes.to_string(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+        ];
+        if sasl {
+            args.push("--sasl".into());
+        }
+        let out = std::process::Command::new(Self::script())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kafka-cluster start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let bootstrap = printed
+            .iter()
+            .find(|(k, _)| k == "bootstrap")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        KafkaCluster {
+            bootstrap,
+            printed,
+            dir,
+        }
+    }
+
+    /// A value the script printed at start.
+    pub fn printed(&self, key: &str) -> String {
+        self.printed
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("kafka-cluster printed no {key}"))
+    }
+
+    /// `kafka-cluster <command> <node>` (kill, pause, resume, restart), without
+    /// blocking the test's runtime (cassa serves on it meanwhile).
+    pub async fn node(&self, command: &str, node: i32) {
+        let out = tokio::process::Command::new(Self::script())
+            .args([command, &node.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kafka-cluster {command} {node} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}

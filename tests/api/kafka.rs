@@ -1,6 +1,8 @@
-//! The Kafka bridge over the real protocol (librdkafka's mock cluster, embedded per
-//! test): applications → exactly one payment, dead letters, events on `payments`,
-//! adoption of foreign payments, platform notifications, a broker outage.
+//! The Kafka bridge over the real protocol: applications → exactly one payment, dead
+//! letters, events on `payments`, adoption of foreign payments, platform notifications,
+//! a broker outage. Each test body runs twice: on librdkafka's mock cluster (embedded
+//! per test) and on the shared Apache Kafka cluster (`TEST_KAFKA_BROKERS`, topics of
+//! its own per test).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -32,16 +35,26 @@ async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
         .unwrap();
 }
 
-/// A consumer reading `topic` from the beginning (its own group).
+/// A consumer reading every partition of `topic` from the beginning. It assigns the
+/// partitions itself rather than joining a group: on a real cluster a new group's first
+/// join costs seconds, and the test owns what it reads anyway.
 pub fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{}", Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "3000")
+        .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
     consumer
 }
 
@@ -124,9 +137,8 @@ async fn wait_for_payment_of(app: &TestApp, remote_id: Uuid) -> Value {
     panic!("no payment for application {remote_id}");
 }
 
-#[actix_rt::test]
-async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(broker: Broker) {
+    let (app, topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let bootstrap = app.kafka.bootstrap().to_string();
     // One key: every record lands on one partition, so they are handled in order.
     let key = "applications-under-test";
@@ -134,7 +146,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     let event = application(first, json!(16.5));
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         event.to_string().as_bytes(),
     )
@@ -142,7 +154,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     // Redelivered as is, and re-sent with a new event_id.
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         event.to_string().as_bytes(),
     )
@@ -151,13 +163,13 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     resent["event_id"] = json!(Uuid::new_v4());
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         resent.to_string().as_bytes(),
     )
     .await;
     // Garbage, schema-invalid, invalid field, unsupported version, another status.
-    produce(&bootstrap, "applications", key, b"{not json").await;
+    produce(&bootstrap, &topics.applications, key, b"{not json").await;
     let mut no_tax_code = application(Uuid::new_v4(), json!(5));
     no_tax_code["data"]
         .as_object_mut()
@@ -165,7 +177,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
         .remove("applicant.data.fiscal_code.data.fiscal_code");
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         no_tax_code.to_string().as_bytes(),
     )
@@ -173,7 +185,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     let three_decimals = application(Uuid::new_v4(), json!("1.234"));
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         three_decimals.to_string().as_bytes(),
     )
@@ -183,7 +195,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     old_version["event_version"] = json!(1);
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         old_version.to_string().as_bytes(),
     )
@@ -193,7 +205,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     not_pending["status_name"] = json!("status_draft");
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         not_pending.to_string().as_bytes(),
     )
@@ -202,7 +214,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     let last = Uuid::new_v4();
     produce(
         &bootstrap,
-        "applications",
+        &topics.applications,
         key,
         application(last, json!("7.25")).to_string().as_bytes(),
     )
@@ -237,7 +249,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
         "other statuses skipped"
     );
 
-    let dead = read_until(&reader(&bootstrap, "cassa-dead-letter"), 20, |seen| {
+    let dead = read_until(&reader(&bootstrap, &topics.dead_letter), 20, |seen| {
         seen.len() >= 3
     })
     .await;
@@ -263,20 +275,23 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     );
 }
 
-#[actix_rt::test]
-async fn every_state_change_is_published_on_payments_with_its_own_event_id() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn every_state_change_is_published_on_payments_with_its_own_event_id(broker: Broker) {
+    let (app, topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let id = app.create(&wallet_body("12.00")).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     app.wait_for(&id, "COMPLETE", 15).await;
-    let records = read_until(&reader(app.kafka.bootstrap(), "payments"), 20, |seen| {
-        seen.iter()
-            .filter(|(k, _, _)| k.as_deref() == Some(&id))
-            .count()
-            >= 4
-    })
+    let records = read_until(
+        &reader(app.kafka.bootstrap(), &topics.payments),
+        20,
+        |seen| {
+            seen.iter()
+                .filter(|(k, _, _)| k.as_deref() == Some(&id))
+                .count()
+                >= 4
+        },
+    )
     .await;
     let events: Vec<Value> = records
         .iter()
@@ -326,9 +341,8 @@ async fn every_state_change_is_published_on_payments_with_its_own_event_id() {
         .all(|e| e["event_created_at"].as_str().unwrap().ends_with(":00")));
 }
 
-#[actix_rt::test]
-async fn a_foreign_creation_pending_payment_is_adopted() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
+    let (app, topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let id = Uuid::new_v4();
     let now = cassa::domain::time::format(&cassa::domain::time::now());
     let mut body = pagopa_body("31.00");
@@ -347,7 +361,7 @@ async fn a_foreign_creation_pending_payment_is_adopted() {
         json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]});
     produce(
         app.kafka.bootstrap(),
-        "payments",
+        &topics.payments,
         &id.to_string(),
         Value::Object(event.clone()).to_string().as_bytes(),
     )
@@ -421,9 +435,8 @@ async fn platform() -> Platform {
     Platform { base, received }
 }
 
-#[actix_rt::test]
-async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final(broker: Broker) {
+    let (app, _topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let platform = platform().await;
     let mut body = wallet_body("8.00");
     body["links"]["notify"] = json!([
@@ -463,14 +476,32 @@ async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final() {
 #[actix_rt::test]
 async fn a_broker_outage_loses_no_event() {
     let app = TestApp::spawn(Backend::Postgres).await;
+    let broker = app.kafka.setup.embedded.0.clone().unwrap();
+    let up = broker.clone();
+    a_broker_outage_loses_no_event_on(
+        &app,
+        "payments",
+        async move { broker.broker_down().unwrap() },
+        async move { up.broker_up().unwrap() },
+    )
+    .await;
+}
+
+/// Payments completed while every broker is down: their events wait in the outbox and
+/// all reach `topic`, in order, once the brokers are back.
+pub async fn a_broker_outage_loses_no_event_on(
+    app: &TestApp,
+    topic: &str,
+    down: impl std::future::Future<Output = ()>,
+    up: impl std::future::Future<Output = ()>,
+) {
     // Owned partitions first (the group's first assignment).
     let warm = app.create(&wallet_body("1.00")).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     app.wait_for(&warm, "COMPLETE", 15).await;
-    let broker = app.kafka.setup.embedded.0.clone().unwrap();
-    broker.broker_down().unwrap();
+    down.await;
     let mut ids = Vec::new();
     for amount in ["2.00", "3.00", "4.00"] {
         let id = app.create(&wallet_body(amount)).await["id"]
@@ -490,7 +521,7 @@ async fn a_broker_outage_loses_no_event() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    broker.broker_up().unwrap();
+    up.await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     while !app.store.unpublished_events(100).await.unwrap().is_empty() {
         assert!(
@@ -499,7 +530,7 @@ async fn a_broker_outage_loses_no_event() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let records = read_until(&reader(app.kafka.bootstrap(), "payments"), 30, |seen| {
+    let records = read_until(&reader(app.kafka.bootstrap(), topic), 30, |seen| {
         ids.iter().all(|id| {
             seen.iter()
                 .filter(|(k, _, _)| k.as_deref() == Some(id))
@@ -531,3 +562,32 @@ async fn a_broker_outage_loses_no_event() {
         );
     }
 }
+
+/// Runs a test body once per broker: the embedded mock cluster and Apache Kafka.
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod on_the_embedded_broker {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Broker::Embedded).await
+                }
+            )*
+        }
+        mod on_apache_kafka {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Broker::Apache).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_brokers!(
+    applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered,
+    every_state_change_is_published_on_payments_with_its_own_event_id,
+    a_foreign_creation_pending_payment_is_adopted,
+    the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final,
+);

@@ -3,6 +3,7 @@
 //! the simulator on its own port over real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod apache_kafka;
 mod authz;
 mod bench;
 mod config_api;
