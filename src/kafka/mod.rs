@@ -255,10 +255,12 @@ async fn wait_for_topic(producer: &Producer, topic: &str) -> anyhow::Result<()> 
     loop {
         match topic_partitions(producer, topic).await {
             Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context(format!(
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!(
                 "topic {topic} was created but did not show in the cluster's metadata within {} s",
                 TOPIC_VISIBLE_WITHIN.as_secs()
-            ))),
+            )))
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
