@@ -221,26 +221,37 @@ async fn check_topics(
             have >= *wanted,
             "topic {name} has {have} partitions, fewer than CASSA_KAFKA_PARTITIONS ({wanted}): add partitions to it (kafka-topics --alter --partitions {wanted}) or lower the setting"
         );
-        let described = admin
-            .describe_configs(
-                &[rdkafka::admin::ResourceSpecifier::Topic(name)],
-                &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .with_context(|| format!("cannot read the configuration of topic {name}"))?;
-        for resource in described {
-            let resource = resource.map_err(|e| {
-                anyhow::anyhow!("cannot read the configuration of topic {name}: {e}")
-            })?;
-            let policy = resource
-                .get("cleanup.policy")
-                .and_then(|entry| entry.value.clone())
-                .unwrap_or_else(|| "delete".into());
-            anyhow::ensure!(
-                policy == "delete",
-                "topic {name} has cleanup.policy={policy}; cassa needs delete (a compacted topic drops a payment's earlier events)"
-            );
+    }
+    let resources: Vec<rdkafka::admin::ResourceSpecifier<'_>> = topics
+        .iter()
+        .map(|(name, _)| rdkafka::admin::ResourceSpecifier::Topic(name))
+        .collect();
+    // librdkafka's mock cluster (`cassa dev-kafka`) does not answer DescribeConfigs: a
+    // broker that cannot describe its topics gets a warning, not a refusal.
+    let described = match admin
+        .describe_configs(
+            &resources,
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(3))),
+        )
+        .await
+    {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::warn!(error = %e, "the brokers do not describe topic configurations; their cleanup policy is not checked");
+            return Ok(());
         }
+    };
+    for (resource, (name, _)) in described.into_iter().zip(topics) {
+        let resource = resource
+            .map_err(|e| anyhow::anyhow!("cannot read the configuration of topic {name}: {e}"))?;
+        let policy = resource
+            .get("cleanup.policy")
+            .and_then(|entry| entry.value.clone())
+            .unwrap_or_else(|| "delete".into());
+        anyhow::ensure!(
+            policy == "delete",
+            "topic {name} has cleanup.policy={policy}; cassa needs delete (a compacted topic drops a payment's earlier events)"
+        );
     }
     Ok(())
 }

@@ -39,7 +39,9 @@ async fn spawn_on_cluster(
 #[actix_rt::test]
 async fn every_broker_down_and_back_loses_no_event() {
     let cluster = KafkaCluster::start(1, false);
-    let (app, topics) = spawn_on_cluster(Backend::Postgres, &cluster, |_| {}).await;
+    // SQLite: on the PostgreSQL server the other tests share, an event may be held back
+    // behind their transactions for a while, which is not what this test is about.
+    let (app, topics) = spawn_on_cluster(Backend::Sqlite, &cluster, |_| {}).await;
     a_broker_outage_loses_no_event_on(
         &app,
         &topics.payments,
