@@ -42,6 +42,33 @@ pub enum BenchCommand {
     Recovery(PaymentsArgs),
     /// Durable HTTP creates per second next to raw INSERT+COMMIT at the same concurrency.
     Create(CreateArgs),
+    /// N application events on `applications` until all are committed payments, next to
+    /// raw INSERT+COMMIT into the same database.
+    Dispatch(DispatchArgs),
+}
+
+/// Arguments of `cassa bench dispatch`.
+#[derive(Debug, Clone, Args)]
+pub struct DispatchArgs {
+    /// Application events produced.
+    #[arg(long, default_value = "5000")]
+    pub events: usize,
+    /// Kafka bootstrap servers (default: the embedded broker). Topics of the run's own
+    /// are created there.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// Clients of the raw INSERT+COMMIT baseline.
+    #[arg(long, default_value = "16")]
+    pub concurrency: usize,
+    /// Seconds of the baseline.
+    #[arg(long, default_value = "5")]
+    pub baseline_seconds: u64,
+    /// Database (default: a new SQLite file in a temporary directory).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Markdown file the results are appended to.
+    #[arg(long, default_value = "bench-results.md")]
+    pub out: PathBuf,
 }
 
 /// Arguments of the payment-count benchmarks.
@@ -86,6 +113,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Passivated(args) => passivated(args).await,
         BenchCommand::Recovery(args) => recovery(args).await,
         BenchCommand::Create(args) => create(args).await,
+        BenchCommand::Dispatch(args) => dispatch(args).await,
     }
 }
 
@@ -725,6 +753,176 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             ("creates_per_sec", format!("{:.0}", http.per_sec)),
             ("create_p50_ms", format!("{:.1}", http.p50_ms)),
             ("create_p99_ms", format!("{:.1}", http.p99_ms)),
+            ("raw_insert_per_sec", format!("{:.0}", raw.per_sec)),
+            ("ratio_vs_raw_insert", format!("{ratio:.2}")),
+        ],
+    )
+}
+
+/// An Opencity application waiting for a payment (event_version 2.0), for the demo service.
+fn application_event(id: Uuid) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "event_id": Uuid::new_v4(), "event_version": "2.0",
+        "tenant_id": DEMO_TENANT, "service_id": DEMO_SERVICE, "user": Uuid::new_v4(),
+        "status_name": "status_payment_pending",
+        "payment_data": {"amount": 16.5, "reason": "Occupazione suolo pubblico"},
+        "data": {
+            "applicant.data.completename.data.name": "Mario",
+            "applicant.data.completename.data.surname": "Rossi",
+            "applicant.data.fiscal_code.data.fiscal_code": "RSSMRA80A01H501U"
+        }
+    })
+}
+
+/// Payments made from applications (`remote_id` set) in the database at `url`.
+async fn application_payments(url: &str) -> anyhow::Result<i64> {
+    const COUNT: &str = "SELECT COUNT(*) FROM payments WHERE remote_id IS NOT NULL";
+    if url.starts_with("sqlite:") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
+        Ok(sqlx::query_scalar(COUNT).fetch_one(&mut conn).await?)
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        Ok(sqlx::query_scalar(COUNT).fetch_one(&mut conn).await?)
+    }
+}
+
+async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let (store, url, _dir) = database(args.database_url.clone()).await?;
+    drop(store);
+    let keys = (
+        crate::secrets::random_base64(32),
+        crate::secrets::random_base64(32),
+    );
+    let brokers = args.kafka_brokers.clone().unwrap_or_default();
+    // On a real cluster the run's own topics: an earlier run's applications would be
+    // dispatched again.
+    let tag = Uuid::new_v4().simple().to_string();
+    let topic = |name: &str| {
+        if brokers.is_empty() {
+            name.to_string()
+        } else {
+            format!("bench-{name}-{tag}")
+        }
+    };
+    let (applications, payments, dead_letter) = (
+        topic("applications"),
+        topic("payments"),
+        topic("cassa-dead-letter"),
+    );
+    let settings = crate::config::Settings::parse_from([
+        "cassa",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        &keys.0,
+        "--secret-key",
+        &keys.1,
+        "--seed-demo",
+        "true",
+        "--log",
+        "warn",
+        "--kafka-brokers",
+        &brokers,
+        "--kafka-group",
+        &format!("bench-{tag}"),
+        "--topic-applications",
+        &applications,
+        "--topic-payments",
+        &payments,
+        "--topic-dead-letter",
+        &dead_letter,
+    ])
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let running = crate::server::start(
+        &settings,
+        crate::server::Overrides {
+            intermediary: Some(Arc::new(InstantIntermediary::default())),
+        },
+    )
+    .await?;
+    let bootstrap = running.kafka.bootstrap().to_string();
+    actix::spawn(running.server);
+    owning(&running.registry).await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .create()?;
+    eprintln!(
+        "dispatch: {} application events on {applications} ({}), then raw INSERT+COMMIT",
+        args.events,
+        if brokers.is_empty() {
+            "embedded broker"
+        } else {
+            "Apache Kafka"
+        }
+    );
+    let started = Instant::now();
+    let events: Vec<(String, String)> = (0..args.events)
+        .map(|_| {
+            let id = Uuid::new_v4();
+            (id.to_string(), application_event(id).to_string())
+        })
+        .collect();
+    let sends = events.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(&applications).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| anyhow::anyhow!("cannot produce an application: {e}"))?;
+    }
+    let produced = started.elapsed();
+    eprintln!("produced in {:.1} s", produced.as_secs_f64());
+    let wanted = args.events as i64;
+    let limit = Duration::from_secs(600);
+    loop {
+        let done = application_payments(&url).await?;
+        progress("payments", done as usize, args.events);
+        if done >= wanted {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "only {done} of {wanted} applications became payments within {} s",
+            limit.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_sec = args.events as f64 / elapsed;
+    settle(running.store.as_ref()).await?;
+    let (raw_url, clients) = (url.clone(), args.concurrency);
+    let window = Duration::from_secs(args.baseline_seconds);
+    let raw = on_client_thread(move || async move { raw_inserts(&raw_url, clients, window).await })
+        .await?
+        .summary();
+    let ratio = if raw.per_sec > 0.0 {
+        per_sec / raw.per_sec
+    } else {
+        0.0
+    };
+    report(
+        &args.out,
+        "dispatch",
+        &[
+            ("database", url.split(':').next().unwrap_or("?").to_string()),
+            (
+                "broker",
+                if brokers.is_empty() {
+                    "embedded"
+                } else {
+                    "apache"
+                }
+                .to_string(),
+            ),
+            ("events", args.events.to_string()),
+            ("applications_per_sec", format!("{per_sec:.0}")),
             ("raw_insert_per_sec", format!("{:.0}", raw.per_sec)),
             ("ratio_vs_raw_insert", format!("{ratio:.2}")),
         ],

@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use crate::helpers::apache_kafka_bootstrap;
+
 fn bench(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.md");
@@ -65,5 +67,40 @@ fn bench_recovery_prints_its_figures() {
         "intermediary_rate_limit_per_sec=50",
     ] {
         assert!(figures.contains(key), "{key} missing in {figures}");
+    }
+}
+
+#[test]
+fn bench_dispatch_prints_its_figures_on_both_brokers() {
+    let embedded = bench(&[
+        "dispatch",
+        "--events",
+        "50",
+        "--concurrency",
+        "2",
+        "--baseline-seconds",
+        "1",
+    ]);
+    let apache = bench(&[
+        "dispatch",
+        "--events",
+        "50",
+        "--concurrency",
+        "2",
+        "--baseline-seconds",
+        "1",
+        "--kafka-brokers",
+        &apache_kafka_bootstrap(),
+    ]);
+    for (figures, broker) in [(embedded, "broker=embedded"), (apache, "broker=apache")] {
+        for key in [
+            broker,
+            "events=50",
+            "applications_per_sec=",
+            "raw_insert_per_sec=",
+            "ratio_vs_raw_insert=",
+        ] {
+            assert!(figures.contains(key), "{key} missing in {figures}");
+        }
     }
 }
