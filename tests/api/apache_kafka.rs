@@ -350,3 +350,171 @@ async fn the_kip_848_consumer_protocol_assigns_the_partitions_and_payments_compl
         .to_string();
     app.wait_for(&id, "COMPLETE", 30).await;
 }
+
+/// `cassa_owned_partitions` of the instance at `base` (0 while it does not answer).
+async fn owned(client: &reqwest::Client, base: &str) -> u64 {
+    let Ok(r) = client.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("cassa_owned_partitions "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the instances at `bases` own `total` partitions between them, each some.
+async fn shared(client: &reqwest::Client, bases: &[&String], total: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut counts = Vec::new();
+        for base in bases {
+            counts.push(owned(client, base).await);
+        }
+        if counts.iter().sum::<u64>() == total && counts.iter().all(|c| *c > 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not shared: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks the process to stop (SIGTERM, a graceful stop) and waits for it.
+fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[actix_rt::test]
+async fn three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_restart() {
+    use crate::restart::{free_port, start_cassa_with, wait_ready};
+
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let sim =
+        TestSimulator::serve_without_push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let topics = TestTopics::for_broker(Broker::Apache);
+    let bootstrap = apache_kafka_bootstrap();
+    let group = format!("cassa-{}", topics.payments);
+    let env: Vec<(&str, &str)> = vec![
+        ("CASSA_KAFKA_BROKERS", &bootstrap),
+        ("CASSA_KAFKA_PARTITIONS", "12"),
+        ("CASSA_KAFKA_SESSION_TIMEOUT", "3s"),
+        ("CASSA_KAFKA_GROUP", &group),
+        ("CASSA_TOPIC_APPLICATIONS", &topics.applications),
+        ("CASSA_TOPIC_PAYMENTS", &topics.payments),
+        ("CASSA_TOPIC_DEAD_LETTER", &topics.dead_letter),
+    ];
+    let client = admin_client();
+    let ports = [free_port(), free_port(), free_port()];
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let start = |i: usize| {
+        let mut env = env.clone();
+        let name = format!("instance-{i}");
+        env.push(("CASSA_INSTANCE_ID", &name));
+        start_cassa_with(&db.url, ports[i], &sim.base, &env)
+    };
+    let mut instances = Vec::new();
+    for (i, base) in bases.iter().enumerate() {
+        instances.push(start(i));
+        wait_ready(&client, base).await;
+    }
+    shared(&client, &bases.iter().collect::<Vec<_>>(), 12).await;
+
+    // Payments through every instance: each position is created once.
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let r = client
+            .post(format!("{}/v1/payments", bases[i % 3]))
+            .json(&pagopa_body(&format!("{}.00", 20 + i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        wait_for_status(&client, &bases[0], id, "PAYMENT_PENDING", 60).await;
+    }
+    assert_eq!(sim.stats().await.positions_created, 24);
+
+    // kill -9 of one instance: the other two take its partitions over.
+    instances[2].kill().unwrap();
+    instances[2].wait().unwrap();
+    shared(&client, &[&bases[0], &bases[1]], 12).await;
+    instances[2] = start(2);
+    wait_ready(&client, &bases[2]).await;
+
+    // A rolling restart of all three while creates keep coming.
+    let creating = {
+        let (client, bases) = (client.clone(), bases.clone());
+        actix_rt::spawn(async move {
+            let mut made = Vec::new();
+            for i in 0..60 {
+                // Whichever instance answers: one is always restarting.
+                for attempt in 0..3 {
+                    let base = &bases[(i + attempt) % 3];
+                    let sent = client
+                        .post(format!("{base}/v1/payments"))
+                        .json(&pagopa_body(&format!("{}.00", 100 + i)))
+                        .send()
+                        .await;
+                    if let Ok(r) = sent {
+                        if r.status() == 202 {
+                            made.push(
+                                r.json::<Value>().await.unwrap()["id"]
+                                    .as_str()
+                                    .unwrap()
+                                    .to_string(),
+                            );
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            made
+        })
+    };
+    for (i, base) in bases.iter().enumerate() {
+        terminate(&mut instances[i]);
+        instances[i] = start(i);
+        wait_ready(&client, base).await;
+    }
+    let made = creating.await.unwrap();
+    assert!(
+        made.len() >= 55,
+        "creates refused during the restart: {}",
+        made.len()
+    );
+    shared(&client, &bases.iter().collect::<Vec<_>>(), 12).await;
+    ids.extend(made);
+    for id in &ids {
+        let pending = wait_for_status(&client, &bases[1], id, "PAYMENT_PENDING", 60).await;
+        sim.pay(pending["payment"]["iuv"].as_str().unwrap()).await;
+    }
+    for id in &ids {
+        wait_for_status(&client, &bases[2], id, "COMPLETE", 60).await;
+    }
+    let stats = sim.stats().await;
+    assert_eq!(stats.positions_created, ids.len() as u64, "{stats:?}");
+    assert_eq!(stats.duplicate_creates, 0, "{stats:?}");
+    for mut instance in instances {
+        instance.kill().unwrap();
+        instance.wait().unwrap();
+    }
+}
