@@ -518,3 +518,81 @@ async fn three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_re
         instance.wait().unwrap();
     }
 }
+
+#[actix_rt::test]
+async fn with_the_kip_848_protocol_two_instances_share_partitions_and_hand_them_over() {
+    use crate::restart::{free_port, start_cassa_with, wait_ready};
+
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let sim =
+        TestSimulator::serve_without_push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let topics = TestTopics::for_broker(Broker::Apache);
+    let bootstrap = apache_kafka_bootstrap();
+    let group = format!("cassa-{}", topics.payments);
+    let client = admin_client();
+    let ports = [free_port(), free_port()];
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let start = |i: usize| {
+        let name = format!("consumer-protocol-{i}");
+        let env: Vec<(&str, &str)> = vec![
+            ("CASSA_KAFKA_BROKERS", &bootstrap),
+            ("CASSA_KAFKA_GROUP_PROTOCOL", "consumer"),
+            ("CASSA_KAFKA_GROUP", &group),
+            ("CASSA_TOPIC_APPLICATIONS", &topics.applications),
+            ("CASSA_TOPIC_PAYMENTS", &topics.payments),
+            ("CASSA_TOPIC_DEAD_LETTER", &topics.dead_letter),
+            ("CASSA_INSTANCE_ID", &name),
+        ];
+        start_cassa_with(&db.url, ports[i], &sim.base, &env)
+    };
+    let mut a = start(0);
+    wait_ready(&client, &bases[0]).await;
+    let mut b = start(1);
+    wait_ready(&client, &bases[1]).await;
+    // Incremental assignment: b's share moves from a without a's stopping the rest.
+    shared(&client, &[&bases[0], &bases[1]], 6).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let r = client
+            .post(format!("{}/v1/payments", bases[i % 2]))
+            .json(&pagopa_body(&format!("{}.00", 30 + i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut iuvs = Vec::new();
+    for id in &ids {
+        let pending = wait_for_status(&client, &bases[1], id, "PAYMENT_PENDING", 60).await;
+        iuvs.push(pending["payment"]["iuv"].as_str().unwrap().to_string());
+    }
+    // a dies: the broker gives b every partition once a's session times out.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while owned(&client, &bases[1]).await != 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never got a's partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for iuv in &iuvs {
+        sim.pay(iuv).await;
+    }
+    for id in &ids {
+        wait_for_status(&client, &bases[1], id, "COMPLETE", 60).await;
+    }
+    assert_eq!(sim.stats().await.positions_created, ids.len() as u64);
+    b.kill().unwrap();
+    b.wait().unwrap();
+}
