@@ -98,6 +98,10 @@ pub struct CreateArgs {
     /// creates…): both see the machine alike when its speed drifts during the run.
     #[arg(long, default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
+    /// Kafka bootstrap servers (default: the embedded broker). Topics of the run's own
+    /// are created there.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
     /// Database (default: a new SQLite file in a temporary directory).
     #[arg(long)]
     pub database_url: Option<String>,
@@ -541,25 +545,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
     })
     .await?;
     drop(store);
-    // Throw-away keys: a PostgreSQL database would otherwise need them configured.
-    let keys = (
-        crate::secrets::random_base64(32),
-        crate::secrets::random_base64(32),
-    );
-    let settings = crate::config::Settings::parse_from([
-        "cassa",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-        "--jwt-secret",
-        &keys.0,
-        "--secret-key",
-        &keys.1,
-        "--seed-demo",
-        "true",
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (settings, _) = bench_settings(&url, "", &[])?;
     let intermediary = Arc::new(InstantIntermediary::default());
     let guarded = Arc::new(crate::intermediary::guard::GuardedIntermediary::new(
         intermediary.clone(),
@@ -627,30 +613,9 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let (store, url, _dir) = database(args.database_url.clone()).await?;
     drop(store);
-    // Throw-away keys: a PostgreSQL database would otherwise need them configured.
-    let keys = (
-        crate::secrets::random_base64(32),
-        crate::secrets::random_base64(32),
-    );
-    let settings = crate::config::Settings::parse_from([
-        "cassa",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-        "--jwt-secret",
-        &keys.0,
-        "--secret-key",
-        &keys.1,
-        "--seed-demo",
-        "true",
-        "--log",
-        "warn",
-        // One token creates everything here: the per-caller limit would measure itself.
-        "--create-rate-limit",
-        "0",
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let brokers = args.kafka_brokers.clone().unwrap_or_default();
+    // One token creates everything here: the per-caller limit would measure itself.
+    let (settings, topics) = bench_settings(&url, &brokers, &["--create-rate-limit", "0"])?;
     let running = crate::server::start(
         &settings,
         crate::server::Overrides {
@@ -688,10 +653,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         args.rounds,
         window.as_secs_f64()
     );
+    let events = EventClock::start(running.kafka.bootstrap(), &topics.payments)?;
     let mut http = Throughput::default();
     let mut raw = Throughput::default();
     for round in 1..=args.rounds {
         let (base, body, token) = (base.clone(), body.clone(), token.clone());
+        let sent = events.sent.clone();
         http.add(
             on_client_thread(move || async move {
                 let client = reqwest::Client::new();
@@ -702,9 +669,15 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 )
                 .await?;
                 concurrently(clients, window, || {
-                    let (client, base, body, token) =
-                        (client.clone(), base.clone(), body.clone(), token.clone());
+                    let (client, base, body, token, sent) = (
+                        client.clone(),
+                        base.clone(),
+                        body.clone(),
+                        token.clone(),
+                        sent.clone(),
+                    );
                     async move {
+                        let asked = Instant::now();
                         let r = client
                             .post(format!("{base}/v1/payments"))
                             .bearer_auth(token)
@@ -716,6 +689,18 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
                             "create answered {}",
                             r.status()
                         );
+                        // The id from `Location`, not the body: parsing the payment would
+                        // cost the measured creates.
+                        if let Some(id) = r
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|l| l.to_str().ok())
+                            .and_then(|l| l.rsplit('/').next())
+                        {
+                            sent.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id.to_string(), asked);
+                        }
                         Ok(())
                     }
                 })
@@ -738,6 +723,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             raw.per_sec()
         );
     }
+    let latency = events.latencies().await;
     let (http, raw) = (http.summary(), raw.summary());
     let ratio = if raw.per_sec > 0.0 {
         http.per_sec / raw.per_sec
@@ -749,6 +735,17 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         "create",
         &[
             ("database", url.split(':').next().unwrap_or("?").to_string()),
+            (
+                "broker",
+                if brokers.is_empty() {
+                    "embedded"
+                } else {
+                    "apache"
+                }
+                .to_string(),
+            ),
+            ("event_latency_p50_ms", format!("{:.1}", latency.p50_ms)),
+            ("event_latency_p99_ms", format!("{:.1}", latency.p99_ms)),
             ("concurrency", args.concurrency.to_string()),
             ("creates_per_sec", format!("{:.0}", http.per_sec)),
             ("create_p50_ms", format!("{:.1}", http.p50_ms)),
@@ -757,6 +754,64 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             ("ratio_vs_raw_insert", format!("{ratio:.2}")),
         ],
     )
+}
+
+/// Settings of a benchmark's cassa on `url`: throw-away keys (a PostgreSQL database
+/// would otherwise need them configured), the demo data, warnings only, and `extra`
+/// flags. On a real cluster (`brokers`) the run's own topics and group: an earlier run's
+/// records would otherwise be consumed again.
+fn bench_settings(
+    url: &str,
+    brokers: &str,
+    extra: &[&str],
+) -> anyhow::Result<(crate::config::Settings, crate::config::Topics)> {
+    let keys = (
+        crate::secrets::random_base64(32),
+        crate::secrets::random_base64(32),
+    );
+    let tag = Uuid::new_v4().simple().to_string();
+    let topic = |name: &str| {
+        if brokers.is_empty() {
+            name.to_string()
+        } else {
+            format!("bench-{name}-{tag}")
+        }
+    };
+    let (applications, payments, dead_letter, group) = (
+        topic("applications"),
+        topic("payments"),
+        topic("cassa-dead-letter"),
+        format!("bench-{tag}"),
+    );
+    let mut argv = vec![
+        "cassa",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+        "--jwt-secret",
+        &keys.0,
+        "--secret-key",
+        &keys.1,
+        "--seed-demo",
+        "true",
+        "--log",
+        "warn",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-group",
+        &group,
+        "--topic-applications",
+        &applications,
+        "--topic-payments",
+        &payments,
+        "--topic-dead-letter",
+        &dead_letter,
+    ];
+    argv.extend_from_slice(extra);
+    let settings = crate::config::Settings::parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topics = settings.topics.clone();
+    Ok((settings, topics))
 }
 
 /// An Opencity application waiting for a payment (event_version 2.0), for the demo service.
@@ -791,52 +846,9 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
 
     let (store, url, _dir) = database(args.database_url.clone()).await?;
     drop(store);
-    let keys = (
-        crate::secrets::random_base64(32),
-        crate::secrets::random_base64(32),
-    );
     let brokers = args.kafka_brokers.clone().unwrap_or_default();
-    // On a real cluster the run's own topics: an earlier run's applications would be
-    // dispatched again.
-    let tag = Uuid::new_v4().simple().to_string();
-    let topic = |name: &str| {
-        if brokers.is_empty() {
-            name.to_string()
-        } else {
-            format!("bench-{name}-{tag}")
-        }
-    };
-    let (applications, payments, dead_letter) = (
-        topic("applications"),
-        topic("payments"),
-        topic("cassa-dead-letter"),
-    );
-    let settings = crate::config::Settings::parse_from([
-        "cassa",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-        "--jwt-secret",
-        &keys.0,
-        "--secret-key",
-        &keys.1,
-        "--seed-demo",
-        "true",
-        "--log",
-        "warn",
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-group",
-        &format!("bench-{tag}"),
-        "--topic-applications",
-        &applications,
-        "--topic-payments",
-        &payments,
-        "--topic-dead-letter",
-        &dead_letter,
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (settings, topics) = bench_settings(&url, &brokers, &[])?;
+    let applications = topics.applications.clone();
     let running = crate::server::start(
         &settings,
         crate::server::Overrides {
@@ -927,6 +939,85 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             ("ratio_vs_raw_insert", format!("{ratio:.2}")),
         ],
     )
+}
+
+/// When each created payment's first event reached the `payments` topic, against when
+/// its create was asked: a consumer on a thread of its own, reading from the end.
+struct EventClock {
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EventClock {
+    fn start(bootstrap: &str, topic: &str) -> anyhow::Result<Self> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("bench-clock-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::End)?;
+        }
+        consumer.assign(&assignment)?;
+        let clock = EventClock {
+            sent: Arc::default(),
+            seen: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (seen, stop) = (clock.seen.clone(), clock.stop.clone());
+        std::thread::Builder::new()
+            .name("bench-event-clock".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                        let at = Instant::now();
+                        if let Some(Ok(key)) = message.key_view::<str>() {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(key.to_string())
+                                .or_insert(at);
+                        }
+                    }
+                }
+            })?;
+        Ok(clock)
+    }
+
+    /// The latencies of the creates whose event arrived (waiting up to 30 s for the
+    /// last ones), then stops the consumer.
+    async fn latencies(&self) -> Summary {
+        let started = Instant::now();
+        let samples = loop {
+            let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let samples: Vec<f64> = sent
+                .iter()
+                .filter_map(|(id, asked)| seen.get(id).map(|at| at.duration_since(*asked)))
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            if samples.len() == sent.len() || started.elapsed() > Duration::from_secs(30) {
+                eprintln!(
+                    "events seen for {} of {} creates",
+                    samples.len(),
+                    sent.len()
+                );
+                break samples;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        Throughput {
+            samples,
+            seconds: 1.0,
+        }
+        .summary()
+    }
 }
 
 /// Waits until the registry owns its share of the `payments` partitions (at most a minute).

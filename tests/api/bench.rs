@@ -42,15 +42,34 @@ fn bench_actors_prints_its_figures() {
 }
 
 #[test]
-fn bench_create_prints_its_figures() {
-    let figures = bench(&["create", "--concurrency", "2", "--seconds", "1"]);
-    for key in [
-        "creates_per_sec=",
-        "create_p99_ms=",
-        "raw_insert_per_sec=",
-        "ratio_vs_raw_insert=",
-    ] {
-        assert!(figures.contains(key), "{key} missing in {figures}");
+fn bench_create_prints_its_figures_on_both_brokers() {
+    let embedded = bench(&["create", "--concurrency", "2", "--seconds", "1"]);
+    let apache = bench(&[
+        "create",
+        "--concurrency",
+        "2",
+        "--seconds",
+        "1",
+        "--kafka-brokers",
+        &apache_kafka_bootstrap(),
+    ]);
+    for (figures, broker) in [(embedded, "broker=embedded"), (apache, "broker=apache")] {
+        for key in [
+            broker,
+            "creates_per_sec=",
+            "create_p99_ms=",
+            "event_latency_p50_ms=",
+            "event_latency_p99_ms=",
+            "raw_insert_per_sec=",
+            "ratio_vs_raw_insert=",
+        ] {
+            assert!(figures.contains(key), "{key} missing in {figures}");
+        }
+        // Every create's event reached the topic: a latency of 0 would mean none did.
+        assert!(
+            !figures.contains("event_latency_p50_ms=0.0"),
+            "no event seen: {figures}"
+        );
     }
 }
 
