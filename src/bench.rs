@@ -333,7 +333,10 @@ fn deps(
         schedule: Default::default(),
         public_url: "http://bench.invalid".into(),
         notify_platform: false,
-        http: reqwest::Client::new(),
+        outbound: Arc::new(crate::outbound::Outbound::new(
+            Default::default(),
+            crate::outbound::DEFAULT_TIMEOUT,
+        )),
         passivate_after,
         timer_lag: Some(lag),
     })
@@ -543,6 +546,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
         &settings,
         crate::server::Overrides {
             intermediary: Some(guarded),
+            ..Default::default()
         },
     )
     .await?;
@@ -627,6 +631,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         &settings,
         crate::server::Overrides {
             intermediary: Some(Arc::new(InstantIntermediary::default())),
+            ..Default::default()
         },
     )
     .await?;

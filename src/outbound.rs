@@ -186,9 +186,11 @@ impl AllowEntry {
             (true, Host::Domain(domain)) if domain.contains('.') => {
                 HostPattern::Under(format!(".{domain}"))
             }
-            (true, _) => return Err(format!(
+            (true, _) => {
+                return Err(format!(
                 "{text:?}: a wildcard needs a domain of two labels or more (*.comune.example.it)"
-            )),
+            ))
+            }
         };
         Ok(AllowEntry { http, host, port })
     }
@@ -240,6 +242,18 @@ impl AllowList {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A tenant's `allowed_hosts` as the policy reads them (none for an unknown tenant:
+/// only the global allow-list applies).
+pub async fn tenant_allow_list(
+    store: &dyn crate::store::Store,
+    tenant_id: uuid::Uuid,
+) -> Result<AllowList, crate::store::StoreError> {
+    let tenant = store.tenant(tenant_id).await?;
+    Ok(AllowList::lenient(
+        tenant.as_ref().map_or(&[][..], |t| &t.allowed_hosts[..]),
+    ))
 }
 
 /// Parses `CASSA_OUTBOUND_ALLOW` (comma-separated host patterns).
