@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -100,15 +100,16 @@ pub struct ConfigCache {
     /// Bumped by every `forget`: a read that started before one is not kept (it may be
     /// older than the change that was forgotten).
     forgets: AtomicU64,
-    /// The global outbound allow-list the links of a new payment are checked against.
-    outbound: crate::outbound::AllowList,
+    /// The outbound policy new payments' links are checked against (none: every link
+    /// is refused).
+    outbound: Option<Arc<crate::outbound::Outbound>>,
 }
 
 impl ConfigCache {
-    /// A cache checking new payments' links against the global allow-list `outbound`.
-    pub fn with_outbound(outbound: crate::outbound::AllowList) -> Self {
+    /// A cache checking new payments' links against the policy `outbound`.
+    pub fn with_outbound(outbound: Arc<crate::outbound::Outbound>) -> Self {
         ConfigCache {
-            outbound,
+            outbound: Some(outbound),
             ..Default::default()
         }
     }
@@ -222,10 +223,13 @@ impl Intake<'_> {
             )
             .into());
         };
-        request.links.check_outbound(
-            &self.configs.outbound,
-            &crate::outbound::AllowList::lenient(&tenant.allowed_hosts),
-        )?;
+        request
+            .links
+            .check_outbound(
+                self.configs.outbound.as_deref(),
+                &crate::outbound::AllowList::lenient(&tenant.allowed_hosts),
+            )
+            .await?;
         if !service.payment_types.contains(&request.kind) {
             return Err(FieldError::new(
                 "type",
@@ -397,18 +401,27 @@ impl CreateLinks {
     }
 
     /// Every link against the outbound policy (the global and the tenant's allow-lists).
-    fn check_outbound(
+    async fn check_outbound(
         &self,
-        global: &crate::outbound::AllowList,
+        outbound: Option<&crate::outbound::Outbound>,
         tenant: &crate::outbound::AllowList,
     ) -> Result<(), FieldError> {
-        for (i, link) in self.notify.iter().enumerate() {
-            crate::outbound::check(&link.url, global, tenant)
-                .map_err(|reason| FieldError::new(format!("links.notify[{i}].url"), reason))?;
-        }
-        if let Some(landing) = &self.online_payment_landing {
-            crate::outbound::check(&landing.url, global, tenant)
-                .map_err(|reason| FieldError::new("links.online_payment_landing.url", reason))?;
+        let urls = self
+            .notify
+            .iter()
+            .enumerate()
+            .map(|(i, link)| (format!("links.notify[{i}].url"), &link.url))
+            .chain(
+                self.online_payment_landing
+                    .iter()
+                    .map(|l| ("links.online_payment_landing.url".to_string(), &l.url)),
+            );
+        for (field, url) in urls {
+            let checked = match outbound {
+                Some(outbound) => outbound.check_stored(url, tenant).await,
+                None => Err("no outbound policy is configured".to_string()),
+            };
+            checked.map_err(|reason| FieldError::new(field, reason))?;
         }
         Ok(())
     }

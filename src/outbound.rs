@@ -197,7 +197,7 @@ impl AllowEntry {
 
     fn matches(&self, host: &Host<&str>, port: Option<u16>) -> bool {
         let host_ok = match (&self.host, host) {
-            (HostPattern::Exact(exact), host) => exact.to_owned() == host.to_owned(),
+            (HostPattern::Exact(exact), host) => *exact == host.to_owned(),
             (HostPattern::Under(suffix), Host::Domain(name)) => name.ends_with(suffix.as_str()),
             (HostPattern::Under(_), _) => false,
         };
@@ -491,9 +491,34 @@ impl Outbound {
         Ok((admitted.url, client))
     }
 
-    /// Checks a redirect target: cassa's own pages, or an allowed host. A refusal is
-    /// counted and logged.
-    pub fn admit_redirect(
+    /// Checks a URL about to be stored: the policy, and for a name that only a wildcard
+    /// allows, what it resolves to now (a name pointing at loopback is refused when it
+    /// is written, not only when it is called). The reason when refused.
+    pub async fn check_stored(&self, url: &str, tenant: &AllowList) -> Result<(), String> {
+        let admitted = check(url, &self.global, tenant)?;
+        let name = match admitted.url.host() {
+            Some(Host::Domain(name)) if admitted.private_ok.is_none() => name.to_string(),
+            _ => return Ok(()),
+        };
+        let resolver = GuardedResolver {
+            private_ok: None,
+            fixed: self.fixed.clone(),
+            refused: self.stats.refused_dns.clone(),
+        };
+        let name: reqwest::dns::Name = name
+            .parse()
+            .map_err(|_| format!("{name} is not a host name"))?;
+        reqwest::dns::Resolve::resolve(&resolver, name)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Checks a redirect target: cassa's own pages, or an allowed host (by the same
+    /// rules as a stored URL: a wildcard-allowed name must resolve to public addresses,
+    /// so citizens are not sent to internal hosts either). A refusal is counted and
+    /// logged.
+    pub async fn admit_redirect(
         &self,
         url: &str,
         public_url: &str,
@@ -502,13 +527,11 @@ impl Outbound {
         if is_own(url, public_url) {
             return Ok(());
         }
-        check(url, &self.global, tenant)
-            .map(|_| ())
-            .map_err(|reason| {
-                self.stats.refused_redirect.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%url, %reason, "redirect refused");
-                reason
-            })
+        self.check_stored(url, tenant).await.map_err(|reason| {
+            self.stats.refused_redirect.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%url, %reason, "redirect refused");
+            reason
+        })
     }
 
     /// The client for hosts whose private addresses are (`Some(host)`) or are not allowed.

@@ -128,9 +128,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         registry = registry.with_wheel(wheel);
     }
     let registry = registry.start();
-    let configs = Arc::new(crate::intake::ConfigCache::with_outbound(
-        outbound.global().clone(),
-    ));
+    let configs = Arc::new(crate::intake::ConfigCache::with_outbound(outbound.clone()));
     let kafka = crate::kafka::start(
         settings,
         kafka,

@@ -327,15 +327,19 @@ impl ServiceBody {
 
     /// Checks the URLs cassa will call or redirect to against the outbound policy: the
     /// global allow-list and the tenant's `allowed_hosts` (400 naming the field).
-    pub fn check_outbound(
+    pub async fn check_outbound(
         &self,
-        global: &crate::outbound::AllowList,
+        outbound: &crate::outbound::Outbound,
         tenant: &crate::outbound::AllowList,
     ) -> Result<(), FieldError> {
-        crate::outbound::check(&self.intermediary.url, global, tenant)
+        outbound
+            .check_stored(&self.intermediary.url, tenant)
+            .await
             .map_err(|reason| FieldError::new("intermediary.url", reason))?;
         if let Some(landing) = &self.landing_url {
-            crate::outbound::check(&landing_for(landing, Uuid::nil()), global, tenant)
+            outbound
+                .check_stored(&landing_for(landing, Uuid::nil()), tenant)
+                .await
                 .map_err(|reason| FieldError::new("landing_url", reason))?;
         }
         Ok(())

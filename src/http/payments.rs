@@ -312,7 +312,8 @@ async fn redirect_allowed(
     Ok(state
         .deps
         .outbound
-        .admit_redirect(url, &state.public_url, &tenant))
+        .admit_redirect(url, &state.public_url, &tenant)
+        .await)
 }
 
 async fn landing(

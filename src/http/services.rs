@@ -132,7 +132,7 @@ async fn check_tenant(state: &AppState, caller: &Caller, tenant_id: Uuid) -> Res
 /// its tenant's `allowed_hosts` (400 naming the field).
 async fn check_outbound(state: &AppState, body: &ServiceBody) -> Result<(), ApiError> {
     let tenant = crate::outbound::tenant_allow_list(state.store.as_ref(), body.tenant_id).await?;
-    body.check_outbound(state.deps.outbound.global(), &tenant)?;
+    body.check_outbound(&state.deps.outbound, &tenant).await?;
     Ok(())
 }
 

@@ -41,7 +41,7 @@ fn service(tenant: Uuid, sim: &str, api_key: &str) -> Value {
 }
 
 fn payment_for(tenant: Uuid, service: &str, amount: &str) -> Value {
-    let mut body = pagopa_body(amount);
+    let mut body = citizen_body(amount);
     body["tenant_id"] = json!(tenant);
     body["service_id"] = json!(service);
     body

@@ -424,6 +424,14 @@ pub fn pagopa_body(amount: &str) -> Value {
     })
 }
 
+/// A valid create body a citizen may send: no links (only the platform, operators and
+/// admins hand cassa URLs).
+pub fn citizen_body(amount: &str) -> Value {
+    let mut body = pagopa_body(amount);
+    body.as_object_mut().unwrap().remove("links");
+    body
+}
+
 /// A valid WALLET create body charging the demo account.
 pub fn wallet_body(amount: &str) -> Value {
     let mut body = pagopa_body(amount);
