@@ -268,7 +268,7 @@ pub struct ServiceBody {
     /// Where citizens' payments send the citizen back after paying, e.g.
     /// `https://servizi.comune.example.it/pagamenti/{payment_id}` (the payment's id is
     /// filled in); citizens may not name their own landing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub landing_url: Option<String>,
 }
 
