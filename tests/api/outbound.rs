@@ -17,6 +17,7 @@ use cassa::domain::payment::Payment;
 use cassa::seed::{DEMO_SERVICE, DEMO_TENANT};
 use cassa::server::Overrides;
 use cassa::store::{NewPayment, ServiceConfig, StoredPayment};
+use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -172,6 +173,16 @@ impl Guarded {
     }
 }
 
+/// Sends `body` with `method` to `url`.
+async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: String,
+    body: &Value,
+) -> reqwest::Response {
+    client.request(method, url).json(body).send().await.unwrap()
+}
+
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     let got = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -199,33 +210,24 @@ async fn refused_when_written(backend: Backend) {
         let p = problem(g.app.post_json("/v1/payments", &body).await, 400).await;
         assert_eq!(p["field"], "links.notify[0].url", "{what}: {p}");
         body["links"] = json!({"online_payment_landing": {"url": url}});
-        let r = system
-            .post(g.app.url("/v1/payments"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&system, Method::POST, g.app.url("/v1/payments"), &body).await;
         let p = problem(r, 400).await;
         assert_eq!(
             p["field"], "links.online_payment_landing.url",
             "{what}: {p}"
         );
-        let r = operator
-            .post(g.app.url("/v1/services"))
-            .json(&service_at(Uuid::new_v4(), &url))
-            .send()
-            .await
-            .unwrap();
+        let r = send(
+            &operator,
+            Method::POST,
+            g.app.url("/v1/services"),
+            &service_at(Uuid::new_v4(), &url),
+        )
+        .await;
         let p = problem(r, 400).await;
         assert_eq!(p["field"], "intermediary.url", "{what}: {p}");
         let mut service = service_at(Uuid::new_v4(), &g.app.sim.base);
         service["landing_url"] = json!(format!("{url}/{{payment_id}}"));
-        let r = operator
-            .post(g.app.url("/v1/services"))
-            .json(&service)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&operator, Method::POST, g.app.url("/v1/services"), &service).await;
         let p = problem(r, 400).await;
         assert_eq!(p["field"], "landing_url", "{what}: {p}");
     }
@@ -398,50 +400,39 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
         format!("http://sim.trap.test:{sim_port}"),
         "https://pay.comune.test"
     ]});
-    let r = operator
-        .patch(g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")))
-        .json(&opened)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &operator,
+        Method::PATCH,
+        g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")),
+        &opened,
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    let r = g
-        .app
-        .client
-        .patch(g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")))
-        .json(&opened)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &g.app.client,
+        Method::PATCH,
+        g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")),
+        &opened,
+    )
+    .await;
     let tenant = problem(r, 200).await;
     assert_eq!(tenant["allowed_hosts"][2], "https://pay.comune.test");
-    let r = g
-        .app
-        .client
-        .patch(g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")))
-        .json(&json!({"allowed_hosts": ["*.it"]}))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &g.app.client,
+        Method::PATCH,
+        g.app.url(&format!("/v1/tenants/{DEMO_TENANT}")),
+        &json!({"allowed_hosts": ["*.it"]}),
+    )
+    .await;
     assert_eq!(problem(r, 400).await["field"], "allowed_hosts[0]");
 
     // A citizen cannot hand cassa links, allowed or not.
     let mut body = citizen_body("7.00");
     body["links"] = json!({"notify": [{"url": ok_notify}]});
-    let r = citizen
-        .post(g.app.url("/v1/payments"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&citizen, Method::POST, g.app.url("/v1/payments"), &body).await;
     assert_eq!(problem(r, 400).await["field"], "links.notify");
     body["links"] = json!({"online_payment_landing": {"url": "https://pay.comune.test/x"}});
-    let r = citizen
-        .post(g.app.url("/v1/payments"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&citizen, Method::POST, g.app.url("/v1/payments"), &body).await;
     assert_eq!(
         problem(r, 400).await["field"],
         "links.online_payment_landing"
@@ -465,21 +456,11 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
     let service = Uuid::new_v4();
     let mut config = service_at(service, &format!("http://sim.trap.test:{sim_port}/sim"));
     config["landing_url"] = json!("https://pay.comune.test/ritorno/{payment_id}");
-    let r = operator
-        .post(g.app.url("/v1/services"))
-        .json(&config)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&operator, Method::POST, g.app.url("/v1/services"), &config).await;
     problem(r, 201).await;
     let mut body = citizen_body("9.00");
     body["service_id"] = json!(service);
-    let r = citizen
-        .post(g.app.url("/v1/payments"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&citizen, Method::POST, g.app.url("/v1/payments"), &body).await;
     let made = problem(r, 202).await;
     let id = made["id"].as_str().unwrap();
     g.app.wait_for(id, "PAYMENT_PENDING", 15).await;
@@ -490,12 +471,13 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
         format!("https://pay.comune.test/ritorno/{id}").as_str()
     );
     // The demo service names no landing: cassa's own page.
-    let r = citizen
-        .post(g.app.url("/v1/payments"))
-        .json(&citizen_body("9.10"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &citizen,
+        Method::POST,
+        g.app.url("/v1/payments"),
+        &citizen_body("9.10"),
+    )
+    .await;
     let own = problem(r, 202).await;
     let r = g
         .app
@@ -516,7 +498,8 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let made = app.create(&citizen_body("4.00")).await;
     let id = made["id"].as_str().unwrap().to_string();
-    app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    let iuv = pending["payment"]["iuv"].as_str().unwrap().to_string();
     let openapi: Value = serde_json::from_str(cassa::http::OPENAPI).unwrap();
     let mut html_routes = Vec::new();
     for (route, item) in openapi["paths"].as_object().unwrap() {
@@ -532,7 +515,8 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
                     "00000000-0000-4000-8000-000000000002"
                 },
             )
-            .replace("{name}", "sim");
+            .replace("{name}", "sim")
+            .replace("{iuv}", &iuv);
         let r = app.get(&path).await;
         let headers = r.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{route}");
@@ -556,10 +540,9 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
             html_routes.push(route.clone());
         }
     }
-    assert!(
-        html_routes.contains(&"/v1/payments/{id}/landing".to_string()),
-        "{html_routes:?}"
-    );
+    for page in ["/v1/payments/{id}/landing", "/sim/checkout/{iuv}"] {
+        assert!(html_routes.contains(&page.to_string()), "{html_routes:?}");
+    }
     // The simulator's checkout page, where the citizen pays.
     let r = app.get(&format!("/v1/payments/{id}/online-payment")).await;
     assert_eq!(r.status(), 302);
