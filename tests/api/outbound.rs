@@ -14,6 +14,7 @@ use std::time::Duration;
 use cassa::actors::Ensure;
 use cassa::auth::Role;
 use cassa::domain::payment::Payment;
+use cassa::domain::saga::SagaState;
 use cassa::seed::{DEMO_SERVICE, DEMO_TENANT};
 use cassa::server::Overrides;
 use cassa::store::{NewPayment, ServiceConfig, StoredPayment};
@@ -123,14 +124,14 @@ impl Guarded {
 
     /// Stores `payment` as is (as a foreign system or a hand-edited row could) and wakes
     /// its actor.
-    async fn plant(&self, payment: Payment) -> Uuid {
+    async fn plant(&self, payment: Payment, saga: SagaState) -> Uuid {
         let id = payment.id;
         self.app
             .store
             .create_payment(NewPayment {
                 next_check_at: Some(cassa::domain::time::now()),
                 payment,
-                saga: Default::default(),
+                saga,
                 idempotency: None,
                 hold: None,
             })
@@ -141,14 +142,14 @@ impl Guarded {
     }
 
     /// A payment like one the API made, under a new id, with `change` applied to its JSON.
-    async fn planted_like(&self, change: impl FnOnce(&mut Value)) -> Uuid {
+    async fn planted_like(&self, change: impl FnOnce(&mut Value), saga: SagaState) -> Uuid {
         let made = self.app.create(&citizen_body("3.00")).await;
         let mut doc = made.clone();
         let id = Uuid::new_v4();
         doc["id"] = json!(id);
         doc["payment"]["iud"] = json!(Payment::iud_for(id));
         change(&mut doc);
-        self.plant(serde_json::from_value(doc).unwrap()).await
+        self.plant(serde_json::from_value(doc).unwrap(), saga).await
     }
 
     async fn row(&self, id: Uuid) -> StoredPayment {
@@ -265,10 +266,13 @@ async fn refused_when_called(backend: Backend) {
         .map(|(_, url)| json!({"url": url, "method": "POST"}))
         .collect();
     let notified = g
-        .planted_like(|doc| {
-            doc["status"] = json!("COMPLETE");
-            doc["links"]["notify"] = json!(links);
-        })
+        .planted_like(
+            |doc| {
+                doc["status"] = json!("COMPLETE");
+                doc["links"]["notify"] = json!(links);
+            },
+            SagaState::default(),
+        )
         .await;
     let error = g
         .wait_for_error(notified, "refused by the outbound policy")
@@ -338,14 +342,35 @@ async fn refused_when_called(backend: Backend) {
         "https://evil.test/phish".to_string(),
     )]) {
         let id = g
-            .planted_like(|doc| {
-                doc["status"] = json!("COMPLETE");
-                doc["links"]["online_payment_landing"]["url"] = json!(url);
-            })
+            .planted_like(
+                |doc| {
+                    doc["status"] = json!("COMPLETE");
+                    doc["links"]["online_payment_landing"]["url"] = json!(url);
+                },
+                SagaState::default(),
+            )
             .await;
         let r = g.app.get(&format!("/v1/payments/{id}/landing")).await;
         assert_eq!(r.status(), 200, "{what}: {url}");
         assert!(r.headers().get("location").is_none(), "{what}");
+    }
+
+    // Online payment: a checkout address off the allow-lists (as an intermediary could
+    // answer one) is not redirected to.
+    for url in ["https://evil.test/checkout".to_string(), urls[0].1.clone()] {
+        let saga = SagaState {
+            checkout_url: Some(url.clone()),
+            ..Default::default()
+        };
+        let id = g
+            .planted_like(|doc| doc["status"] = json!("PAYMENT_PENDING"), saga)
+            .await;
+        let r = g
+            .app
+            .get(&format!("/v1/payments/{id}/online-payment"))
+            .await;
+        assert_eq!(r.status(), 503, "{url}");
+        assert!(r.headers().get("location").is_none(), "{url}");
     }
 
     let metrics = g.app.get("/metrics").await.text().await.unwrap();
