@@ -676,6 +676,8 @@ mod tests {
                 "intermediary.credentials.api_key",
                 serde_json::json!({"kind": "simulator", "url": "http://x", "credentials": {"api_key": ""}}),
             ),
+            ("landing_url", serde_json::json!("not a url/{payment_id}")),
+            ("landing_url", serde_json::json!("javascript:alert(1)")),
         ];
         for (field, value) in cases {
             let mut body = service();
@@ -684,6 +686,30 @@ mod tests {
             let err = check(body).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    /// The URLs of a service against the outbound policy: the tenant's allow-list opens
+    /// its hosts, everything else is a 400 naming the field.
+    #[tokio::test]
+    async fn service_urls_follow_the_outbound_policy() {
+        use crate::outbound::{AllowList, Outbound};
+        let outbound = Outbound::new(AllowList::default(), std::time::Duration::from_secs(1));
+        let tenant = AllowList::parse(&["http://127.0.0.1:9", "pay.comune.example.it"]).unwrap();
+        let mut s = check(service()).unwrap();
+        s.landing_url = Some("https://pay.comune.example.it/back/{payment_id}".into());
+        s.check_outbound(&outbound, &tenant).await.unwrap();
+        let err = s
+            .check_outbound(&outbound, &AllowList::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.field, "intermediary.url");
+        s.landing_url = Some("https://evil.test/{payment_id}".into());
+        let err = s.check_outbound(&outbound, &tenant).await.unwrap_err();
+        assert_eq!(err.field, "landing_url");
+        assert_eq!(
+            landing_for("https://x.example/{payment_id}", Uuid::from_u128(1)),
+            "https://x.example/00000000-0000-0000-0000-000000000001"
+        );
     }
 
     #[test]
