@@ -103,6 +103,13 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may hand cassa URLs to call or to send citizens to
+    /// (`links.notify`, `links.online_payment_landing`): the platform, operators and
+    /// admins. A citizen's payment gets its service's `landing_url` instead.
+    pub fn may_set_links(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Operator | Role::System)
+    }
+
     /// Whether this is the admin.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin

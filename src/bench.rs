@@ -365,7 +365,10 @@ fn deps(
         schedule: Default::default(),
         public_url: "http://bench.invalid".into(),
         notify_platform: false,
-        http: reqwest::Client::new(),
+        outbound: Arc::new(crate::outbound::Outbound::new(
+            Default::default(),
+            crate::outbound::DEFAULT_TIMEOUT,
+        )),
         passivate_after,
         timer_lag: Some(lag),
     })
@@ -557,6 +560,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
         &settings,
         crate::server::Overrides {
             intermediary: Some(guarded),
+            ..Default::default()
         },
     )
     .await?;
@@ -620,6 +624,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         &settings,
         crate::server::Overrides {
             intermediary: Some(Arc::new(InstantIntermediary::default())),
+            ..Default::default()
         },
     )
     .await?;
@@ -853,6 +858,7 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         &settings,
         crate::server::Overrides {
             intermediary: Some(Arc::new(InstantIntermediary::default())),
+            ..Default::default()
         },
     )
     .await?;

@@ -348,6 +348,10 @@ pub struct Settings {
         default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h"
     )]
     pub poll_schedule: PollSchedule,
+    /// Hosts every tenant may call and redirect to, comma-separated host patterns:
+    /// `pay.example.it`, `*.example.it`, `http://127.0.0.1:8090` (plain http for it).
+    #[arg(long, env = "CASSA_OUTBOUND_ALLOW", default_value = "", value_parser = crate::outbound::parse_allow_setting)]
+    pub outbound_allow: crate::outbound::AllowList,
     /// Where the demo service config points (default: the built-in `/sim`).
     #[arg(long, env = "CASSA_SIMULATOR_URL")]
     pub simulator_url: Option<String>,
@@ -434,6 +438,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_PUBLIC_URL",
     "CASSA_POLL_SCHEDULE",
     "CASSA_SIMULATOR_URL",
+    "CASSA_OUTBOUND_ALLOW",
     "CASSA_SEED_DEMO",
     "CASSA_INTERMEDIARY_TIMEOUT",
     "CASSA_ARBITERS",

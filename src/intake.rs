@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -100,9 +100,20 @@ pub struct ConfigCache {
     /// Bumped by every `forget`: a read that started before one is not kept (it may be
     /// older than the change that was forgotten).
     forgets: AtomicU64,
+    /// The outbound policy new payments' links are checked against (none: every link
+    /// is refused).
+    outbound: Option<Arc<crate::outbound::Outbound>>,
 }
 
 impl ConfigCache {
+    /// A cache checking new payments' links against the policy `outbound`.
+    pub fn with_outbound(outbound: Arc<crate::outbound::Outbound>) -> Self {
+        ConfigCache {
+            outbound: Some(outbound),
+            ..Default::default()
+        }
+    }
+
     /// Service `id` (`None`: no such service), from the cache while fresh.
     pub async fn service(
         &self,
@@ -179,10 +190,13 @@ impl Intake<'_> {
         &self,
         request: CreatePayment,
         user_id: Uuid,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, IntakeError> {
         let now = time::now();
+        if let Origin::Caller(caller) = origin {
+            request.links.check_setter(caller)?;
+        }
         request.validate(now)?;
         let service = self
             .configs
@@ -197,18 +211,25 @@ impl Intake<'_> {
             )
             .into());
         }
-        let tenant_active = self
+        let tenant = self
             .configs
             .tenant(self.store, request.tenant_id)
             .await?
-            .is_some_and(|t| t.active);
-        if !tenant_active {
+            .filter(|t| t.active);
+        let Some(tenant) = tenant else {
             return Err(FieldError::new(
                 "tenant_id",
                 "the tenant is not active: it takes no new payments",
             )
             .into());
-        }
+        };
+        request
+            .links
+            .check_outbound(
+                self.configs.outbound.as_deref(),
+                &crate::outbound::AllowList::lenient(&tenant.allowed_hosts),
+            )
+            .await?;
         if !service.payment_types.contains(&request.kind) {
             return Err(FieldError::new(
                 "type",
@@ -241,7 +262,16 @@ impl Intake<'_> {
             let days = service.document.get("expire_at").and_then(|d| d.as_i64());
             request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
         }
-        let payment = request.into_payment(user_id, self.public_url, now);
+        let landing_given = request.links.online_payment_landing.is_some();
+        let mut payment = request.into_payment(user_id, self.public_url, now);
+        let template = service.document.get("landing_url").and_then(|l| l.as_str());
+        if let (false, Some(template)) = (landing_given, template) {
+            // The service's landing (checked when the service was configured, and again
+            // when the citizen is redirected).
+            payment.links.online_payment_landing.url =
+                Some(crate::tenancy::landing_for(template, payment.id));
+            payment.links.online_payment_landing.method = Some("GET".into());
+        }
         self.store_new(payment, idempotency).await
     }
 
@@ -344,6 +374,57 @@ pub struct LinkTarget {
     pub url: String,
     #[serde(default)]
     pub method: Option<String>,
+}
+
+impl CreateLinks {
+    /// A caller that may not hand cassa URLs (see `Caller::may_set_links`) sends none.
+    fn check_setter(&self, caller: &Caller) -> Result<(), FieldError> {
+        if caller.may_set_links() {
+            return Ok(());
+        }
+        let refuse = |field: &str| {
+            FieldError::new(
+                field,
+                format!(
+                    "is set by the platform, operators and admins only, not by a {} token (the service's landing_url is used)",
+                    caller.role.as_str()
+                ),
+            )
+        };
+        if !self.notify.is_empty() {
+            return Err(refuse("links.notify"));
+        }
+        if self.online_payment_landing.is_some() {
+            return Err(refuse("links.online_payment_landing"));
+        }
+        Ok(())
+    }
+
+    /// Every link against the outbound policy (the global and the tenant's allow-lists).
+    async fn check_outbound(
+        &self,
+        outbound: Option<&crate::outbound::Outbound>,
+        tenant: &crate::outbound::AllowList,
+    ) -> Result<(), FieldError> {
+        let urls = self
+            .notify
+            .iter()
+            .enumerate()
+            .map(|(i, link)| (format!("links.notify[{i}].url"), &link.url))
+            .chain(
+                self.online_payment_landing
+                    .iter()
+                    .map(|l| ("links.online_payment_landing.url".to_string(), &l.url)),
+            );
+        for (field, url) in urls {
+            let checked = match outbound {
+                Some(outbound) => outbound.check_stored(url, tenant).await,
+                None => Err("no outbound policy is configured".to_string()),
+            };
+            checked.map_err(|reason| FieldError::new(field, reason))?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
@@ -552,6 +633,7 @@ mod tests {
             name: "Comune di Prova".into(),
             tax_identification_number: "80016350821".into(),
             active: true,
+            allowed_hosts: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 0,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod intake;
 pub mod intermediary;
 pub mod kafka;
+pub mod outbound;
 pub mod secrets;
 pub mod seed;
 pub mod server;

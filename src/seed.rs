@@ -26,6 +26,7 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
             name: DEMO_TENANT_NAME.into(),
             tax_identification_number: DEMO_TENANT_TAX_CODE.into(),
             active: true,
+            allowed_hosts: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 0,

@@ -41,6 +41,9 @@ pub struct Running {
 pub struct Overrides {
     /// Use this intermediary for every service instead of the configured ones.
     pub intermediary: Option<Arc<dyn Intermediary>>,
+    /// Tests: outbound calls resolve names from this list only, never through DNS (so
+    /// "a name that resolves to loopback" needs no real name server).
+    pub resolve: Option<Vec<(String, std::net::IpAddr)>>,
 }
 
 /// Starts cassa (inside an actix system) and returns once it accepts connections.
@@ -66,6 +69,20 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| format!("{public_url}/sim"));
     let seeded = settings.seed_demo.unwrap_or(embedded);
+    // The demo's simulator is the one host the seeded configuration calls: opened
+    // exactly (its loopback address, for plain http), nothing else.
+    let mut allow = settings.outbound_allow.clone();
+    if seeded {
+        allow = allow.with(
+            crate::outbound::exact_entry_for(&simulator_url)
+                .map_err(|e| anyhow::anyhow!("CASSA_SIMULATOR_URL: {e}"))?,
+        );
+    }
+    let mut outbound = crate::outbound::Outbound::new(allow, crate::outbound::DEFAULT_TIMEOUT);
+    if let Some(names) = &overrides.resolve {
+        outbound = outbound.resolving_only(names);
+    }
+    let outbound = Arc::new(outbound);
     if seeded {
         seed::demo(store.as_ref(), &simulator_url)
             .await
@@ -78,6 +95,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             secrets.secret_box.clone(),
             settings.intermediary_timeout,
             settings.guard(),
+            outbound.clone(),
         ),
     };
     let deps = Arc::new(Deps {
@@ -86,9 +104,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         schedule: settings.poll_schedule.clone(),
         public_url: public_url.clone(),
         notify_platform: settings.roles.contains(&Role::Updater),
-        http: reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()?,
+        outbound: outbound.clone(),
         passivate_after: (!settings.passivate_after.is_zero()).then_some(settings.passivate_after),
         timer_lag: None,
     });
@@ -112,7 +128,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         registry = registry.with_wheel(wheel);
     }
     let registry = registry.start();
-    let configs = Arc::new(crate::intake::ConfigCache::default());
+    let configs = Arc::new(crate::intake::ConfigCache::with_outbound(outbound.clone()));
     let kafka = crate::kafka::start(
         settings,
         kafka,
@@ -151,6 +167,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         let mounted = mounted.clone();
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(http::security_headers))
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("cassa::http"))
             .configure(http::app_config)
             .configure(move |cfg| {

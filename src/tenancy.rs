@@ -39,6 +39,10 @@ pub struct TenantBody {
     pub tax_identification_number: String,
     #[serde(default = "yes")]
     pub active: bool,
+    /// Host patterns the tenant's services and payments may call or send citizens to
+    /// (`outbound::AllowEntry`), besides the global `CASSA_OUTBOUND_ALLOW`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl TenantBody {
@@ -47,6 +51,24 @@ impl TenantBody {
         self.name = check_name("name", &self.name)?;
         self.tax_identification_number =
             check_tax_code("tax_identification_number", &self.tax_identification_number)?;
+        if self.allowed_hosts.len() > crate::outbound::ALLOWED_HOSTS_MAX {
+            return Err(FieldError::new(
+                "allowed_hosts",
+                format!(
+                    "must list at most {} host patterns",
+                    crate::outbound::ALLOWED_HOSTS_MAX
+                ),
+            ));
+        }
+        for host in &mut self.allowed_hosts {
+            *host = host.trim().to_ascii_lowercase();
+        }
+        crate::outbound::AllowList::parse(&self.allowed_hosts).map_err(|(i, message)| {
+            FieldError::new(
+                format!("allowed_hosts[{i}]"),
+                format!("{message}: e.g. *.comune.example.it, pay.example.it:8443, http://127.0.0.1:8090"),
+            )
+        })?;
         Ok(())
     }
 }
@@ -243,6 +265,11 @@ pub struct ServiceBody {
     #[serde(default = "yes")]
     pub active: bool,
     pub intermediary: Intermediary,
+    /// Where citizens' payments send the citizen back after paying, e.g.
+    /// `https://servizi.comune.example.it/pagamenti/{payment_id}` (the payment's id is
+    /// filled in); citizens may not name their own landing.
+    #[serde(default)]
+    pub landing_url: Option<String>,
 }
 
 impl ServiceBody {
@@ -291,6 +318,29 @@ impl ServiceBody {
         self.intermediary.url = self.intermediary.url.trim_end_matches('/').to_string();
         if let Some(credentials) = &mut self.intermediary.credentials {
             credentials.validate()?;
+        }
+        if let Some(landing) = &self.landing_url {
+            crate::intake::check_url("landing_url", &landing_for(landing, Uuid::nil()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the URLs cassa will call or redirect to against the outbound policy: the
+    /// global allow-list and the tenant's `allowed_hosts` (400 naming the field).
+    pub async fn check_outbound(
+        &self,
+        outbound: &crate::outbound::Outbound,
+        tenant: &crate::outbound::AllowList,
+    ) -> Result<(), FieldError> {
+        outbound
+            .check_stored(&self.intermediary.url, tenant)
+            .await
+            .map_err(|reason| FieldError::new("intermediary.url", reason))?;
+        if let Some(landing) = &self.landing_url {
+            outbound
+                .check_stored(&landing_for(landing, Uuid::nil()), tenant)
+                .await
+                .map_err(|reason| FieldError::new("landing_url", reason))?;
         }
         Ok(())
     }
@@ -355,6 +405,11 @@ fn check_collection_data(value: &str) -> Result<String, FieldError> {
     }
 }
 
+/// A service's `landing_url` template for one payment (`{payment_id}` filled in).
+pub fn landing_for(template: &str, payment_id: Uuid) -> String {
+    template.replace("{payment_id}", &payment_id.to_string())
+}
+
 fn check_intermediary_url(url: &str) -> Result<(), FieldError> {
     crate::intake::check_url("intermediary.url", url)?;
     let authority = url
@@ -406,6 +461,12 @@ pub fn tenant_schema() -> serde_json::Value {
             text_field("tax_identification_number", "Tax identification number", true, Some(16),
                 "Codice fiscale or partita IVA (checksum verified)"),
             checkbox("active", "Active", true),
+            {
+                "type": "textfield", "key": "allowed_hosts", "label": "Allowed hosts", "input": true,
+                "multiple": true,
+                "description": "Hosts the tenant's services may call or send citizens to: pay.example.it, *.comune.example.it, http://host:port for plain http (admins only)",
+                "validate": {"pattern": "^(https?://)?(\\*\\.)?[A-Za-z0-9.\\-\\[\\]:]+$"}
+            },
             submit(),
         ]
     })
@@ -474,7 +535,8 @@ pub fn service_schema() -> serde_json::Value {
                     },
                     {
                         "type": "url", "key": "intermediary.url", "label": "URL", "input": true,
-                        "validate": {"required": true}
+                        "description": "https, on a host the tenant's allowed_hosts or CASSA_OUTBOUND_ALLOW allow",
+                        "validate": {"required": true, "pattern": "^https?://[^\\s\"'\\\\<>`@]+$"}
                     },
                     text_field("intermediary.credentials.username", "Username", false, Some(CREDENTIAL_MAX), ""),
                     {
@@ -488,6 +550,12 @@ pub fn service_schema() -> serde_json::Value {
                         "description": "Stored encrypted, never shown again; leave ******** to keep it"
                     }
                 ]
+            },
+            {
+                "type": "url", "key": "landing_url", "label": "Landing URL", "input": true,
+                "placeholder": "https://servizi.comune.example.it/pagamenti/{payment_id}",
+                "description": "Where citizens return after paying ({payment_id} is filled in); https, on an allowed host",
+                "validate": {"pattern": "^https?://[^\\s\"'\\\\<>`@]+$"}
             },
             submit(),
         ]
@@ -608,6 +676,8 @@ mod tests {
                 "intermediary.credentials.api_key",
                 serde_json::json!({"kind": "simulator", "url": "http://x", "credentials": {"api_key": ""}}),
             ),
+            ("landing_url", serde_json::json!("not a url/{payment_id}")),
+            ("landing_url", serde_json::json!("javascript:alert(1)")),
         ];
         for (field, value) in cases {
             let mut body = service();
@@ -618,6 +688,30 @@ mod tests {
         }
     }
 
+    /// The URLs of a service against the outbound policy: the tenant's allow-list opens
+    /// its hosts, everything else is a 400 naming the field.
+    #[tokio::test]
+    async fn service_urls_follow_the_outbound_policy() {
+        use crate::outbound::{AllowList, Outbound};
+        let outbound = Outbound::new(AllowList::default(), std::time::Duration::from_secs(1));
+        let tenant = AllowList::parse(&["http://127.0.0.1:9", "pay.comune.example.it"]).unwrap();
+        let mut s = check(service()).unwrap();
+        s.landing_url = Some("https://pay.comune.example.it/back/{payment_id}".into());
+        s.check_outbound(&outbound, &tenant).await.unwrap();
+        let err = s
+            .check_outbound(&outbound, &AllowList::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.field, "intermediary.url");
+        s.landing_url = Some("https://evil.test/{payment_id}".into());
+        let err = s.check_outbound(&outbound, &tenant).await.unwrap_err();
+        assert_eq!(err.field, "landing_url");
+        assert_eq!(
+            landing_for("https://x.example/{payment_id}", Uuid::from_u128(1)),
+            "https://x.example/00000000-0000-0000-0000-000000000001"
+        );
+    }
+
     #[test]
     fn tenants_need_a_name_and_a_valid_tax_code() {
         let mut good = TenantBody {
@@ -625,6 +719,7 @@ mod tests {
             name: "  Comune di Roma ".into(),
             tax_identification_number: "02438750586".into(),
             active: true,
+            allowed_hosts: vec![" *.Comune.Example.it".into()],
         };
         good.validate().unwrap();
         assert_eq!(good.name, "Comune di Roma");
@@ -634,9 +729,22 @@ mod tests {
             bad.validate().unwrap_err().field,
             "tax_identification_number"
         );
+        assert_eq!(good.allowed_hosts, vec!["*.comune.example.it"]);
         let mut bad = good.clone();
         bad.name = "x".repeat(256);
         assert_eq!(bad.validate().unwrap_err().field, "name");
+        for pattern in ["*.it", "host/path", "ftp://x.example", "a b"] {
+            let mut bad = good.clone();
+            bad.allowed_hosts = vec!["ok.example.it".into(), pattern.into()];
+            assert_eq!(
+                bad.validate().unwrap_err().field,
+                "allowed_hosts[1]",
+                "{pattern}"
+            );
+        }
+        let mut bad = good.clone();
+        bad.allowed_hosts = vec!["a.example".into(); 101];
+        assert_eq!(bad.validate().unwrap_err().field, "allowed_hosts");
     }
 
     #[test]
@@ -674,7 +782,13 @@ mod tests {
         for (schema, fields) in [
             (
                 tenant_schema(),
-                vec!["id", "name", "tax_identification_number", "active"],
+                vec![
+                    "id",
+                    "name",
+                    "tax_identification_number",
+                    "active",
+                    "allowed_hosts",
+                ],
             ),
             (
                 service_schema(),
@@ -690,6 +804,7 @@ mod tests {
                     "collection_data",
                     "active",
                     "intermediary",
+                    "landing_url",
                 ],
             ),
         ] {

@@ -233,15 +233,25 @@ async fn notify_platform(
     let mut saga = row.saga.clone();
     let body = outcome(&row.payment);
     let mut failures = Vec::new();
+    // Every link is checked again here, whoever wrote it (an API caller, the platform,
+    // a row planted in the database): a refused one fails the step, it is never called.
+    let allowed =
+        crate::outbound::tenant_allow_list(deps.store.as_ref(), row.payment.tenant_id).await?;
     for link in payment.links.notify.iter_mut() {
         if link.sent_at.is_some() || link.refused.is_some() {
             continue;
         }
+        let (url, client) = match deps.outbound.admit("notify", &link.url, &allowed) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                failures.push(reason);
+                continue;
+            }
+        };
         let method =
             reqwest::Method::from_bytes(link.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-        let answer = deps
-            .http
-            .request(method, &link.url)
+        let answer = client
+            .request(method, url)
             .timeout(std::time::Duration::from_secs(10))
             .json(&body)
             .send()
@@ -256,7 +266,7 @@ async fn notify_platform(
                 });
             }
             Ok(r) => failures.push(format!("{}: {}", link.url, r.status())),
-            Err(e) => failures.push(format!("{}: {e}", link.url)),
+            Err(e) => failures.push(format!("{}: {}", link.url, crate::outbound::describe(&e))),
         }
     }
     payment.updated_at = now;
@@ -659,7 +669,10 @@ mod tests {
             schedule: "*:1m".parse().unwrap(),
             public_url: "http://cassa.test".into(),
             notify_platform: true,
-            http: reqwest::Client::new(),
+            outbound: Arc::new(crate::outbound::Outbound::new(
+                Default::default(),
+                crate::outbound::DEFAULT_TIMEOUT,
+            )),
             passivate_after: None,
             timer_lag: None,
         };

@@ -27,8 +27,8 @@ pub struct Deps {
     pub public_url: String,
     /// The updater role: tell the platform the outcome at `links.notify[]`.
     pub notify_platform: bool,
-    /// Client for the platform's notify endpoints.
-    pub http: reqwest::Client,
+    /// The outbound policy and its clients (the platform's notify endpoints).
+    pub outbound: Arc<crate::outbound::Outbound>,
     /// An actor whose next work is further away than this stops (passivates); the
     /// registry's timer wheel wakes it in time. `None`: actors stay resident.
     pub passivate_after: Option<std::time::Duration>,

@@ -290,9 +290,30 @@ async fn online_payment(
     let url = reply
         .checkout_url
         .ok_or_else(|| ApiError::Conflict("the payment has no online checkout".into()))?;
+    if let Err(reason) = redirect_allowed(&state, &payment, &url).await? {
+        return Err(ApiError::Unavailable(format!(
+            "the intermediary's checkout address is refused by the outbound policy ({reason}); an admin must allow its host"
+        )));
+    }
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, url))
         .finish())
+}
+
+/// Whether cassa may send the citizen to `url`: its own pages, or a host the global or
+/// the payment's tenant's allow-list names (never an open redirect).
+async fn redirect_allowed(
+    state: &AppState,
+    payment: &Payment,
+    url: &str,
+) -> Result<Result<(), String>, ApiError> {
+    let tenant =
+        crate::outbound::tenant_allow_list(state.store.as_ref(), payment.tenant_id).await?;
+    Ok(state
+        .deps
+        .outbound
+        .admit_redirect(url, &state.public_url, &tenant)
+        .await)
 }
 
 async fn landing(
@@ -312,7 +333,16 @@ async fn landing(
             tracing::warn!(payment_id = %payment.id, error = %e, "landing check not queued; polling will find the outcome");
         }
     }
-    match payment.links.online_payment_landing.url {
+    let landing = match payment.links.online_payment_landing.url.clone() {
+        // A landing off the allow-lists (planted, or its host no longer allowed) gets
+        // cassa's own page instead of a redirect.
+        Some(url) => redirect_allowed(&state, &payment, &url)
+            .await?
+            .ok()
+            .map(|()| url),
+        None => None,
+    };
+    match landing {
         Some(url) => Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish()),
         None => Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
             "<!doctype html><title>Payment</title><p>Thank you. The payment is being checked; its status was {}.</p>",

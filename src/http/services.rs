@@ -128,6 +128,14 @@ async fn check_tenant(state: &AppState, caller: &Caller, tenant_id: Uuid) -> Res
     }
 }
 
+/// The URLs of a validated body against the outbound policy: the global allow-list and
+/// its tenant's `allowed_hosts` (400 naming the field).
+async fn check_outbound(state: &AppState, body: &ServiceBody) -> Result<(), ApiError> {
+    let tenant = crate::outbound::tenant_allow_list(state.store.as_ref(), body.tenant_id).await?;
+    body.check_outbound(&state.deps.outbound, &tenant).await?;
+    Ok(())
+}
+
 /// A validated body → the row to store, credentials sealed.
 fn to_row(
     state: &AppState,
@@ -179,6 +187,7 @@ async fn create(
     }
     body.validate()?;
     check_tenant(&state, &caller, body.tenant_id).await?;
+    check_outbound(&state, &body).await?;
     let id = body.id.unwrap_or_else(Uuid::new_v4);
     let row = to_row(&state, id, &body, time::now(), 0)?;
     if !state.store.insert_service(&row).await? {
@@ -288,6 +297,7 @@ async fn write(
     if body.tenant_id != current.tenant_id {
         check_tenant(state, caller, body.tenant_id).await?;
     }
+    check_outbound(state, &body).await?;
     let row = to_row(
         state,
         current.id,

@@ -44,6 +44,7 @@ struct TenantView {
     name: String,
     tax_identification_number: String,
     active: bool,
+    allowed_hosts: Vec<String>,
     #[serde(with = "time::rome")]
     created_at: DateTime<Utc>,
     #[serde(with = "time::rome")]
@@ -57,6 +58,7 @@ impl From<Tenant> for TenantView {
             name: t.name,
             tax_identification_number: t.tax_identification_number,
             active: t.active,
+            allowed_hosts: t.allowed_hosts,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -177,6 +179,7 @@ async fn create(
         name: body.name,
         tax_identification_number: body.tax_identification_number,
         active: body.active,
+        allowed_hosts: body.allowed_hosts,
         created_at: now,
         updated_at: now,
         version: 0,
@@ -248,6 +251,7 @@ async fn write(
         name: body.name,
         tax_identification_number: body.tax_identification_number,
         active: body.active,
+        allowed_hosts: body.allowed_hosts,
         updated_at: time::now(),
         ..current
     };
@@ -255,6 +259,8 @@ async fn write(
         return Err(changed_meanwhile("tenant", tenant.id));
     }
     state.configs.forget(tenant.id);
+    // The services' intermediary clients were admitted under the old allow-list.
+    state.deps.intermediaries.forget_all();
     tracing::info!(tenant_id = %tenant.id, active = tenant.active, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(tenant)))
 }
@@ -288,6 +294,7 @@ async fn patch(
         name: current.name.clone(),
         tax_identification_number: current.tax_identification_number.clone(),
         active: current.active,
+        allowed_hosts: current.allowed_hosts.clone(),
     })
     .map_err(anyhow::Error::from)?;
     tenancy::merge_patch(&mut document, &patch);

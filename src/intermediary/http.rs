@@ -47,23 +47,10 @@ pub struct HttpIntermediary {
 }
 
 impl HttpIntermediary {
-    /// Builds a client.
-    pub fn new(config: HttpIntermediaryConfig) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .build()?;
-        Ok(HttpIntermediary { config, client })
-    }
-
-    /// The same client (connection pool) authenticating with other credentials.
-    pub fn with_credentials(&self, credentials: Option<crate::tenancy::Credentials>) -> Self {
-        let mut config = self.config.clone();
-        config.credentials = credentials;
-        HttpIntermediary {
-            config,
-            client: self.client.clone(),
-        }
+    /// An adapter calling through `client`, one that `outbound::Outbound` built and
+    /// admitted this base URL for (redirects not followed, names resolved by the guard).
+    pub fn new(config: HttpIntermediaryConfig, client: reqwest::Client) -> Self {
+        HttpIntermediary { config, client }
     }
 
     async fn call<B: Serialize + Sync, T: DeserializeOwned>(
@@ -94,7 +81,10 @@ impl HttpIntermediary {
         url: &str,
         body: Option<&B>,
     ) -> Result<T, IntermediaryError> {
-        let mut request = self.client.request(method, url);
+        let mut request = self
+            .client
+            .request(method, url)
+            .timeout(self.config.timeout);
         if let Some(credentials) = &self.config.credentials {
             if let Some(username) = &credentials.username {
                 // reqwest marks the Authorization header sensitive (never in its Debug).
@@ -117,17 +107,22 @@ impl HttpIntermediary {
             IntermediaryError::Transient(if e.is_timeout() {
                 format!("no answer within {:?}", self.config.timeout)
             } else {
-                format!("cannot reach the intermediary: {e}")
+                format!(
+                    "cannot reach the intermediary: {}",
+                    crate::outbound::describe(&e)
+                )
             })
         })?;
         let status = response.status();
+        // Capped: an intermediary (or whoever answers in its place) cannot exhaust memory.
+        let body = crate::outbound::read_capped(response)
+            .await
+            .map_err(IntermediaryError::Transient)?;
         if status.is_success() {
-            return response
-                .json::<T>()
-                .await
+            return serde_json::from_slice::<T>(&body)
                 .map_err(|e| IntermediaryError::Transient(format!("unreadable answer: {e}")));
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
         Err(match status {
             StatusCode::NOT_FOUND => IntermediaryError::NotFound,
             StatusCode::CONFLICT => IntermediaryError::AlreadyPaid,
@@ -178,7 +173,11 @@ mod tests {
         // not because the client cannot speak TLS.
         let mut config = HttpIntermediaryConfig::new("https://127.0.0.1:9/sim");
         config.retries = 0;
-        let client = HttpIntermediary::new(config).unwrap();
+        let outbound = crate::outbound::Outbound::new(
+            crate::outbound::AllowList::default(),
+            std::time::Duration::from_secs(1),
+        );
+        let client = HttpIntermediary::new(config, outbound.client(None).unwrap());
         let error = client
             .client
             .get("https://127.0.0.1:9/")

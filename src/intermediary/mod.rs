@@ -123,14 +123,14 @@ pub struct Intermediaries {
     fixed: Option<Arc<dyn Intermediary>>,
     timeout: std::time::Duration,
     guard: guard::GuardConfig,
-    /// By URL: the guard (limits and circuit) and the unauthenticated client.
-    clients: Mutex<HashMap<String, UrlClient>>,
+    /// By URL: the guard (limits and circuit).
+    clients: Mutex<HashMap<String, Arc<guard::GuardedIntermediary>>>,
+    /// The outbound policy every intermediary URL is checked against before each use.
+    outbound: Option<Arc<crate::outbound::Outbound>>,
     /// Service → its client (with its credentials), briefly cached: every check needs it.
     routes: Mutex<HashMap<Uuid, Route>>,
 }
 
-/// One intermediary URL's guard and plain client.
-type UrlClient = (Arc<guard::GuardedIntermediary>, http::HttpIntermediary);
 /// A service's client and when it was resolved.
 type Route = (Arc<dyn Intermediary>, std::time::Instant);
 
@@ -145,6 +145,7 @@ impl Intermediaries {
         secret_box: crate::secrets::SecretBox,
         timeout: std::time::Duration,
         guard: guard::GuardConfig,
+        outbound: Arc<crate::outbound::Outbound>,
     ) -> Self {
         Intermediaries {
             store,
@@ -153,6 +154,7 @@ impl Intermediaries {
             timeout,
             guard,
             clients: Default::default(),
+            outbound: Some(outbound),
             routes: Default::default(),
         }
     }
@@ -166,6 +168,7 @@ impl Intermediaries {
             timeout: std::time::Duration::from_secs(5),
             guard: guard::GuardConfig::default(),
             clients: Default::default(),
+            outbound: None,
             routes: Default::default(),
         }
     }
@@ -175,7 +178,7 @@ impl Intermediaries {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let mut guards: Vec<_> = clients
             .iter()
-            .map(|(url, (guarded, _))| (url.clone(), guarded.snapshot()))
+            .map(|(url, guarded)| (url.clone(), guarded.snapshot()))
             .collect();
         guards.sort_by(|a, b| a.0.cmp(&b.0));
         guards
@@ -211,31 +214,32 @@ impl Intermediaries {
             }
             _ => None,
         };
+        // Checked at every resolution (and the resolver checks each connection): a URL
+        // planted in the database, or a host the allow-lists no longer name, is refused.
+        let outbound = self
+            .outbound
+            .as_ref()
+            .ok_or_else(|| "no outbound policy configured".to_string())?;
+        let allowed = crate::outbound::tenant_allow_list(self.store.as_ref(), service.tenant_id)
+            .await
+            .map_err(|e| format!("cannot read the tenant's allow-list: {e}"))?;
+        let (_, http_client) =
+            outbound.admit("intermediary", &service.intermediary_url, &allowed)?;
+        let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
+        config.timeout = self.timeout;
+        config.credentials = credentials;
+        let plain = http::HttpIntermediary::new(config, http_client);
         let client: Arc<dyn Intermediary> = {
             let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            let (guarded, plain) = match clients.get(&service.intermediary_url) {
-                Some(entry) => entry,
-                None => {
-                    let mut config =
-                        http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
-                    config.timeout = self.timeout;
-                    let plain = http::HttpIntermediary::new(config)
-                        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-                    let guarded = Arc::new(guard::GuardedIntermediary::new(
+            let guarded = clients
+                .entry(service.intermediary_url.clone())
+                .or_insert_with(|| {
+                    Arc::new(guard::GuardedIntermediary::new(
                         Arc::new(plain.clone()),
                         self.guard.clone(),
-                    ));
-                    clients
-                        .entry(service.intermediary_url.clone())
-                        .or_insert((guarded, plain))
-                }
-            };
-            match credentials {
-                None => guarded.clone(),
-                Some(credentials) => Arc::new(
-                    guarded.sharing_limits(Arc::new(plain.with_credentials(Some(credentials)))),
-                ),
-            }
+                    ))
+                });
+            Arc::new(guarded.sharing_limits(Arc::new(plain)))
         };
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.insert(service_id, (client.clone(), std::time::Instant::now()));
@@ -260,5 +264,11 @@ impl Intermediaries {
     pub fn forget(&self, service_id: Uuid) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.remove(&service_id);
+    }
+
+    /// Forgets every service's cached client (a tenant's allow-list changed here).
+    pub fn forget_all(&self) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.clear();
     }
 }

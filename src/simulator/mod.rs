@@ -99,7 +99,11 @@ pub fn server(
     listener.set_nonblocking(true)?;
     let server = HttpServer::new(move || {
         let sim = sim.clone();
-        App::new().configure(move |c| sim.configure(c))
+        App::new()
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::security_headers,
+            ))
+            .configure(move |c| sim.configure(c))
     })
     .listen(listener)?
     .run();

@@ -177,16 +177,32 @@ fn do_pay(state: &Arc<State>, iuv: &str) -> Result<Position, SimError> {
     Ok(position)
 }
 
+/// Where a paid position is pushed. With a configured notify URL (the simulator mounted
+/// in cassa: cassa's own), a position's URL is used only on that same origin: anyone
+/// may create positions, so their URL must not make the simulator call elsewhere.
+fn push_target(position: Option<&str>, configured: Option<&str>) -> Option<String> {
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    match (position, configured) {
+        (Some(asked), Some(own)) if origin(asked).is_some() && origin(asked) == origin(own) => {
+            Some(asked.to_string())
+        }
+        (Some(asked), Some(own)) => {
+            tracing::warn!(url = %asked, "simulator: push to another origin than the configured notify URL ignored");
+            Some(own.to_string())
+        }
+        (asked, own) => asked.or(own).map(str::to_string),
+    }
+}
+
 /// Fire-and-forget push notification of a paid position.
 fn notify_paid(state: &Arc<State>, position: &Position) {
     if !state.config.push {
         return;
     }
-    let Some(url) = position
-        .notify_url
-        .clone()
-        .or_else(|| state.config.notify_url.clone())
-    else {
+    let Some(url) = push_target(
+        position.notify_url.as_deref(),
+        state.config.notify_url.as_deref(),
+    ) else {
         return;
     };
     let body = serde_json::json!({
@@ -398,5 +414,28 @@ async fn checkout_fail(
     match state.fail(&iuv) {
         Ok(_) => checkout_done(&state, &iuv, form.into_inner(), "Payment failed"),
         Err(err) => html_error(&err),
+    }
+}
+
+#[cfg(test)]
+mod push_tests {
+    use super::push_target;
+
+    #[test]
+    fn a_mounted_simulator_pushes_only_to_its_own_origin() {
+        let own = Some("http://127.0.0.1:8080/v1/intermediaries/sim/notify");
+        let same = "http://127.0.0.1:8080/v1/intermediaries/default/notify";
+        assert_eq!(push_target(Some(same), own).as_deref(), Some(same));
+        for elsewhere in [
+            "http://127.0.0.1:18731/internal-admin",
+            "http://127.0.0.1:8080.evil.test/x",
+            "https://127.0.0.1:8080/x",
+            "not a url",
+        ] {
+            assert_eq!(push_target(Some(elsewhere), own), own.map(str::to_string));
+        }
+        // Alone (`cassa simulator` without --notify-url): the position's own URL.
+        assert_eq!(push_target(Some(same), None).as_deref(), Some(same));
+        assert_eq!(push_target(None, own), own.map(str::to_string));
     }
 }

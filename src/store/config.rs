@@ -19,6 +19,9 @@ pub struct Tenant {
     pub name: String,
     pub tax_identification_number: String,
     pub active: bool,
+    /// Host patterns this tenant's configuration may call or redirect to, besides the
+    /// global `CASSA_OUTBOUND_ALLOW` (see `outbound`).
+    pub allowed_hosts: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Bumped by every update; an update names the version it read.
@@ -103,7 +106,7 @@ pub trait ConfigStore: Send + Sync {
 }
 
 const TENANT_COLUMNS: &str =
-    "id, name, tax_identification_number, active, created_at, updated_at, version";
+    "id, name, tax_identification_number, active, created_at, updated_at, version, allowed_hosts";
 const SERVICE_COLUMNS: &str = "id, tenant_id, payment_types, intermediary_kind, intermediary_url, \
      active, document, credentials, created_at, updated_at, version";
 
@@ -125,6 +128,10 @@ fn parse_types(text: &str) -> Vec<PaymentType> {
         .collect()
 }
 
+fn hosts_text(hosts: &[String]) -> String {
+    serde_json::Value::from(hosts.to_vec()).to_string()
+}
+
 fn document_text(document: &serde_json::Value) -> String {
     if document.is_null() {
         "{}".to_string()
@@ -142,6 +149,12 @@ macro_rules! config_store {
                     name: row.try_get("name")?,
                     tax_identification_number: row.try_get("tax_identification_number")?,
                     active: row.try_get("active")?,
+                    allowed_hosts: {
+                        let text: String = row.try_get("allowed_hosts")?;
+                        serde_json::from_str(&text).map_err(|e| {
+                            StoreError::Unexpected(anyhow::anyhow!("tenant allowed_hosts: {e}"))
+                        })?
+                    },
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                     version: row.try_get("version")?,
@@ -214,7 +227,7 @@ macro_rules! config_store {
 
             async fn insert_tenant_row(&self, tenant: &Tenant) -> Result<bool, StoreError> {
                 let done = sqlx::query(&format!(
-                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 0) \
+                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 0, $7) \
                      ON CONFLICT (id) DO NOTHING"
                 ))
                 .bind(tenant.id)
@@ -223,6 +236,7 @@ macro_rules! config_store {
                 .bind(tenant.active)
                 .bind(tenant.created_at)
                 .bind(tenant.updated_at)
+                .bind(hosts_text(&tenant.allowed_hosts))
                 .execute(&self.write)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -273,7 +287,8 @@ macro_rules! config_store {
             async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE tenants SET name = $2, tax_identification_number = $3, active = $4, \
-                     updated_at = $5, version = version + 1 WHERE id = $1 AND version = $6",
+                     updated_at = $5, allowed_hosts = $7, version = version + 1 \
+                     WHERE id = $1 AND version = $6",
                 )
                 .bind(tenant.id)
                 .bind(&tenant.name)
@@ -281,6 +296,7 @@ macro_rules! config_store {
                 .bind(tenant.active)
                 .bind(tenant.updated_at)
                 .bind(tenant.version)
+                .bind(hosts_text(&tenant.allowed_hosts))
                 .execute(&self.write)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -1929,6 +1929,7 @@ mod tests {
                 name: format!("Comune {i} {}", "x".repeat(200)),
                 tax_identification_number: "80016350821".into(),
                 active: true,
+                allowed_hosts: Vec::new(),
                 created_at: now,
                 updated_at: now,
                 version: 0,

@@ -138,8 +138,8 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
                 .to_string()
         }
     };
-    let own = create(citizen.clone(), pagopa_body("3.00")).await;
-    let cancel_own = create(citizen.clone(), pagopa_body("4.00")).await;
+    let own = create(citizen.clone(), citizen_body("3.00")).await;
+    let cancel_own = create(citizen.clone(), citizen_body("4.00")).await;
     let other_user = create(admin.clone(), pagopa_body("5.00")).await;
     let other = create(admin.clone(), other_tenant_body("6.00")).await;
     let cancel_other = create(admin.clone(), other_tenant_body("7.00")).await;
@@ -162,11 +162,12 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
             p(&own, "/online-payment"),
             [302; 5],
         ),
+        // The citizen's own payment has no landing (its service names none): cassa's page.
         row(
             M::GET,
             "/v1/payments/{id}/landing",
             p(&own, "/landing"),
-            [302; 5],
+            [200; 5],
         ),
         row(
             M::GET,
@@ -207,7 +208,17 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
                 "/v1/payments".into(),
                 [401, 202, 202, 202, 202],
             ),
-            || pagopa_body("8.00"),
+            || citizen_body("8.00"),
+        ),
+        // Links (URLs cassa calls or sends the citizen to): Caller::may_set_links.
+        with_body(
+            row(
+                M::POST,
+                "/v1/payments",
+                "/v1/payments".into(),
+                [401, 202, 202, 400, 202],
+            ),
+            || pagopa_body("8.10"),
         ),
         with_body(
             row(
@@ -697,7 +708,7 @@ async fn creating_beyond_the_per_caller_rate_gets_429_with_retry_after() {
     let post = |client: &reqwest::Client| {
         client
             .post(app.url("/v1/payments"))
-            .json(&pagopa_body("2.50"))
+            .json(&citizen_body("2.50"))
             .send()
     };
     assert_eq!(post(&citizen).await.unwrap().status(), 202);
@@ -752,7 +763,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     };
 
     // Wallets: only the payment's user's own; the same answer when it does not exist.
-    let mut wallet = pagopa_body("2.00");
+    let mut wallet = citizen_body("2.00");
     wallet["type"] = json!("WALLET");
     wallet["wallet_account_id"] = json!(DEMO_ACCOUNT);
     let r = post(&neighbour, &wallet, None).await.unwrap();
@@ -778,7 +789,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     assert_eq!(r.status(), 400, "a citizen pays for themselves only");
 
     // The same Idempotency-Key and body from two callers: two payments, no replay.
-    let body = pagopa_body("2.10");
+    let body = citizen_body("2.10");
     let mut ids = Vec::new();
     for client in [&citizen, &neighbour, &citizen] {
         let r = post(client, &body, Some("shared-key")).await.unwrap();
@@ -790,7 +801,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
 
     // remote_id belongs to the platform; a clash elsewhere names no payment.
     let remote = Uuid::new_v4();
-    let mut claimed = pagopa_body("2.20");
+    let mut claimed = citizen_body("2.20");
     claimed["remote_id"] = json!(remote);
     for client in [&citizen, &operator] {
         let r = post(client, &claimed, None).await.unwrap();
@@ -841,7 +852,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     assert_eq!(r.status(), 409);
     let text = r.text().await.unwrap();
     assert!(!text.contains(&first_id), "{text}");
-    let mut theirs = pagopa_body("2.30");
+    let mut theirs = citizen_body("2.30");
     theirs["tenant_id"] = json!(other_tenant);
     theirs["service_id"] = json!(other_service);
     let theirs = post(&admin, &theirs, None)

@@ -15,6 +15,9 @@ use crate::restart::{free_port, wait_ready};
 
 const API_KEY: &str = "sim-key-7f3a9c1e5b";
 const PASSWORD: &str = "pw-9d2e6b4a8c";
+/// The payer of `citizen_body`, and an e-mail for them: never in the logs.
+const PAYER_TAX_CODE: &str = "RSSMRA80A01H501U";
+const PAYER_EMAIL: &str = "mario.rossi@posta.example.it";
 
 async fn send(request: reqwest::RequestBuilder, status: u16) -> Value {
     let response = request.send().await.unwrap();
@@ -41,7 +44,7 @@ fn service(tenant: Uuid, sim: &str, api_key: &str) -> Value {
 }
 
 fn payment_for(tenant: Uuid, service: &str, amount: &str) -> Value {
-    let mut body = pagopa_body(amount);
+    let mut body = citizen_body(amount);
     body["tenant_id"] = json!(tenant);
     body["service_id"] = json!(service);
     body
@@ -526,7 +529,8 @@ async fn every_field_rule_is_a_400_naming_the_field() {
 
 /// The real binary, its own embedded keys, logs at debug captured to a file, its Kafka
 /// topic read over the protocol, its SQLite file read byte by byte: the credentials
-/// appear in none of them, and `cassa token` mints working tokens from the kept secret.
+/// appear in none of them, nor the payer's tax code, name or e-mail in the logs, and
+/// `cassa token` mints working tokens from the kept secret.
 #[actix_rt::test]
 async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -538,6 +542,10 @@ async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() 
     let (port, kafka_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let log = std::fs::File::create(&log_path).unwrap();
+    // What it prints (the demo banner, whose example payer is this test's) apart from
+    // its logs (stderr).
+    let printed_path = dir.path().join("cassa.out");
+    let printed = std::fs::File::create(&printed_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cassa"))
         .arg("serve")
         .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -545,7 +553,8 @@ async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() 
         .env("CASSA_KAFKA_EMBEDDED_PORT", kafka_port.to_string())
         .env("CASSA_POLL_SCHEDULE", "*:1s")
         .env("CASSA_LOG", "debug")
-        .stdout(log.try_clone().unwrap())
+        .env("CASSA_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
+        .stdout(printed)
         .stderr(log)
         .spawn()
         .unwrap();
@@ -617,10 +626,12 @@ async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() 
         "--sub",
         &Uuid::new_v4().to_string(),
     ])));
+    let mut with_email = payment_for(tenant_id, &id, "40.00");
+    with_email["payer"]["email"] = json!(PAYER_EMAIL);
     let created = send(
         citizen
             .post(format!("{base}/v1/payments"))
-            .json(&payment_for(tenant_id, &id, "40.00")),
+            .json(&with_email),
         202,
     )
     .await;
@@ -663,6 +674,17 @@ async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() 
     );
     assert!(logs.contains("DEBUG"), "debug logs were captured");
     assert_no_secret("the logs", &logs);
+    assert_no_secret(
+        "what it printed",
+        &std::fs::read_to_string(&printed_path).unwrap(),
+    );
+    // Personal data neither (issue 23): payment ids only, even at debug level.
+    for personal in [PAYER_TAX_CODE, PAYER_EMAIL, "Rossi"] {
+        assert!(
+            !logs.contains(personal),
+            "the logs contain the payer's {personal}: {logs}"
+        );
+    }
     for file in std::fs::read_dir(dir.path()).unwrap() {
         let path = file.unwrap().path();
         if path.to_string_lossy().contains("cassa.db") && path != secrets_file {

@@ -180,6 +180,12 @@ pub const TEST_JWT_SECRET: &str = "cassa-test-secret-0123456789abcdef";
 /// The credential key every test instance uses (32 bytes, base64).
 pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
+/// What the tests' instances may call and redirect to: the simulators and notify
+/// receivers the tests run on loopback, over plain http, and the landing host of
+/// `pagopa_body` (never called, only redirected to). The guard tests (`outbound.rs`)
+/// start with nothing allowed instead.
+pub const TEST_OUTBOUND_ALLOW: &str = "http://127.0.0.1,http://platform.example";
+
 /// A token for `role` minted with the tests' secret, valid for an hour.
 pub fn token(role: Role, tenant: Option<Uuid>, sub: &str) -> String {
     Authenticator::new(Some(TEST_JWT_SECRET), None)
@@ -220,10 +226,11 @@ pub fn admin_client() -> reqwest::Client {
 }
 
 /// Environment for a `cassa` process that accepts the tests' tokens.
-pub fn key_env() -> [(&'static str, &'static str); 2] {
+pub fn key_env() -> [(&'static str, &'static str); 3] {
     [
         ("CASSA_JWT_SECRET", TEST_JWT_SECRET),
         ("CASSA_SECRET_KEY", TEST_SECRET_KEY),
+        ("CASSA_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW),
     ]
 }
 
@@ -251,6 +258,8 @@ pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
         "2",
         "--kafka-session-timeout",
         "3s",
+        "--outbound-allow",
+        TEST_OUTBOUND_ALLOW,
     ])
     .unwrap()
 }
@@ -413,6 +422,14 @@ pub fn pagopa_body(amount: &str) -> Value {
                   "online_payment_landing": {"url": "http://platform.example/landing", "method": "GET"}},
         "wallet_account_id": null
     })
+}
+
+/// A valid create body a citizen may send: no links (only the platform, operators and
+/// admins hand cassa URLs).
+pub fn citizen_body(amount: &str) -> Value {
+    let mut body = pagopa_body(amount);
+    body.as_object_mut().unwrap().remove("links");
+    body
 }
 
 /// A valid WALLET create body charging the demo account.

@@ -210,6 +210,16 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
         not_pending.to_string().as_bytes(),
     )
     .await;
+    // The platform's links are checked against the outbound policy too (issue 23).
+    let mut off_the_list = application(Uuid::new_v4(), json!(5));
+    off_the_list["payment_data"]["notify"]["url"] = json!("https://127.0.0.2:9/notify");
+    produce(
+        &bootstrap,
+        &topics.applications,
+        key,
+        off_the_list.to_string().as_bytes(),
+    )
+    .await;
     // The next good event is still processed.
     let last = Uuid::new_v4();
     produce(
@@ -250,7 +260,7 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
     );
 
     let dead = read_until(&reader(&bootstrap, &topics.dead_letter), 20, |seen| {
-        seen.len() >= 3
+        seen.len() >= 4
     })
     .await;
     let reasons: Vec<String> = dead
@@ -264,10 +274,14 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
                 .clone()
         })
         .collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(reasons[0].contains("not JSON"), "{reasons:?}");
     assert!(reasons[1].contains("fiscal_code"), "{reasons:?}");
     assert!(reasons[2].contains("2 decimal places"), "{reasons:?}");
+    assert!(
+        reasons[3].contains("links.notify[0].url") && reasons[3].contains("allow-list"),
+        "{reasons:?}"
+    );
     assert_eq!(
         dead[0].1,
         b"{not json".to_vec(),

@@ -10,6 +10,7 @@ mod config_api;
 mod helpers;
 mod idempotency;
 mod kafka;
+mod outbound;
 mod payments;
 mod restart;
 mod scale_out;

@@ -282,7 +282,10 @@ fn watched_deps(
         schedule: schedule.parse().unwrap(),
         public_url: "http://cassa.test".into(),
         notify_platform: false,
-        http: reqwest::Client::new(),
+        outbound: Arc::new(cassa::outbound::Outbound::new(
+            Default::default(),
+            cassa::outbound::DEFAULT_TIMEOUT,
+        )),
         passivate_after: None,
         timer_lag: None,
     });

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cassa::intermediary::http::{HttpIntermediary, HttpIntermediaryConfig};
 use cassa::server::Overrides;
@@ -12,7 +13,11 @@ use crate::helpers::*;
 #[actix_rt::test]
 async fn a_panicking_actor_is_restarted_from_its_row_and_completes() {
     let sim = TestSimulator::start();
-    let real = HttpIntermediary::new(HttpIntermediaryConfig::new(sim.base.clone())).unwrap();
+    let outbound = cassa::outbound::Outbound::new(Default::default(), Duration::from_secs(5));
+    let real = HttpIntermediary::new(
+        HttpIntermediaryConfig::new(sim.base.clone()),
+        outbound.client(None).unwrap(),
+    );
     let panicky = Arc::new(PanicOnce {
         inner: Arc::new(real),
         fired: AtomicBool::new(false),
@@ -22,6 +27,7 @@ async fn a_panicking_actor_is_restarted_from_its_row_and_completes() {
         |_| {},
         Overrides {
             intermediary: Some(panicky.clone()),
+            ..Default::default()
         },
     )
     .await;
