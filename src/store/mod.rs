@@ -102,7 +102,8 @@ pub enum Created {
     Replayed(StoredPayment),
     /// The idempotency key was used before with another body.
     KeyReused { payment_id: Uuid },
-    /// A payment for this `remote_id` exists already.
+    /// A payment for this `remote_id` exists already in the same tenant (application ids
+    /// are unique per tenant, so this is always one the tenant may know of).
     RemoteIdTaken(StoredPayment),
 }
 

@@ -337,6 +337,18 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::row_to_payment).transpose()
             }
 
+            /// The payment of `tenant`'s application `remote_id` (unique per tenant only:
+            /// another tenant's application of the same id is another payment).
+            async fn remote_id_in(
+                executor: impl sqlx::Executor<'_, Database = $db>,
+                tenant: Uuid,
+                remote_id: Uuid,
+            ) -> Result<Option<StoredPayment>, StoreError> {
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND remote_id = $2");
+                let row = sqlx::query(&sql).bind(tenant).bind(remote_id).fetch_optional(executor).await?;
+                row.as_ref().map(Self::row_to_payment).transpose()
+            }
+
             /// Places a hold; `Err(reason)` when the account is unknown or short of money.
             async fn place_hold(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -477,7 +489,7 @@ macro_rules! sql_store {
                     }
                 }
                 if let Some(remote_id) = payment.remote_id {
-                    if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                    if let Some(existing) = Self::remote_id_in(&mut *conn, payment.tenant_id, remote_id).await? {
                         return Ok((Created::RemoteIdTaken(existing), false));
                     }
                 }
@@ -495,7 +507,7 @@ macro_rules! sql_store {
                     // Lost a race on remote_id with a concurrent creation (committed by
                     // now: the statement waited for it).
                     if let Some(remote_id) = payment.remote_id {
-                        if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                        if let Some(existing) = Self::remote_id_in(&mut *conn, payment.tenant_id, remote_id).await? {
                             return Ok((Created::RemoteIdTaken(existing), false));
                         }
                     }

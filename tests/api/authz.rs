@@ -828,7 +828,8 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    // A platform scoped to another tenant clashing on the remote_id learns nothing.
+    // A platform scoped to another tenant using the same remote_id gets a payment of its
+    // own (application ids are unique per tenant) and learns nothing of the other.
     let elsewhere = client_with(Some(&token(
         Role::System,
         Some(other_tenant),
@@ -838,7 +839,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     clash["tenant_id"] = json!(other_tenant);
     clash["service_id"] = json!(other_service);
     let r = post(&elsewhere, &clash, None).await.unwrap();
-    assert_eq!(r.status(), 409);
+    assert_eq!(r.status(), 202);
     let text = r.text().await.unwrap();
     assert!(!text.contains(&first_id), "{text}");
     let mut theirs = pagopa_body("2.30");

@@ -6,6 +6,7 @@
 mod authz;
 mod bench;
 mod config_api;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod kafka;
