@@ -179,11 +179,18 @@ impl Intake<'_> {
         &self,
         request: CreatePayment,
         user_id: Uuid,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, IntakeError> {
         let now = time::now();
         request.validate(now)?;
+        let created_by = match origin {
+            Origin::Caller(caller) => {
+                caller.check_parties(request.kind, &request.payer, request.debtor.as_ref())?;
+                caller.creator()
+            }
+            Origin::Platform => crate::domain::payment::Creator::platform(),
+        };
         let service = self
             .configs
             .service(self.store, request.service_id)
@@ -241,7 +248,8 @@ impl Intake<'_> {
             let days = service.document.get("expire_at").and_then(|d| d.as_i64());
             request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
         }
-        let payment = request.into_payment(user_id, self.public_url, now);
+        let mut payment = request.into_payment(user_id, self.public_url, now);
+        payment.created_by = Some(created_by);
         self.store_new(payment, idempotency).await
     }
 
@@ -522,6 +530,7 @@ impl CreatePayment {
             debtor: self.debtor,
             locale: self.locale,
             wallet_account_id: self.wallet_account_id,
+            created_by: None,
         };
         payment.set_own_links(public_url);
         if payment.kind == PaymentType::Wallet {

@@ -194,6 +194,27 @@ pub struct Payment {
     /// cassa's own: the wallet account a WALLET payment is charged to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wallet_account_id: Option<Uuid>,
+    /// cassa's own: who asked for the payment (`None` for payments made before cassa
+    /// recorded it, or adopted from another system). It decides who may cancel it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Creator>,
+}
+
+/// Who created a payment: the role and subject of the token, or the platform over Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    pub role: crate::auth::Role,
+    pub sub: String,
+}
+
+impl Creator {
+    /// The platform's applications over Kafka (the dispatcher has no token).
+    pub fn platform() -> Self {
+        Creator {
+            role: crate::auth::Role::System,
+            sub: "kafka:applications".into(),
+        }
+    }
 }
 
 /// A payment as published on Kafka: the payment plus the event envelope fields.
