@@ -126,10 +126,17 @@ impl Caller {
         self.role == Role::Admin
     }
 
+    /// Whether the caller may choose the id of a new configuration object (a service):
+    /// only a caller that sees every tenant, as an id taken by a tenant it cannot see
+    /// would otherwise tell it that the id exists there.
+    pub fn may_choose_ids(&self) -> bool {
+        self.role == Role::Admin
+    }
+
     /// Who this caller is, as recorded on the payments it creates.
     pub fn creator(&self) -> Creator {
         Creator {
-            role: self.role,
+            role: self.role.as_str().into(),
             sub: self.sub.clone(),
         }
     }

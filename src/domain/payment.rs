@@ -203,7 +203,9 @@ pub struct Payment {
 /// Who created a payment: the role and subject of the token, or the platform over Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Creator {
-    pub role: crate::auth::Role,
+    /// The token's role by name (`admin`, `operator`, `citizen`, `system`): text, so the
+    /// domain depends on no other module.
+    pub role: String,
     pub sub: String,
 }
 
@@ -211,7 +213,7 @@ impl Creator {
     /// The platform's applications over Kafka (the dispatcher has no token).
     pub fn platform() -> Self {
         Creator {
-            role: crate::auth::Role::System,
+            role: "system".into(),
             sub: "kafka:applications".into(),
         }
     }
