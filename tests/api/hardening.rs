@@ -34,6 +34,11 @@ async fn other_tenant(app: &TestApp) -> (Uuid, Uuid) {
     (tenant, service)
 }
 
+/// A token of the demo tenant's operator.
+fn demo_operator() -> String {
+    token(Role::Operator, Some(DEMO_TENANT), "op-demo")
+}
+
 /// `body` posted to `/v1/payments` with `token`: (status, JSON answer).
 async fn post_payment(app: &TestApp, token: &str, body: &Value) -> (u16, Value) {
     let r = client_with(Some(token))
@@ -96,7 +101,7 @@ async fn another_tenant_cannot_take_an_application_id_on_postgres() {
 /// they created. Who created each is kept with the payment (and in its events).
 async fn a_debtor_cannot_cancel_the_municipalitys_fine(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let operator = token(Role::Operator, Some(DEMO_TENANT), "op-demo");
+    let operator = demo_operator();
     let citizen = citizen_token();
     let mut fine = pagopa_body("250.00");
     fine["reason"] = json!("Sanzione amministrativa");
@@ -198,7 +203,7 @@ async fn a_citizen_cannot_create_debts_in_anyones_name(backend: Backend) {
     // Their own tax code: created. An operator may name a debtor.
     let (status, own) = post_payment(&app, &citizen, &fine).await;
     assert_eq!(status, 202, "{own}");
-    let operator = token(Role::Operator, Some(DEMO_TENANT), "op-demo");
+    let operator = demo_operator();
     let (status, by_operator) = post_payment(&app, &operator, &with_debtor).await;
     assert_eq!(status, 202, "{by_operator}");
     assert_eq!(payment_count(&app).await, 2);
@@ -301,7 +306,7 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
     document["payment"]["expire_at"] = json!("+10000-01-01T00:30:00+01:00");
     overwrite_document(&app, backend, &bad, &document).await;
 
-    let operator = token(Role::Operator, Some(DEMO_TENANT), "op-demo");
+    let operator = demo_operator();
     let system = token(Role::System, None, "platform");
     let mut readable = ids.clone();
     readable.retain(|id| *id != bad);
@@ -354,7 +359,7 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down_on_postgres() {
 /// a 400 naming the field, and nothing written or called.
 async fn amounts_free_text_and_payer_lengths_are_checked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let operator = token(Role::Operator, Some(DEMO_TENANT), "op-demo");
+    let operator = demo_operator();
     let with = |pointer: &str, value: Value| {
         let mut body = pagopa_body("12.34");
         let (parent, key) = pointer.rsplit_once('/').unwrap();
@@ -442,7 +447,7 @@ async fn amounts_free_text_and_payer_lengths_are_checked_on_postgres() {
 async fn an_operator_cannot_probe_service_ids_of_other_tenants() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (their_tenant, theirs) = other_tenant(&app).await;
-    let operator = client_with(Some(&token(Role::Operator, Some(DEMO_TENANT), "op-demo")));
+    let operator = client_with(Some(&demo_operator()));
     let body = |id: Option<Uuid>| {
         let mut body = json!({
             "tenant_id": DEMO_TENANT, "payment_type": "PAGOPA", "reason": "Mensa scolastica",
@@ -482,4 +487,39 @@ async fn an_operator_cannot_probe_service_ids_of_other_tenants() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+}
+
+/// Point 2, over Kafka: an application whose `expire_at` is year 9999 (10000 in Rome
+/// time) is dead-lettered naming `payment.expire_at`; no payment is made for it.
+#[actix_rt::test]
+async fn an_application_expiring_in_year_ten_thousand_is_dead_lettered() {
+    use crate::kafka::{application, produce, read_until, reader};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let bootstrap = app.kafka.bootstrap().to_string();
+    let key = "applications-under-test";
+    let far = Uuid::new_v4();
+    let mut event = application(far, json!("5.00"));
+    event["payment_data"]["expire_at"] = json!("9999-12-31T23:30:00Z");
+    produce(
+        &bootstrap,
+        "applications",
+        key,
+        event.to_string().as_bytes(),
+    )
+    .await;
+    let dead = read_until(&reader(&bootstrap, "cassa-dead-letter"), 20, |seen| {
+        !seen.is_empty()
+    })
+    .await;
+    let reason = dead[0]
+        .2
+        .iter()
+        .find(|(k, _)| k == "cassa-reason")
+        .unwrap()
+        .1
+        .clone();
+    assert!(reason.contains("payment.expire_at"), "{reason}");
+    let listed = app.get(&format!("/v1/payments?remote_id={far}")).await;
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["items"], json!([]), "no payment for it");
 }

@@ -200,13 +200,18 @@ pub fn citizen_token() -> String {
 
 /// A citizen token of the demo tenant for `user`, carrying `tax_code` in its claim.
 pub fn citizen_token_for(user: Uuid, tax_code: Option<&str>) -> String {
+    citizen_token_in(DEMO_TENANT, user, tax_code)
+}
+
+/// A citizen token of `tenant` for `user`, carrying `tax_code` in its claim.
+pub fn citizen_token_in(tenant: Uuid, user: Uuid, tax_code: Option<&str>) -> String {
     let tax_code = tax_code.map(|t| t.parse().unwrap());
     Authenticator::new(Some(TEST_JWT_SECRET), None)
         .unwrap()
         .mint_with_tax_code(
             Role::Citizen,
             &user.to_string(),
-            Some(DEMO_TENANT),
+            Some(tenant),
             tax_code.as_ref(),
             Duration::from_secs(3600),
         )

@@ -22,7 +22,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+pub async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
     producer(bootstrap)
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -81,7 +81,7 @@ pub async fn read_until(
     seen
 }
 
-fn application(id: Uuid, amount: Value) -> Value {
+pub fn application(id: Uuid, amount: Value) -> Value {
     json!({
         "id": id,
         "event_id": Uuid::new_v4(),
