@@ -147,3 +147,28 @@ Demo tokens (valid 24 h by default, CASSA_JWT_MAX_LIFETIME; `cassa token --role 
 "#
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo citizen token carries the demo tax code (so the walkthrough's PAGOPA
+    /// payment, payer `RSSMRA80A01H501U`, is accepted) and every demo token lives within
+    /// the maximum lifetime.
+    #[test]
+    fn the_demo_citizen_token_carries_the_demo_tax_code() {
+        let auth = Authenticator::new(Some("demo-secret-of-enough-length"), None).unwrap();
+        let tokens = demo_tokens(&auth).unwrap();
+        assert_eq!(tokens.len(), 4);
+        for (var, role, token) in tokens {
+            let caller = auth.verify(&token).unwrap();
+            assert_eq!(caller.role, role, "{var}");
+            let expected = (role == Role::Citizen).then_some(DEMO_TAX_CODE);
+            assert_eq!(
+                caller.tax_code.as_ref().map(|t| t.as_str()),
+                expected,
+                "{var}"
+            );
+        }
+    }
+}
