@@ -1139,3 +1139,51 @@ async fn the_listing_is_served_by_indexes_on_postgres() {
         assert!(plan.contains(expected), "{query}: {plan}");
     }
 }
+
+/// Issue 25 point 2: every timestamp creation accepts (from now to 10 years ahead, the
+/// window's edges and sampled instants between) is written by the store — in the
+/// document and in the `next_check_at` column — and read back as itself, by `payment`
+/// and by the listing. Sampled with proptest's generator (no shrinking: each sample is
+/// a database round trip).
+async fn every_accepted_timestamp_reads_back_from_the_store(backend: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let (store, _db) = open_store(backend).await;
+    let now = time::now();
+    let latest = time::latest_accepted(now);
+    let window = (latest - now).num_seconds();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut offsets = vec![1, window];
+    for _ in 0..40 {
+        offsets.push((1..=window).new_tree(&mut runner).unwrap().current());
+    }
+    for offset in offsets {
+        let at = now + chrono::Duration::seconds(offset);
+        let mut payment = sample("PAGOPA", "1.00");
+        payment.payment.expire_at = Some(at);
+        let mut new = new_payment(payment.clone(), false);
+        new.next_check_at = Some(at);
+        assert!(matches!(
+            store.create_payment(new).await.unwrap(),
+            Created::New(_)
+        ));
+        let row = store.payment(payment.id).await.unwrap().unwrap();
+        assert_eq!(row.payment.payment.expire_at, Some(at), "{at}");
+        assert_eq!(row.next_check_at, Some(at), "{at}");
+        assert_eq!(row.payment, payment);
+    }
+    let listed = store
+        .list_payments(&Default::default(), 500, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 42, "every one listed, none left out");
+}
+
+#[actix_rt::test]
+async fn every_accepted_timestamp_reads_back_from_the_store_on_sqlite() {
+    every_accepted_timestamp_reads_back_from_the_store(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn every_accepted_timestamp_reads_back_from_the_store_on_postgres() {
+    every_accepted_timestamp_reads_back_from_the_store(Backend::Postgres).await;
+}
