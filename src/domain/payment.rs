@@ -195,7 +195,7 @@ pub struct Payment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wallet_account_id: Option<Uuid>,
     /// cassa's own: who asked for the payment (`None` for payments made before cassa
-    /// recorded it, or adopted from another system). It decides who may cancel it.
+    /// recorded it). It decides who may cancel it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<Creator>,
 }
@@ -215,6 +215,16 @@ impl Creator {
         Creator {
             role: "system".into(),
             sub: "kafka:applications".into(),
+        }
+    }
+
+    /// A payment another system published and cassa adopted: whatever the event said
+    /// about who created it is not trusted (anyone who can write to the topic could
+    /// name a citizen and so let them cancel it).
+    pub fn adopted() -> Self {
+        Creator {
+            role: "system".into(),
+            sub: "kafka:adopted".into(),
         }
     }
 }
