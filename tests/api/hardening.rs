@@ -528,30 +528,12 @@ async fn an_application_expiring_in_year_ten_thousand_is_dead_lettered() {
 /// created it is adopted as the platform's, so that citizen cannot cancel it (403).
 #[actix_rt::test]
 async fn an_adopted_payment_is_never_its_citizens_to_cancel() {
-    use crate::kafka::produce;
+    use crate::kafka::{foreign_payment, produce};
     let app = TestApp::spawn(Backend::Sqlite).await;
     let id = Uuid::new_v4();
-    let now = cassa::domain::time::format(&cassa::domain::time::now());
-    let mut event = pagopa_body("31.00");
-    for (key, value) in [
-        ("id", json!(id)),
-        ("user_id", json!(cassa::seed::DEMO_CITIZEN)),
-        ("created_at", json!(now)),
-        ("updated_at", json!(now)),
-        ("status", json!("CREATION_PENDING")),
-        ("event_id", json!(Uuid::new_v4())),
-        ("event_version", json!("2.0")),
-        ("event_created_at", json!(now)),
-        ("app_id", json!("payment-dispatcher:1.4.0")),
-        (
-            "created_by",
-            json!({"role": "citizen", "sub": cassa::seed::DEMO_CITIZEN}),
-        ),
-        ("links", json!({})),
-    ] {
-        event[key] = value;
-    }
-    event["payment"]["iud"] = json!(id.simple().to_string());
+    let mut event = foreign_payment(id, cassa::seed::DEMO_CITIZEN, "31.00");
+    // The forged claim: the victim citizen made it, so may cancel it.
+    event["created_by"] = json!({"role": "citizen", "sub": cassa::seed::DEMO_CITIZEN});
     let key = id.to_string();
     produce(
         app.kafka.bootstrap(),
