@@ -2,7 +2,11 @@
 //! configured secret or RS256 with a configured public key. `exp` is required (30 s of
 //! leeway for clock skew), `alg: none` cannot even be parsed, and each algorithm is only
 //! ever checked with its own key, so an HS256 token "signed" with the RSA public key is
-//! refused (algorithm confusion).
+//! refused (algorithm confusion). A token lives at most the configured maximum
+//! (`exp - iat`, and `exp - now`), `nbf` and `iat` must not be in the future (with the
+//! same leeway), and a citizen's `sub` is read as one UUID spelling, so one user has one
+//! idempotency scope and one rate bucket. A 401 says what is wrong in cassa's own words,
+//! never the parser's.
 //!
 //! What a caller may do is decided here too, in one place: [`Caller::sees_tenant`] and
 //! [`Caller::sees_payment`] answer "may this caller know that this object exists", and
@@ -16,12 +20,18 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::payment::Payment;
+use crate::domain::payment::{Creator, Payer, Payment, PaymentType};
+use crate::domain::tax_code::TaxCode;
 use crate::http::problem::ApiError;
 use crate::http::AppState;
+use crate::intake::FieldError;
 
-/// Clock skew tolerated on `exp`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECONDS: u64 = 30;
+/// Default longest token lifetime (`CASSA_JWT_MAX_LIFETIME`).
+pub const DEFAULT_MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Default claim carrying a citizen's tax code (`CASSA_JWT_TAX_CODE_CLAIM`).
+pub const DEFAULT_TAX_CODE_CLAIM: &str = "tax_code";
 
 /// A caller's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -63,6 +73,12 @@ pub struct Claims {
     pub aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Not before (checked, with the leeway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Every other claim: the tax code's claim is among them (its name is a setting).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An authenticated caller.
@@ -73,6 +89,8 @@ pub struct Caller {
     pub tenant_id: Option<Uuid>,
     /// A citizen's user id (`sub` as a UUID).
     pub user_id: Option<Uuid>,
+    /// A citizen's tax code, from the token's tax code claim: the payer of what they create.
+    pub tax_code: Option<TaxCode>,
 }
 
 impl Caller {
@@ -114,6 +132,67 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// Whether the caller may choose the id of a new configuration object (a service):
+    /// only a caller that sees every tenant, as an id taken by a tenant it cannot see
+    /// would otherwise tell it that the id exists there.
+    pub fn may_choose_ids(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Who this caller is, as recorded on the payments it creates.
+    pub fn creator(&self) -> Creator {
+        Creator {
+            role: self.role.as_str().into(),
+            sub: self.sub.clone(),
+        }
+    }
+
+    /// 403 unless the caller may cancel this payment (one it may see and whose role may
+    /// cancel): a citizen only the payments they created themselves, never a debt an
+    /// operator or the platform put in their name; operators and the admin the rest.
+    pub fn may_cancel(&self, payment: &Payment) -> Result<(), ApiError> {
+        if self.role == Role::Citizen && payment.created_by.as_ref() != Some(&self.creator()) {
+            return Err(ApiError::Forbidden(
+                "a citizen may cancel only the payments they created themselves".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parties a caller may name on a new payment. A citizen's payment has the
+    /// citizen as payer: the body's payer tax code must be the token's (nobody creates
+    /// debts in another person's name), a citizen token without one cannot create a
+    /// PAGOPA payment (a debt position names its debtor), and `debtor` is for operator,
+    /// system and admin tokens only.
+    pub fn check_parties(
+        &self,
+        kind: PaymentType,
+        payer: &Payer,
+        debtor: Option<&Payer>,
+    ) -> Result<(), FieldError> {
+        if self.role != Role::Citizen {
+            return Ok(());
+        }
+        if debtor.is_some() {
+            return Err(FieldError::new(
+                "debtor",
+                "is set by operators and the platform only (a citizen pays for themselves)",
+            ));
+        }
+        match &self.tax_code {
+            Some(own) if *own != payer.tax_identification_number => Err(FieldError::new(
+                "payer.tax_identification_number",
+                "must be the citizen's own tax code (the token's)",
+            )),
+            Some(_) => Ok(()),
+            None if kind == PaymentType::Pagopa => Err(FieldError::new(
+                "payer.tax_identification_number",
+                "a citizen token without a tax code claim cannot create PAGOPA payments",
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why a token was refused (the text goes back to the caller in a 401).
@@ -133,6 +212,10 @@ pub struct Authenticator {
     audience: Option<String>,
     /// Required `iss`, when configured.
     issuer: Option<String>,
+    /// Longest lifetime of a token it accepts or mints.
+    max_lifetime: std::time::Duration,
+    /// The claim that carries a citizen's tax code.
+    tax_code_claim: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -168,7 +251,26 @@ impl Authenticator {
             rs,
             audience: None,
             issuer: None,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            tax_code_claim: DEFAULT_TAX_CODE_CLAIM.into(),
         })
+    }
+
+    /// Accepts (and mints) tokens living at most `max_lifetime`, and reads a citizen's
+    /// tax code from `tax_code_claim`.
+    pub fn with_token_rules(
+        mut self,
+        max_lifetime: std::time::Duration,
+        tax_code_claim: impl Into<String>,
+    ) -> Self {
+        self.max_lifetime = max_lifetime;
+        self.tax_code_claim = tax_code_claim.into();
+        self
+    }
+
+    /// The longest lifetime of a token.
+    pub fn max_lifetime(&self) -> std::time::Duration {
+        self.max_lifetime
     }
 
     /// Requires (and mints) this `aud` and `iss`.
@@ -180,9 +282,11 @@ impl Authenticator {
 
     /// Checks a token: signature with the key of its algorithm, `exp`, the claims' shape.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        // The parser's own words stay in the log: they help nobody but a prober.
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            tracing::debug!(error = %e, "unreadable token header");
             AuthError::Invalid(format!(
-                "unreadable header ({e}); accepted algorithms: {}",
+                "not a readable JWT (header.claims.signature); accepted algorithms: {}",
                 self.accepted()
             ))
         })?;
@@ -201,6 +305,7 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_string(), "sub".to_string()]);
         match &self.audience {
             Some(audience) => {
@@ -218,6 +323,9 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
             AuthError::Invalid(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired".into(),
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    "the token is not valid yet (nbf)".into()
+                }
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     "the signature does not match".into()
                 }
@@ -230,10 +338,39 @@ impl Authenticator {
                 jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
                     "the token comes from another issuer (iss)".into()
                 }
-                _ => e.to_string(),
+                _ => {
+                    tracing::debug!(error = %e, "token refused");
+                    "the token or its claims are malformed (sub, role and a numeric exp are required)".into()
+                }
             })
         })?;
-        caller_from(data.claims)
+        self.check_times(&data.claims)?;
+        caller_from(data.claims, &self.tax_code_claim)
+    }
+
+    /// `iat` not in the future, and no longer a lifetime than the maximum, counted from
+    /// `iat` and from now (a token without `iat` would otherwise be unbounded).
+    fn check_times(&self, claims: &Claims) -> Result<(), AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECONDS as i64;
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(leeway))
+        {
+            return Err(AuthError::Invalid(
+                "the token is not valid yet (iat is in the future)".into(),
+            ));
+        }
+        let max = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let from_iat = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
+        let from_now = claims.exp.saturating_sub(now);
+        if from_iat > max || from_now > max.saturating_add(leeway) {
+            return Err(AuthError::Invalid(format!(
+                "the token lives longer than the maximum of {} s (exp is too far from iat or now)",
+                self.max_lifetime.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     /// Mints an HS256 token valid for `ttl`.
@@ -244,6 +381,30 @@ impl Authenticator {
         tenant_id: Option<Uuid>,
         ttl: std::time::Duration,
     ) -> Result<String, String> {
+        self.mint_with_tax_code(role, sub, tenant_id, None, ttl)
+    }
+
+    /// Mints an HS256 token valid for `ttl` (at most the maximum lifetime), carrying
+    /// `tax_code` in the tax code claim when given.
+    pub fn mint_with_tax_code(
+        &self,
+        role: Role,
+        sub: &str,
+        tenant_id: Option<Uuid>,
+        tax_code: Option<&TaxCode>,
+        ttl: std::time::Duration,
+    ) -> Result<String, String> {
+        if ttl > self.max_lifetime {
+            return Err(format!(
+                "a token may live at most {} s (CASSA_JWT_MAX_LIFETIME); asked for {} s",
+                self.max_lifetime.as_secs(),
+                ttl.as_secs()
+            ));
+        }
+        let mut extra = serde_json::Map::new();
+        if let Some(tax_code) = tax_code {
+            extra.insert(self.tax_code_claim.clone(), tax_code.as_str().into());
+        }
         let (encoding, _) = self
             .hs
             .as_ref()
@@ -257,8 +418,10 @@ impl Authenticator {
             iat: Some(now),
             aud: self.audience.clone().map(serde_json::Value::String),
             iss: self.issuer.clone(),
+            nbf: None,
+            extra,
         };
-        caller_from(claims.clone()).map_err(|e| e.to_string())?;
+        caller_from(claims.clone(), &self.tax_code_claim).map_err(|e| e.to_string())?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| format!("cannot sign the token: {e}"))
     }
@@ -273,8 +436,9 @@ impl Authenticator {
 }
 
 /// Checks the claims a role needs: a tenant for operators and citizens, a UUID `sub`
-/// for citizens (it becomes the payments' `user_id`).
-fn caller_from(claims: Claims) -> Result<Caller, AuthError> {
+/// for citizens (it becomes the payments' `user_id`, and is kept in its one canonical
+/// spelling), and a citizen's tax code in `tax_code_claim` when present.
+fn caller_from(claims: Claims, tax_code_claim: &str) -> Result<Caller, AuthError> {
     if claims.sub.trim().is_empty() {
         return Err(AuthError::Invalid("the sub claim is empty".into()));
     }
@@ -290,11 +454,29 @@ fn caller_from(claims: Claims) -> Result<Caller, AuthError> {
         })?),
         _ => None,
     };
+    let tax_code = match (claims.role, claims.extra.get(tax_code_claim)) {
+        (Role::Citizen, Some(value)) => Some(
+            value
+                .as_str()
+                .and_then(|text| TaxCode::parse(text).ok())
+                .ok_or_else(|| {
+                    AuthError::Invalid(format!("the {tax_code_claim} claim is not a tax code"))
+                })?,
+        ),
+        _ => None,
+    };
+    // One spelling per user (braces, `urn:uuid:`, capitals, no hyphens all name the same
+    // UUID): the hyphenated lowercase form, in every scope and key built from `sub`.
+    let sub = match user_id {
+        Some(user_id) => user_id.hyphenated().to_string(),
+        None => claims.sub,
+    };
     Ok(Caller {
-        sub: claims.sub,
+        sub,
         role: claims.role,
         tenant_id: claims.tenant_id,
         user_id,
+        tax_code,
     })
 }
 
@@ -471,6 +653,137 @@ mod tests {
         assert!(auth.verify(&hs256(SECRET, &unknown_role)).is_err());
     }
 
+    /// Issue 25 point 11: a token that never expires, one not valid yet, one issued in
+    /// the future and one living beyond the maximum are refused; minting stays within it.
+    #[test]
+    fn lifetimes_beyond_the_maximum_and_future_tokens_are_refused() {
+        let auth = Authenticator::new(Some(SECRET), None).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let with = |extra: serde_json::Value| {
+            let mut c = claims(60);
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            hs256(SECRET, &c)
+        };
+        let forever = with(serde_json::json!({"exp": i64::MAX}));
+        let err = auth.verify(&forever).unwrap_err();
+        assert!(err.to_string().contains("maximum"), "{err}");
+        let long = with(serde_json::json!({"iat": now, "exp": now + 24 * 3600 + 60}));
+        assert!(auth.verify(&long).is_err(), "exp - iat beyond 24 h");
+        let day = with(serde_json::json!({"iat": now, "exp": now + 24 * 3600}));
+        assert!(auth.verify(&day).is_ok(), "exactly the maximum");
+        let old_iat = with(serde_json::json!({"iat": now - 3600, "exp": now + 24 * 3600}));
+        assert!(auth.verify(&old_iat).is_err(), "exp - iat beyond 24 h");
+        let not_yet = with(serde_json::json!({"nbf": now + 600}));
+        let err = auth.verify(&not_yet).unwrap_err();
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+        assert!(auth
+            .verify(&with(serde_json::json!({"nbf": now + 5})))
+            .is_ok());
+        let future_iat = with(serde_json::json!({"iat": now + 600}));
+        let err = auth.verify(&future_iat).unwrap_err();
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+        assert!(auth
+            .verify(&with(serde_json::json!({"iat": now + 5})))
+            .is_ok());
+        // Minting: within the maximum only, and a shorter configured maximum holds too.
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(auth
+            .mint(Role::Admin, "a", None, DEFAULT_MAX_LIFETIME)
+            .is_ok());
+        let err = auth
+            .mint(Role::Admin, "a", None, DEFAULT_MAX_LIFETIME + hour)
+            .unwrap_err();
+        assert!(err.contains("at most"), "{err}");
+        let strict = Authenticator::new(Some(SECRET), None)
+            .unwrap()
+            .with_token_rules(hour, DEFAULT_TAX_CODE_CLAIM);
+        assert!(strict.mint(Role::Admin, "a", None, hour * 2).is_err());
+        assert!(strict.verify(&day).is_err());
+    }
+
+    /// One UUID in several spellings is one user: the same `sub` and `user_id`.
+    #[test]
+    fn a_citizens_sub_is_canonical() {
+        let auth = Authenticator::new(Some(SECRET), None).unwrap();
+        let user = Uuid::new_v4();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let spellings = [
+            user.hyphenated().to_string(),
+            user.hyphenated().to_string().to_uppercase(),
+            user.simple().to_string(),
+            format!("{{{user}}}"),
+            user.urn().to_string(),
+        ];
+        for sub in spellings {
+            let c =
+                serde_json::json!({"sub": sub, "role": "citizen", "tenant_id": TENANT, "exp": exp});
+            let caller = auth.verify(&hs256(SECRET, &c)).unwrap();
+            assert_eq!(caller.sub, user.to_string(), "{sub}");
+            assert_eq!(caller.user_id, Some(user));
+        }
+    }
+
+    /// A 401 names the problem in cassa's words, never the parser's.
+    #[test]
+    fn refusals_do_not_echo_parser_details() {
+        let auth = Authenticator::new(Some(SECRET), None).unwrap();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let bad_role = serde_json::json!({"sub": "x", "role": "root", "exp": exp});
+        let bad_exp = serde_json::json!({"sub": "x", "role": "system", "exp": "tomorrow"});
+        for token in [
+            hs256(SECRET, &bad_role),
+            hs256(SECRET, &bad_exp),
+            "eyJub3QiOiJqc29uIn0.e30.x".to_string(),
+            "%%%.%%%.%%%".to_string(),
+        ] {
+            let text = auth.verify(&token).unwrap_err().to_string();
+            for internal in [
+                "variant", "expected", "line", "column", "Base64", "Json", "Error",
+            ] {
+                assert!(!text.contains(internal), "{text}");
+            }
+        }
+    }
+
+    /// The tax code claim (configurable) becomes the citizen's tax code; a malformed one
+    /// refuses the token; minted citizen tokens carry it.
+    #[test]
+    fn a_citizens_tax_code_comes_from_its_claim() {
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let user = Uuid::new_v4().to_string();
+        let auth = Authenticator::new(Some(SECRET), None)
+            .unwrap()
+            .with_token_rules(DEFAULT_MAX_LIFETIME, "fiscal_number");
+        let with = |claim: &str, value: &str| serde_json::json!({"sub": user, "role": "citizen", "tenant_id": TENANT, "exp": exp, claim: value});
+        let caller = auth
+            .verify(&hs256(SECRET, &with("fiscal_number", "RSSMRA80A01H501U")))
+            .unwrap();
+        assert_eq!(caller.tax_code.unwrap().as_str(), "RSSMRA80A01H501U");
+        let other_claim = auth
+            .verify(&hs256(SECRET, &with("tax_code", "RSSMRA80A01H501U")))
+            .unwrap();
+        assert_eq!(
+            other_claim.tax_code, None,
+            "only the configured claim counts"
+        );
+        assert!(auth
+            .verify(&hs256(SECRET, &with("fiscal_number", "RSSMRA80A01H501X")))
+            .is_err());
+        let code = TaxCode::parse("RSSMRA80A01H501U").unwrap();
+        let minted = auth
+            .mint_with_tax_code(
+                Role::Citizen,
+                &user,
+                Some(TENANT),
+                Some(&code),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(auth.verify(&minted).unwrap().tax_code, Some(code));
+    }
+
     #[test]
     fn visibility_follows_role_and_tenant() {
         let other = Uuid::from_u128(2);
@@ -479,6 +792,7 @@ mod tests {
             role,
             tenant_id,
             user_id: None,
+            tax_code: None,
         };
         assert!(caller(Role::Admin, None).sees_tenant(other));
         assert!(caller(Role::System, None).sees_tenant(other));

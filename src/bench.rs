@@ -307,6 +307,7 @@ fn open_payment(next_check_at: DateTime<Utc>) -> anyhow::Result<NewPayment> {
         debtor: None,
         locale: None,
         wallet_account_id: None,
+        created_by: None,
     };
     payment.links.update.next_check_at = Some(next_check_at);
     Ok(NewPayment {

@@ -51,9 +51,14 @@ pub struct TokenArgs {
     /// The subject: a citizen's user id (UUID); default `<role>-cli` for the other roles.
     #[arg(long)]
     pub sub: Option<String>,
-    /// How long the token is valid, e.g. `15m`, `1h`, `720h`.
+    /// How long the token is valid, e.g. `15m`, `1h`, `24h` (at most the maximum
+    /// token lifetime, `--jwt-max-lifetime`).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// A citizen's tax code (codice fiscale), put in the tax code claim: a citizen
+    /// creates payments with themselves as payer, and PAGOPA ones only with it.
+    #[arg(long)]
+    pub tax_code: Option<crate::domain::tax_code::TaxCode>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -81,6 +86,14 @@ pub struct KeyArgs {
     /// Required `iss` of tokens; minted tokens carry it.
     #[arg(long, env = "CASSA_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Longest lifetime of a token (`exp - iat`, and `exp - now`): longer ones are
+    /// refused, and `cassa token` mints within it.
+    #[arg(long, env = "CASSA_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub jwt_max_lifetime: Duration,
+    /// The claim of a citizen's token that carries their tax code (the payer of the
+    /// payments they create).
+    #[arg(long, env = "CASSA_JWT_TAX_CODE_CLAIM", default_value = crate::auth::DEFAULT_TAX_CODE_CLAIM)]
+    pub jwt_tax_code_claim: String,
 }
 
 impl std::fmt::Debug for KeyArgs {
@@ -93,6 +106,8 @@ impl std::fmt::Debug for KeyArgs {
             .field("secret_key", &set(&self.secret_key))
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_max_lifetime", &self.jwt_max_lifetime)
+            .field("jwt_tax_code_claim", &self.jwt_tax_code_claim)
             .finish()
     }
 }
@@ -122,7 +137,8 @@ impl KeyArgs {
         )
         .map_err(|e| e.to_string())?;
         let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?
-            .expecting(self.jwt_audience.clone(), self.jwt_issuer.clone());
+            .expecting(self.jwt_audience.clone(), self.jwt_issuer.clone())
+            .with_token_rules(self.jwt_max_lifetime, self.jwt_tax_code_claim.clone());
         Ok((resolved, auth))
     }
 }

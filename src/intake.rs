@@ -19,7 +19,7 @@ use crate::domain::payment::{
     Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
 };
 use crate::domain::status::PaymentStatus;
-use crate::domain::time;
+use crate::domain::{text, time};
 use crate::store::{
     Created, HoldRequest, IdempotencyKey, NewPayment, ServiceConfig, Store, StoreError, Tenant,
 };
@@ -198,6 +198,13 @@ impl Intake<'_> {
             request.links.check_setter(caller)?;
         }
         request.validate(now)?;
+        let created_by = match origin {
+            Origin::Caller(caller) => {
+                caller.check_parties(request.kind, &request.payer, request.debtor.as_ref())?;
+                caller.creator()
+            }
+            Origin::Platform => crate::domain::payment::Creator::platform(),
+        };
         let service = self
             .configs
             .service(self.store, request.service_id)
@@ -258,12 +265,26 @@ impl Intake<'_> {
         }
         let mut request = request;
         if request.payment.expire_at.is_none() {
-            // The service's default expiry, in days.
+            // The service's default expiry, in days. Checked as creation checks a given
+            // `expire_at` (a document written another way must not make creation panic
+            // on overflow or write an unreadable timestamp).
             let days = service.document.get("expire_at").and_then(|d| d.as_i64());
-            request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
+            let expire_at = days
+                .and_then(chrono::Duration::try_days)
+                .and_then(|d| now.checked_add_signed(d))
+                .filter(|at| *at > now && *at <= time::latest_accepted(now));
+            if days.is_some() && expire_at.is_none() {
+                return Err(FieldError::new(
+                    "service_id",
+                    "the service's default expiry (expire_at, in days) is out of range",
+                )
+                .into());
+            }
+            request.payment.expire_at = expire_at;
         }
         let landing_given = request.links.online_payment_landing.is_some();
         let mut payment = request.into_payment(user_id, self.public_url, now);
+        payment.created_by = Some(created_by);
         let template = service.document.get("landing_url").and_then(|l| l.as_str());
         if let (false, Some(template)) = (landing_given, template) {
             // The service's landing (checked when the service was configured, and again
@@ -451,6 +472,68 @@ fn check_method(field: &str, method: Option<&str>, allowed: &[&str]) -> Result<S
     }
 }
 
+/// A payer's (or debtor's) free text: no refused characters, and pagoPA's lengths (the
+/// full name, name and family name together, at most `text::FULL_NAME_MAX`).
+fn check_payer_text(prefix: &str, payer: &Payer) -> Result<(), FieldError> {
+    let fields = [
+        ("name", Some(&payer.name), text::FULL_NAME_MAX),
+        (
+            "family_name",
+            payer.family_name.as_ref(),
+            text::FULL_NAME_MAX,
+        ),
+        (
+            "street_name",
+            payer.street_name.as_ref(),
+            text::STREET_NAME_MAX,
+        ),
+        (
+            "building_number",
+            payer.building_number.as_ref(),
+            text::BUILDING_NUMBER_MAX,
+        ),
+        (
+            "postal_code",
+            payer.postal_code.as_ref(),
+            text::POSTAL_CODE_MAX,
+        ),
+        ("town_name", payer.town_name.as_ref(), text::TOWN_NAME_MAX),
+        (
+            "country_subdivision",
+            payer.country_subdivision.as_ref(),
+            text::COUNTRY_SUBDIVISION_MAX,
+        ),
+        ("country", payer.country.as_ref(), 2),
+        ("email", payer.email.as_ref(), 254),
+    ];
+    for (name, value, max) in fields {
+        let Some(value) = value else { continue };
+        let field = || format!("{prefix}.{name}");
+        text::check(value).map_err(|e| FieldError::new(field(), e))?;
+        if value.chars().count() > max {
+            return Err(FieldError::new(
+                field(),
+                format!("must be at most {max} characters"),
+            ));
+        }
+    }
+    let full_name = payer.name.trim().chars().count()
+        + payer
+            .family_name
+            .as_ref()
+            .map_or(0, |f| 1 + f.trim().chars().count());
+    if full_name > text::FULL_NAME_MAX {
+        return Err(FieldError::new(
+            format!("{prefix}.name"),
+            format!(
+                "name and family_name together must be at most {} characters (pagoPA's full name)",
+                text::FULL_NAME_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CreatePayment {
     /// Field rules beyond the types; the first broken one is reported.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), FieldError> {
@@ -464,6 +547,7 @@ impl CreatePayment {
                 format!("must be at most {REASON_MAX} characters"),
             ));
         }
+        text::check(&self.reason).map_err(|e| FieldError::new("reason", e))?;
         if self.payment.currency != "EUR" {
             return Err(FieldError::new("payment.currency", "only EUR is supported"));
         }
@@ -472,6 +556,17 @@ impl CreatePayment {
                 return Err(FieldError::new(
                     "payment.expire_at",
                     "must be in the future",
+                ));
+            }
+            // Beyond, a timestamp may not even be writable in a form cassa reads back
+            // (year 10000 in Rome time), and no debt runs that long.
+            if expire_at > time::latest_accepted(now) {
+                return Err(FieldError::new(
+                    "payment.expire_at",
+                    format!(
+                        "must be at most {} years from now",
+                        time::MAX_AHEAD_MONTHS / 12
+                    ),
                 ));
             }
         }
@@ -483,6 +578,8 @@ impl CreatePayment {
                         "must not be empty",
                     ));
                 }
+                text::check(&part.code)
+                    .map_err(|e| FieldError::new(format!("payment.split[{i}].code"), e))?;
             }
             let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
             if total != self.payment.amount.cents() {
@@ -507,6 +604,7 @@ impl CreatePayment {
                     "must not be empty",
                 ));
             }
+            check_payer_text(prefix, payer)?;
             if let Some(email) = &payer.email {
                 if !email.contains('@') || email.len() > 254 {
                     return Err(FieldError::new(
@@ -515,6 +613,9 @@ impl CreatePayment {
                     ));
                 }
             }
+        }
+        if let Some(locale) = &self.locale {
+            text::check(locale).map_err(|e| FieldError::new("locale", e))?;
         }
         for (i, link) in self.links.notify.iter().enumerate() {
             check_url(&format!("links.notify[{i}].url"), &link.url)?;
@@ -603,6 +704,7 @@ impl CreatePayment {
             debtor: self.debtor,
             locale: self.locale,
             wallet_account_id: self.wallet_account_id,
+            created_by: None,
         };
         payment.set_own_links(public_url);
         if payment.kind == PaymentType::Wallet {

@@ -152,7 +152,13 @@ fn token(args: &config::TokenArgs) -> Result<(), String> {
         }
         (None, role) => format!("{}-cli", role.as_str()),
     };
-    let token = auth.mint(args.role, &sub, args.tenant, args.ttl)?;
+    let token = auth.mint_with_tax_code(
+        args.role,
+        &sub,
+        args.tenant,
+        args.tax_code.as_ref(),
+        args.ttl,
+    )?;
     println!("{token}");
     Ok(())
 }

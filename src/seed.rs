@@ -71,7 +71,12 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
         .await
 }
 
-/// Demo tokens, one per role, valid for `DEMO_TOKEN_TTL`: (shell variable, role, token).
+/// The demo citizen's tax code, carried by the demo citizen token (the payer of what
+/// the citizen creates).
+pub const DEMO_TAX_CODE: &str = "RSSMRA80A01H501U";
+
+/// Demo tokens, one per role, valid for the longest lifetime allowed (24 h by default):
+/// (shell variable, role, token).
 pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, String)>, String> {
     [
         ("ADMIN_TOKEN", Role::Admin, "demo-admin".to_string(), None),
@@ -96,14 +101,15 @@ pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, Stri
     ]
     .into_iter()
     .map(|(var, role, sub, tenant)| {
-        auth.mint(role, &sub, tenant, DEMO_TOKEN_TTL)
+        let tax_code = (role == Role::Citizen)
+            .then(|| crate::domain::tax_code::TaxCode::parse(DEMO_TAX_CODE))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        auth.mint_with_tax_code(role, &sub, tenant, tax_code.as_ref(), auth.max_lifetime())
             .map(|token| (var, role, token))
     })
     .collect()
 }
-
-/// How long the printed demo tokens are valid.
-pub const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// What to print at start-up so a new user can try the demo.
 pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> String {
@@ -119,7 +125,7 @@ pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> Stri
 cassa demo data: tenant {DEMO_TENANT}, service {DEMO_SERVICE} (PAGOPA + WALLET at the built-in simulator),
 wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
 
-Demo tokens (valid 7 days; `cassa token --role R [--tenant T] [--sub S]` mints more):
+Demo tokens (valid 24 h by default, CASSA_JWT_MAX_LIFETIME; `cassa token --role R [--tenant T] [--sub S] [--tax-code CF]` mints more):
 {exports}
   # a PAGOPA payment, created by the citizen
   curl -s -X POST {public_url}/v1/payments -H "Authorization: Bearer $CITIZEN_TOKEN" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{
@@ -141,4 +147,29 @@ Demo tokens (valid 7 days; `cassa token --role R [--tenant T] [--sub S]` mints m
   curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {public_url}/v1/services/{DEMO_SERVICE}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo citizen token carries the demo tax code (so the walkthrough's PAGOPA
+    /// payment, payer `RSSMRA80A01H501U`, is accepted) and every demo token lives within
+    /// the maximum lifetime.
+    #[test]
+    fn the_demo_citizen_token_carries_the_demo_tax_code() {
+        let auth = Authenticator::new(Some("demo-secret-of-enough-length"), None).unwrap();
+        let tokens = demo_tokens(&auth).unwrap();
+        assert_eq!(tokens.len(), 4);
+        for (var, role, token) in tokens {
+            let caller = auth.verify(&token).unwrap();
+            assert_eq!(caller.role, role, "{var}");
+            let expected = (role == Role::Citizen).then_some(DEMO_TAX_CODE);
+            assert_eq!(
+                caller.tax_code.as_ref().map(|t| t.as_str()),
+                expected,
+                "{var}"
+            );
+        }
+    }
 }

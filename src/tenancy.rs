@@ -371,6 +371,7 @@ fn check_name(field: &str, value: &str) -> Result<String, FieldError> {
             format!("must be at most {NAME_MAX} characters"),
         ));
     }
+    crate::domain::text::check(trimmed).map_err(|e| FieldError::new(field, e))?;
     Ok(trimmed.to_string())
 }
 

@@ -722,6 +722,7 @@ mod tests {
             debtor: None,
             locale: None,
             wallet_account_id: None,
+            created_by: None,
         };
         let new = NewPayment {
             payment,

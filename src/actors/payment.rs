@@ -27,6 +27,16 @@ const MAX_TIMER: Duration = Duration::from_secs(3600);
 const FINAL_LINGER: Duration = Duration::from_millis(200);
 /// Pause after a drive that failed (the database did not answer).
 const FAILED_DRIVE_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause after drives that keep failing for a lasting reason (a row cannot be
+/// read): doubled from `FAILED_DRIVE_BACKOFF` per failure, so such an actor logs a few
+/// times and then about once an hour instead of every second forever.
+const LASTING_FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+/// The pause after the `failures`-th drive in a row that failed for a lasting reason.
+fn lasting_failure_backoff(failures: u8) -> Duration {
+    let doubled = FAILED_DRIVE_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(LASTING_FAILURE_BACKOFF_MAX)
+}
 /// Overdue work found at start-up is spread over this long when no call rate paces it.
 const START_SPREAD_MS: u64 = 500;
 
@@ -300,6 +310,8 @@ pub struct PaymentActor {
     fresh: bool,
     /// Its intermediary's pacer, until it has started (see `arm`).
     pacer: Option<Arc<Pacer>>,
+    /// Drives in a row that failed for a reason retrying soon will not fix.
+    lasting_failures: u8,
 }
 
 impl Drop for PaymentActor {
@@ -345,6 +357,7 @@ impl PaymentActor {
             open: false,
             fresh,
             pacer: None,
+            lasting_failures: 0,
         };
         if let Some((timing, pacer)) = timing {
             actor.remember_timing(timing);
@@ -578,33 +591,42 @@ impl Handler<Drive> for PaymentActor {
                     Some(row) => Ok(Some(row)),
                     None => deps.store.payment(id).await,
                 };
+                // With a failure, whether it lasts (a row that cannot be read).
                 let row = match read {
-                    Ok(row) => row?,
+                    Ok(row) => row.ok_or(false)?,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the payment");
-                        return None;
+                        return Err(!e.is_transient());
                     }
                 };
                 let result = flow::with_reload(&deps, row, async |deps, row| {
                     Ok(flow::advance(deps, row, false, false).await?)
                 })
                 .await;
-                match result {
-                    Ok(row) => Some(row),
-                    Err(e) => {
-                        tracing::error!(error = %e, "payment step failed");
-                        None
-                    }
-                }
+                result.map_err(|e| {
+                    tracing::error!(error = %e, "payment step failed");
+                    false
+                })
             }
             .into_actor(self)
             .map(|row, act, ctx| {
-                if row.is_some() {
-                    act.settle(row, ctx);
-                    return;
-                }
-                // The step failed (database trouble): try again in a second, not at once.
-                act.set_timer(ctx, FAILED_DRIVE_BACKOFF, OnTimer::Drive);
+                let lasting = match row {
+                    Ok(row) => {
+                        act.lasting_failures = 0;
+                        act.settle(Some(row), ctx);
+                        return;
+                    }
+                    Err(lasting) => lasting,
+                };
+                // The step failed: database trouble is tried again in a second, not at
+                // once; a lasting failure waits longer each time.
+                let pause = if lasting {
+                    act.lasting_failures = act.lasting_failures.saturating_add(1);
+                    lasting_failure_backoff(act.lasting_failures)
+                } else {
+                    FAILED_DRIVE_BACKOFF
+                };
+                act.set_timer(ctx, pause, OnTimer::Drive);
             }),
         ))
     }
@@ -678,6 +700,25 @@ impl Handler<Command> for PaymentActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 25 point 2: an actor whose row cannot be read waits longer after each
+    /// failed drive (about twelve logs in the first hour, then one an hour), not a second.
+    #[test]
+    fn lasting_failures_back_off_to_an_hour() {
+        let pauses: Vec<u64> = (1..=14)
+            .map(|n| lasting_failure_backoff(n).as_secs())
+            .collect();
+        assert_eq!(
+            pauses,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]
+        );
+        assert_eq!(
+            lasting_failure_backoff(u8::MAX),
+            LASTING_FAILURE_BACKOFF_MAX
+        );
+        let first_hour: u64 = pauses.iter().take(12).sum();
+        assert!(first_hour < 3600 * 2, "{first_hour}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_pacer_hands_out_slots_at_its_rate_from_now_on() {

@@ -7,4 +7,5 @@ pub mod saga;
 pub mod schedule;
 pub mod status;
 pub mod tax_code;
+pub mod text;
 pub mod time;

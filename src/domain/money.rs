@@ -144,35 +144,81 @@ fn serialize_cents<S: Serializer>(cents: i64, serializer: S) -> Result<S::Ok, S:
     raw.serialize(serializer)
 }
 
-/// Accepts a JSON string or number and parses its text form into cents; with
-/// `positive` set, the [`Money`] rules apply.
+/// The name under which serde_json hands a value over as its text, as written (what
+/// [`RawValue`]'s own `Deserialize` asks for); other deserializers (serde's buffer of a
+/// `#[serde(flatten)]` struct) treat it as an ordinary newtype and give the value.
+const RAW_TEXT: &str = "$serde_json::private::RawValue";
+
+/// Reads a JSON string or number and parses its own text into cents (never through
+/// `f64`, which would turn `12.339999999999999` into 12.34); with `positive` set, the
+/// [`Money`] rules apply.
+fn deserialize_cents<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    positive: bool,
+) -> Result<i64, D::Error> {
+    deserializer.deserialize_newtype_struct(RAW_TEXT, CentsVisitor { positive })
+}
+
+/// Cents from a value's text (a JSON string's content, or a number as written).
+fn cents_of(text: &str, positive: bool) -> Result<i64, MoneyError> {
+    if positive {
+        Money::parse(text).map(Money::cents)
+    } else {
+        parse_cents(text)
+    }
+}
+
+/// Cents from the raw JSON text of a value: a string or a number, nothing else.
+fn cents_of_raw(raw: &str, positive: bool) -> Result<i64, String> {
+    let raw = raw.trim();
+    if raw.starts_with('"') {
+        let text = serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?;
+        cents_of(&text, positive).map_err(|e| e.to_string())
+    } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        cents_of(raw, positive).map_err(|e| e.to_string())
+    } else {
+        Err(MoneyError::NotADecimal.to_string())
+    }
+}
+
 struct CentsVisitor {
     positive: bool,
 }
 
-impl Visitor<'_> for CentsVisitor {
+impl<'de> Visitor<'de> for CentsVisitor {
     type Value = i64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a decimal number like 12.34")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-        if self.positive {
-            Money::parse(v).map(Money::cents).map_err(E::custom)
-        } else {
-            parse_cents(v).map_err(E::custom)
+    /// serde_json's raw text: one entry, whose value is the text as written.
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<i64, A::Error> {
+        if map.next_key::<String>()?.as_deref() != Some(RAW_TEXT) {
+            return Err(de::Error::custom(MoneyError::NotADecimal));
         }
+        let raw: String = map.next_value()?;
+        cents_of_raw(&raw, self.positive).map_err(de::Error::custom)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<i64, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+        cents_of(v, self.positive).map_err(E::custom)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-        self.visit_str(&serde_json::Number::from(v).to_string())
+        self.visit_str(&v.to_string())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-        self.visit_str(&serde_json::Number::from(v).to_string())
+        self.visit_str(&v.to_string())
     }
 
+    /// Reached only from a deserializer that already read the number as `f64` (serde's
+    /// buffer of a flattened struct: events cassa reads, never a request's body).
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
         match serde_json::Number::from_f64(v) {
             Some(n) => self.visit_str(&n.to_string()),
@@ -189,8 +235,7 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let cents = deserializer.deserialize_any(CentsVisitor { positive: true })?;
-        Ok(Money(cents))
+        deserialize_cents(deserializer, true).map(Money)
     }
 }
 
@@ -213,7 +258,7 @@ pub mod cents_as_decimal {
 
     /// Deserializes cents from a decimal JSON string or number.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-        deserializer.deserialize_any(super::CentsVisitor { positive: false })
+        super::deserialize_cents(deserializer, false)
     }
 }
 
@@ -333,6 +378,38 @@ mod tests {
         assert_eq!(de("0.01").unwrap().cents(), 1);
         assert_eq!(de("0.1").unwrap().cents(), 10);
         assert_eq!(de("999999999.99").unwrap().cents(), MAX_CENTS);
+    }
+
+    /// Issue 25 point 12: a JSON number is read from its own text, so one that rounds to
+    /// two decimals in `f64` is still refused for its extra decimals.
+    #[test]
+    fn json_numbers_are_read_from_their_text_not_through_f64() {
+        for text in [
+            "12.339999999999999",
+            "12.340000000000001",
+            "0.015",
+            "12.340",
+        ] {
+            let err = de(text).unwrap_err();
+            assert!(err.contains("at most 2 decimal places"), "{text}: {err}");
+        }
+        assert!(de("1.5e2").unwrap_err().contains("decimal number like"));
+        #[derive(Deserialize)]
+        struct Wrapper {
+            amount: Money,
+        }
+        assert!(serde_json::from_str::<Wrapper>(r#"{"amount": 12.339999999999999}"#).is_err());
+        let read: Wrapper = serde_json::from_str(r#"{"amount": 12.34}"#).unwrap();
+        assert_eq!(read.amount.cents(), 1234);
+        // From a `Value` too (the text it prints).
+        let value = serde_json::json!({"amount": 12.5});
+        assert_eq!(
+            serde_json::from_value::<Wrapper>(value)
+                .unwrap()
+                .amount
+                .cents(),
+            1250
+        );
     }
 
     #[test]

@@ -194,6 +194,39 @@ pub struct Payment {
     /// cassa's own: the wallet account a WALLET payment is charged to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wallet_account_id: Option<Uuid>,
+    /// cassa's own: who asked for the payment (`None` for payments made before cassa
+    /// recorded it). It decides who may cancel it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Creator>,
+}
+
+/// Who created a payment: the role and subject of the token, or the platform over Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    /// The token's role by name (`admin`, `operator`, `citizen`, `system`): text, so the
+    /// domain depends on no other module.
+    pub role: String,
+    pub sub: String,
+}
+
+impl Creator {
+    /// The platform's applications over Kafka (the dispatcher has no token).
+    pub fn platform() -> Self {
+        Creator {
+            role: "system".into(),
+            sub: "kafka:applications".into(),
+        }
+    }
+
+    /// A payment another system published and cassa adopted: whatever the event said
+    /// about who created it is not trusted (anyone who can write to the topic could
+    /// name a citizen and so let them cancel it).
+    pub fn adopted() -> Self {
+        Creator {
+            role: "system".into(),
+            sub: "kafka:adopted".into(),
+        }
+    }
 }
 
 /// A payment as published on Kafka: the payment plus the event envelope fields.

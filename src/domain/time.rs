@@ -25,6 +25,17 @@ pub fn now() -> DateTime<Utc> {
     precise_now().trunc_subsecs(0)
 }
 
+/// How far ahead a timestamp from outside may be (a payment's `expire_at`): ten years.
+/// Far enough for any debt, and far from the end of what `format` writes as four-digit
+/// years, which `parse` (RFC 3339) reads back.
+pub const MAX_AHEAD_MONTHS: u32 = 120;
+
+/// The latest instant accepted from outside at `now` (`MAX_AHEAD_MONTHS` later).
+pub fn latest_accepted(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_months(chrono::Months::new(MAX_AHEAD_MONTHS))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Formats an instant as `2026-11-22T10:00:00+01:00` (Europe/Rome offset).
 pub fn format(at: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Offset, Timelike};
@@ -143,6 +154,52 @@ mod tests {
         for at in [far, mean_time, leap] {
             assert_eq!(format(&at), chrono(at));
         }
+    }
+
+    /// The range every timestamp cassa writes lies in: from Rome's first whole-minute
+    /// offset (1893) to the last instant whose Rome year has four digits.
+    fn writable() -> std::ops::RangeInclusive<i64> {
+        let first = Utc.with_ymd_and_hms(1893, 11, 1, 0, 0, 0).unwrap();
+        let last = Utc.with_ymd_and_hms(9999, 12, 31, 22, 59, 59).unwrap();
+        first.timestamp()..=last.timestamp()
+    }
+
+    proptest::proptest! {
+        /// Issue 25 point 2: every instant cassa may write reads back as itself through
+        /// the documents' format (and the accepted window ends well inside that range).
+        #[test]
+        fn every_writable_instant_reads_back(seconds in writable()) {
+            let at = DateTime::from_timestamp(seconds, 0).unwrap();
+            let text = format(&at);
+            proptest::prop_assert_eq!(parse(&text), Ok(at), "{}", text);
+            let json = serde_json::to_string(&Wrapped { at }).unwrap();
+            let back: Wrapped = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(back.at, at);
+        }
+
+        /// The accepted window, from now until `latest_accepted`, is writable.
+        #[test]
+        fn the_accepted_window_is_writable(ahead in 0..=(10 * 366 * 86_400_i64)) {
+            let now = super::now();
+            let latest = latest_accepted(now);
+            let at = (now + chrono::Duration::seconds(ahead)).min(latest);
+            proptest::prop_assert!(writable().contains(&at.timestamp()));
+            proptest::prop_assert_eq!(parse(&format(&at)), Ok(at));
+        }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Wrapped {
+        #[serde(with = "rome")]
+        at: DateTime<Utc>,
+    }
+
+    #[test]
+    fn the_year_ten_thousand_is_beyond_what_is_accepted() {
+        let attack = parse("9999-12-31T23:30:00Z").unwrap();
+        assert!(attack > latest_accepted(super::now()));
+        // Written in Rome time it would be year 10000, which RFC 3339 cannot read back.
+        assert!(parse(&format(&attack)).is_err());
     }
 
     #[test]

@@ -175,6 +175,12 @@ async fn metrics(
         "Payment actors woken by the timer wheel.",
         stats.woken,
     );
+    metric(
+        "cassa_unreadable_payments_total",
+        "counter",
+        "Stored payments left out of listings because they cannot be read (see the log for their ids).",
+        crate::store::unreadable_payments(),
+    );
     if let Some(owned) = stats.owned_partitions {
         metric(
             "cassa_owned_partitions",

@@ -91,9 +91,13 @@ async fn create(
         &[Role::Admin, Role::Operator, Role::Citizen, Role::System],
         "create payments",
     )?;
+    // Keyed by tenant too: one subject in two tenants is two callers, with two buckets.
+    let tenant = caller
+        .tenant_id
+        .map_or_else(|| "*".to_string(), |t| t.to_string());
     state
         .create_limiter
-        .check(&format!("{}:{}", caller.role.as_str(), caller.sub))
+        .check(&format!("{tenant}:{}:{}", caller.role.as_str(), caller.sub))
         .map_err(|wait| ApiError::TooManyRequests {
             limit: state.create_limiter.rate().to_string(),
             retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -230,6 +234,7 @@ async fn cancel(
         "cancel payments",
     )
     .await?;
+    caller.may_cancel(&payment)?;
     if payment.status.is_final() {
         return match payment.status {
             PaymentStatus::Canceled => Ok(HttpResponse::Ok().json(payment)),

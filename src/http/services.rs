@@ -187,6 +187,14 @@ async fn create(
     }
     body.validate()?;
     check_tenant(&state, &caller, body.tenant_id).await?;
+    if body.id.is_some() && !caller.may_choose_ids() {
+        // Refused before the store is asked: the same answer whether the id is free or
+        // another tenant's, so a chosen id tells nothing about other tenants.
+        return Err(ApiError::field(
+            "id",
+            "is chosen by cassa for this token (omit it); only the admin sets service ids",
+        ));
+    }
     check_outbound(&state, &body).await?;
     let id = body.id.unwrap_or_else(Uuid::new_v4);
     let row = to_row(&state, id, &body, time::now(), 0)?;

@@ -1,6 +1,6 @@
 //! `ApplicationDispatcher` (dispatcher role): reads Opencity application events from
 //! `applications` and turns those waiting for a payment into payments, through the same
-//! intake as HTTP. One application yields at most one payment (unique `remote_id`),
+//! intake as HTTP. One application yields at most one payment (`remote_id` unique per tenant),
 //! however often it is redelivered or re-sent. The offset is stored only once the
 //! payment is committed (or the event dead-lettered or skipped); a malformed event goes
 //! to the dead-letter topic with the reason, and the consumer goes on.

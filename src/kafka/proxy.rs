@@ -140,6 +140,7 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     payment.payment.iud = crate::domain::payment::Payment::iud_for(id);
     payment.set_own_links(intake.public_url);
     payment.links.update.next_check_at = Some(now);
+    payment.created_by = Some(crate::domain::payment::Creator::adopted());
     match intake.store_new(payment, None).await {
         Ok(Created::New(_)) => Ok(Proxied::Adopted),
         Ok(_) => Ok(Proxied::Ignored("already adopted".into())),

@@ -102,7 +102,8 @@ pub enum Created {
     Replayed(StoredPayment),
     /// The idempotency key was used before with another body.
     KeyReused { payment_id: Uuid },
-    /// A payment for this `remote_id` exists already.
+    /// A payment for this `remote_id` exists already in the same tenant (application ids
+    /// are unique per tenant, so this is always one the tenant may know of).
     RemoteIdTaken(StoredPayment),
 }
 
@@ -211,6 +212,21 @@ pub enum StoreError {
     /// Anything else (constraint, decoding, a bug): retrying the same thing will not help.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// Stored payments left out of listings because they could not be read, since start.
+static UNREADABLE_PAYMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many stored payments were left out of listings because they could not be read.
+pub fn unreadable_payments() -> u64 {
+    UNREADABLE_PAYMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Reports a stored payment that cannot be read (left out of a listing): logged with
+/// its id, for an operator to repair, and counted for `/metrics`.
+pub(crate) fn note_unreadable_payment(id: Uuid, error: &StoreError) {
+    UNREADABLE_PAYMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(payment_id = %id, error = %error, "a stored payment cannot be read; left out of the listing");
 }
 
 impl StoreError {

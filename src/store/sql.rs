@@ -211,6 +211,9 @@ impl SqliteStore {
 }
 
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
+/// What the listing reads: `PAYMENT_COLUMNS` and the key it pages by, which stays
+/// readable when the document is not.
+const LISTED_COLUMNS: &str = "id, created_at, document, version, saga, next_check_at";
 /// What `row_to_timing` reads (a macro, for `concat!`).
 macro_rules! timing_columns {
     () => {
@@ -334,6 +337,54 @@ macro_rules! sql_store {
             ) -> Result<Option<StoredPayment>, StoreError> {
                 let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = $1");
                 let row = sqlx::query(&sql).bind(id).fetch_optional(executor).await?;
+                row.as_ref().map(Self::row_to_payment).transpose()
+            }
+
+            /// One page of the listing's rows (`LISTED_COLUMNS`), newest first.
+            fn list_page(filter: &PaymentFilter, limit: i64, cursor: Option<Cursor>) -> QueryBuilder<'static, $db> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {LISTED_COLUMNS} FROM payments WHERE 1 = 1"));
+                if !filter.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut list = qb.separated(", ");
+                    for status in &filter.statuses {
+                        list.push_bind(status.as_str());
+                    }
+                    list.push_unseparated(")");
+                }
+                for (column, value) in [
+                    ("tenant_id", filter.tenant_id),
+                    ("service_id", filter.service_id),
+                    ("remote_id", filter.remote_id),
+                    ("user_id", filter.user_id),
+                ] {
+                    if let Some(value) = value {
+                        qb.push(format!(" AND {column} = ")).push_bind(value);
+                    }
+                }
+                if let Some(since) = filter.created_since {
+                    qb.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(cursor) = cursor {
+                    // A row comparison, which the (created_at, id) indexes start from: the
+                    // same test spelled with OR is only a filter, and a page deep in the
+                    // listing read every newer entry first (11 ms at 74 000 payments on
+                    // PostgreSQL, against 0.1 ms).
+                    qb.push(" AND (created_at, id) < (").push_bind(cursor.created_at);
+                    qb.push(", ").push_bind(cursor.id).push(")");
+                }
+                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit);
+                qb
+            }
+
+            /// The payment of `tenant`'s application `remote_id` (unique per tenant only:
+            /// another tenant's application of the same id is another payment).
+            async fn remote_id_in(
+                executor: impl sqlx::Executor<'_, Database = $db>,
+                tenant: Uuid,
+                remote_id: Uuid,
+            ) -> Result<Option<StoredPayment>, StoreError> {
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND remote_id = $2");
+                let row = sqlx::query(&sql).bind(tenant).bind(remote_id).fetch_optional(executor).await?;
                 row.as_ref().map(Self::row_to_payment).transpose()
             }
 
@@ -477,7 +528,7 @@ macro_rules! sql_store {
                     }
                 }
                 if let Some(remote_id) = payment.remote_id {
-                    if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                    if let Some(existing) = Self::remote_id_in(&mut *conn, payment.tenant_id, remote_id).await? {
                         return Ok((Created::RemoteIdTaken(existing), false));
                     }
                 }
@@ -495,7 +546,7 @@ macro_rules! sql_store {
                     // Lost a race on remote_id with a concurrent creation (committed by
                     // now: the statement waited for it).
                     if let Some(remote_id) = payment.remote_id {
-                        if let Some(existing) = Self::payment_in(&mut *conn, "remote_id", remote_id).await? {
+                        if let Some(existing) = Self::remote_id_in(&mut *conn, payment.tenant_id, remote_id).await? {
                             return Ok((Created::RemoteIdTaken(existing), false));
                         }
                     }
@@ -883,39 +934,29 @@ macro_rules! sql_store {
                 limit: i64,
                 cursor: Option<Cursor>,
             ) -> Result<Vec<StoredPayment>, StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1"));
-                if !filter.statuses.is_empty() {
-                    qb.push(" AND status IN (");
-                    let mut list = qb.separated(", ");
-                    for status in &filter.statuses {
-                        list.push_bind(status.as_str());
+                // A row that cannot be read is left out, reported, and replaced by the
+                // next one (so a page is still full and paging goes on past it): one bad
+                // row must not take the whole listing down.
+                let mut listed = Vec::new();
+                let mut cursor = cursor;
+                loop {
+                    let wanted = limit - listed.len() as i64;
+                    let rows = Self::list_page(filter, wanted, cursor).build().fetch_all(&self.read).await?;
+                    let exhausted = (rows.len() as i64) < wanted;
+                    for row in &rows {
+                        cursor = Some(Cursor { created_at: row.try_get("created_at")?, id: row.try_get("id")? });
+                        match Self::row_to_payment(row) {
+                            Ok(payment) => listed.push(payment),
+                            Err(e) => {
+                                let id: Uuid = row.try_get("id")?;
+                                super::note_unreadable_payment(id, &e);
+                            }
+                        }
                     }
-                    list.push_unseparated(")");
-                }
-                for (column, value) in [
-                    ("tenant_id", filter.tenant_id),
-                    ("service_id", filter.service_id),
-                    ("remote_id", filter.remote_id),
-                    ("user_id", filter.user_id),
-                ] {
-                    if let Some(value) = value {
-                        qb.push(format!(" AND {column} = ")).push_bind(value);
+                    if exhausted || listed.len() as i64 >= limit {
+                        return Ok(listed);
                     }
                 }
-                if let Some(since) = filter.created_since {
-                    qb.push(" AND created_at >= ").push_bind(since);
-                }
-                if let Some(cursor) = cursor {
-                    // A row comparison, which the (created_at, id) indexes start from: the
-                    // same test spelled with OR is only a filter, and a page deep in the
-                    // listing read every newer entry first (11 ms at 74 000 payments on
-                    // PostgreSQL, against 0.1 ms).
-                    qb.push(" AND (created_at, id) < (").push_bind(cursor.created_at);
-                    qb.push(", ").push_bind(cursor.id).push(")");
-                }
-                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit);
-                let rows = qb.build().fetch_all(&self.read).await?;
-                rows.iter().map(Self::row_to_payment).collect()
             }
 
             // This query and the next two can return every open payment: they are read

@@ -143,7 +143,12 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
     let other_user = create(admin.clone(), pagopa_body("5.00")).await;
     let other = create(admin.clone(), other_tenant_body("6.00")).await;
     let cancel_other = create(admin.clone(), other_tenant_body("7.00")).await;
-    for id in [&own, &cancel_own, &other_user, &other, &cancel_other] {
+    // A fine the operator put in the citizen's name: visible to them, not theirs to cancel.
+    let operator = client_with(Some(&token(Role::Operator, Some(DEMO_TENANT), "op-demo")));
+    let mut fine_body = pagopa_body("8.00");
+    fine_body["user_id"] = json!(DEMO_CITIZEN);
+    let fine = create(operator, fine_body).await;
+    for id in [&own, &cancel_own, &other_user, &other, &cancel_other, &fine] {
         app.wait_for(id, "PAYMENT_PENDING", 15).await;
     }
     let demo_service_doc = put_body_of(&app, DEMO_SERVICE).await;
@@ -283,6 +288,12 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
             p(&cancel_other, "/cancel"),
             [401, 200, 404, 404, 403],
         ),
+        row(
+            M::POST,
+            "/v1/payments/{id}/cancel",
+            p(&fine, "/cancel"),
+            [401, 200, 200, 403, 403],
+        ),
         // Wallets.
         row(
             M::GET,
@@ -388,7 +399,12 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
             ),
             {
                 let sim = sim.clone();
-                move || service_body(Uuid::new_v4(), DEMO_TENANT, &sim)
+                // No id: cassa chooses it (only the admin may).
+                move || {
+                    let mut body = service_body(Uuid::new_v4(), DEMO_TENANT, &sim);
+                    body.as_object_mut().unwrap().remove("id");
+                    body
+                }
             },
         ),
         with_body(
@@ -586,6 +602,16 @@ async fn tokens_that_are_expired_unsigned_forged_or_confused_are_refused() {
     let good = sign(Algorithm::HS256, &hs, &claims("system", 60));
     let mut tampered = good.clone();
     tampered.replace_range(good.len() - 4.., "AAAA");
+    // An admin token with these times.
+    let now = chrono::Utc::now().timestamp();
+    let timed = |times: Value| {
+        let mut claims = json!({"sub": "x", "role": "admin"});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(times.as_object().unwrap().clone());
+        Some(format!("Bearer {}", sign(Algorithm::HS256, &hs, &claims)))
+    };
     let refused: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "missing bearer token"),
         (
@@ -661,6 +687,23 @@ async fn tokens_that_are_expired_unsigned_forged_or_confused_are_refused() {
             "invalid token",
         ),
         ("garbage", Some("Bearer not-a-jwt".into()), "invalid token"),
+        // Issue 25 point 11: lifetimes beyond the maximum, tokens not valid yet.
+        ("never expires", timed(json!({"exp": i64::MAX})), "maximum"),
+        (
+            "a week long",
+            timed(json!({"iat": now, "exp": now + 7 * 86_400})),
+            "maximum",
+        ),
+        (
+            "not before the future",
+            timed(json!({"nbf": now + 600, "exp": now + 900})),
+            "not valid yet",
+        ),
+        (
+            "issued in the future",
+            timed(json!({"iat": now + 600, "exp": now + 900})),
+            "not valid yet",
+        ),
     ];
     let client = client_with(None);
     for (what, header, detail) in refused {
@@ -676,10 +719,14 @@ async fn tokens_that_are_expired_unsigned_forged_or_confused_are_refused() {
         );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["type"], "urn:cassa:problem:unauthorized", "{what}");
-        assert!(
-            problem["detail"].as_str().unwrap().contains(detail),
-            "{what}: {problem}"
-        );
+        let text = problem["detail"].as_str().unwrap();
+        assert!(text.contains(detail), "{what}: {problem}");
+        // cassa's own words, not the JWT or JSON parser's.
+        for internal in [
+            "variant", "expected", "line ", "column", "Base64", "Json", "Error(",
+        ] {
+            assert!(!text.contains(internal), "{what}: {problem}");
+        }
     }
     // The same keys accept good tokens of both algorithms.
     for good in [
@@ -747,10 +794,11 @@ async fn creating_beyond_the_per_caller_rate_gets_429_with_retry_after() {
 async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let citizen = client_with(Some(&citizen_token()));
-    let neighbour = client_with(Some(&token(
-        Role::Citizen,
-        Some(DEMO_TENANT),
-        &Uuid::new_v4().to_string(),
+    // Another user with the same tax code (a second account of one person): the user id,
+    // not the tax code, is what tells callers apart.
+    let neighbour = client_with(Some(&citizen_token_for(
+        Uuid::new_v4(),
+        Some("RSSMRA80A01H501U"),
     )));
     let system = client_with(Some(&token(Role::System, None, "platform")));
     let operator = client_with(Some(&token(Role::Operator, Some(DEMO_TENANT), "op-demo")));
@@ -839,7 +887,8 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    // A platform scoped to another tenant clashing on the remote_id learns nothing.
+    // A platform scoped to another tenant using the same remote_id gets a payment of its
+    // own (application ids are unique per tenant) and learns nothing of the other.
     let elsewhere = client_with(Some(&token(
         Role::System,
         Some(other_tenant),
@@ -849,7 +898,7 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     clash["tenant_id"] = json!(other_tenant);
     clash["service_id"] = json!(other_service);
     let r = post(&elsewhere, &clash, None).await.unwrap();
-    assert_eq!(r.status(), 409);
+    assert_eq!(r.status(), 202);
     let text = r.text().await.unwrap();
     assert!(!text.contains(&first_id), "{text}");
     let mut theirs = citizen_body("2.30");
@@ -916,4 +965,82 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
         put_body_of(&app, DEMO_SERVICE).await["tenant_id"],
         json!(DEMO_TENANT)
     );
+}
+
+/// Issue 25 point 11: one user is one caller whatever the spelling of their UUID (one
+/// idempotency scope), and the create limit is kept per tenant, so one subject in two
+/// tenants has two allowances.
+#[actix_rt::test]
+async fn one_uuid_spelling_per_citizen_and_rate_buckets_per_tenant() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |s| s.create_rate_limit = 1,
+        Default::default(),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let spelled = |sub: String| {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"sub": sub, "role": "citizen", "tenant_id": DEMO_TENANT,
+            "tax_code": "RSSMRA80A01H501U", "iat": now, "exp": now + 600});
+        client_with(Some(&sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+            &claims,
+        )))
+    };
+    let post = |client: reqwest::Client, key: &'static str| {
+        client
+            .post(app.url("/v1/payments"))
+            .header("Idempotency-Key", key)
+            .json(&pagopa_body("2.60"))
+            .send()
+    };
+    let first = post(spelled(user.to_string()), "one-user").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    // The same user in capitals: the same rate bucket (limited), not a fresh one.
+    let upper = post(spelled(user.to_string().to_uppercase()), "one-user")
+        .await
+        .unwrap();
+    assert_eq!(
+        upper.status(),
+        429,
+        "another spelling is not another caller"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let replay = loop {
+        let r = post(spelled(user.simple().to_string()), "one-user")
+            .await
+            .unwrap();
+        if r.status() != 429 {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never let through");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(replay.status(), 202);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], first["id"], "one idempotency scope per user");
+    assert_eq!(replay["user_id"], json!(user));
+
+    // An operator subject "op" of the demo tenant uses its allowance; the same subject
+    // of another tenant still has its own.
+    let other = Uuid::new_v4();
+    let r = app
+        .post_json("/v1/tenants", &tenant_body(other, "Comune di Altrove"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let op_here = client_with(Some(&token(Role::Operator, Some(DEMO_TENANT), "op")));
+    let op_there = client_with(Some(&token(Role::Operator, Some(other), "op")));
+    let here = |client: &reqwest::Client| {
+        client
+            .post(app.url("/v1/payments"))
+            .json(&pagopa_body("2.70"))
+            .send()
+    };
+    assert_eq!(here(&op_here).await.unwrap().status(), 202);
+    assert_eq!(here(&op_here).await.unwrap().status(), 429);
+    // Not its tenant's payment (403), but past the limiter: a bucket of its own.
+    assert_eq!(here(&op_there).await.unwrap().status(), 403);
 }

@@ -10,7 +10,7 @@ use cassa::actors::{GetStats, PaymentRegistry, RegistryStats};
 use cassa::auth::{Authenticator, Role};
 use cassa::config::Settings;
 use cassa::intermediary::Intermediary;
-use cassa::seed::{DEMO_ACCOUNT, DEMO_CITIZEN, DEMO_SERVICE, DEMO_TENANT};
+use cassa::seed::{DEMO_ACCOUNT, DEMO_CITIZEN, DEMO_SERVICE, DEMO_TAX_CODE, DEMO_TENANT};
 use cassa::server::{self, Overrides};
 use cassa::simulator::{self, SimulatorConfig, SimulatorStats};
 use cassa::store::Store;
@@ -199,9 +199,29 @@ pub fn admin_token() -> String {
     token(Role::Admin, None, "test-admin")
 }
 
-/// The demo citizen's token (the owner of the demo wallet).
+/// The demo citizen's token (the owner of the demo wallet), with the demo tax code.
 pub fn citizen_token() -> String {
-    token(Role::Citizen, Some(DEMO_TENANT), &DEMO_CITIZEN.to_string())
+    citizen_token_for(DEMO_CITIZEN, Some(DEMO_TAX_CODE))
+}
+
+/// A citizen token of the demo tenant for `user`, carrying `tax_code` in its claim.
+pub fn citizen_token_for(user: Uuid, tax_code: Option<&str>) -> String {
+    citizen_token_in(DEMO_TENANT, user, tax_code)
+}
+
+/// A citizen token of `tenant` for `user`, carrying `tax_code` in its claim.
+pub fn citizen_token_in(tenant: Uuid, user: Uuid, tax_code: Option<&str>) -> String {
+    let tax_code = tax_code.map(|t| t.parse().unwrap());
+    Authenticator::new(Some(TEST_JWT_SECRET), None)
+        .unwrap()
+        .mint_with_tax_code(
+            Role::Citizen,
+            &user.to_string(),
+            Some(tenant),
+            tax_code.as_ref(),
+            Duration::from_secs(3600),
+        )
+        .unwrap()
 }
 
 /// An HTTP client that does not follow redirects and sends `token` on every request.

@@ -25,7 +25,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+pub async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
     producer(bootstrap)
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -94,7 +94,7 @@ pub async fn read_until(
     seen
 }
 
-fn application(id: Uuid, amount: Value) -> Value {
+pub fn application(id: Uuid, amount: Value) -> Value {
     json!({
         "id": id,
         "event_id": Uuid::new_v4(),
@@ -115,6 +115,31 @@ fn application(id: Uuid, amount: Value) -> Value {
             "applicant.data.email_address": "mario@example.org"
         }
     })
+}
+
+/// A CREATION_PENDING payment another system published on `payments` (for `user`).
+pub fn foreign_payment(id: Uuid, user: Uuid, amount: &str) -> Value {
+    let now = cassa::domain::time::format(&cassa::domain::time::now());
+    let mut event = pagopa_body(amount);
+    for (key, value) in [
+        ("id", json!(id)),
+        ("user_id", json!(user)),
+        ("created_at", json!(now)),
+        ("updated_at", json!(now)),
+        ("status", json!("CREATION_PENDING")),
+        ("event_id", json!(Uuid::new_v4())),
+        ("event_version", json!("2.0")),
+        ("event_created_at", json!(now)),
+        ("app_id", json!("payment-dispatcher:1.4.0")),
+        (
+            "links",
+            json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]}),
+        ),
+    ] {
+        event[key] = value;
+    }
+    event["payment"]["iud"] = json!(id.simple().to_string());
+    event
 }
 
 async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
@@ -358,26 +383,12 @@ async fn every_state_change_is_published_on_payments_with_its_own_event_id(broke
 async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
     let (app, topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let id = Uuid::new_v4();
-    let now = cassa::domain::time::format(&cassa::domain::time::now());
-    let mut body = pagopa_body("31.00");
-    let event = body.as_object_mut().unwrap();
-    event.insert("id".into(), json!(id));
-    event.insert("user_id".into(), json!(Uuid::new_v4()));
-    event.insert("created_at".into(), json!(now));
-    event.insert("updated_at".into(), json!(now));
-    event.insert("status".into(), json!("CREATION_PENDING"));
-    event.insert("event_id".into(), json!(Uuid::new_v4()));
-    event.insert("event_version".into(), json!("2.0"));
-    event.insert("event_created_at".into(), json!(now));
-    event.insert("app_id".into(), json!("payment-dispatcher:1.4.0"));
-    event["payment"]["iud"] = json!(id.simple().to_string());
-    event["links"] =
-        json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]});
+    let event = foreign_payment(id, Uuid::new_v4(), "31.00");
     produce(
         app.kafka.bootstrap(),
         &topics.payments,
         &id.to_string(),
-        Value::Object(event.clone()).to_string().as_bytes(),
+        event.to_string().as_bytes(),
     )
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

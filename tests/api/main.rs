@@ -7,6 +7,7 @@ mod apache_kafka;
 mod authz;
 mod bench;
 mod config_api;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod kafka;

@@ -1139,3 +1139,145 @@ async fn the_listing_is_served_by_indexes_on_postgres() {
         assert!(plan.contains(expected), "{query}: {plan}");
     }
 }
+
+/// Issue 25 point 2: every timestamp creation accepts (from now to 10 years ahead, the
+/// window's edges and sampled instants between) is written by the store — in the
+/// document and in the `next_check_at` column — and read back as itself, by `payment`
+/// and by the listing. Sampled with proptest's generator (no shrinking: each sample is
+/// a database round trip).
+async fn every_accepted_timestamp_reads_back_from_the_store(backend: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let (store, _db) = open_store(backend).await;
+    let now = time::now();
+    let latest = time::latest_accepted(now);
+    let window = (latest - now).num_seconds();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut offsets = vec![1, window];
+    for _ in 0..40 {
+        offsets.push((1..=window).new_tree(&mut runner).unwrap().current());
+    }
+    for offset in offsets {
+        let at = now + chrono::Duration::seconds(offset);
+        let mut payment = sample("PAGOPA", "1.00");
+        payment.payment.expire_at = Some(at);
+        let mut new = new_payment(payment.clone(), false);
+        new.next_check_at = Some(at);
+        assert!(matches!(
+            store.create_payment(new).await.unwrap(),
+            Created::New(_)
+        ));
+        let row = store.payment(payment.id).await.unwrap().unwrap();
+        assert_eq!(row.payment.payment.expire_at, Some(at), "{at}");
+        assert_eq!(row.next_check_at, Some(at), "{at}");
+        assert_eq!(row.payment, payment);
+    }
+    let listed = store
+        .list_payments(&Default::default(), 500, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 42, "every one listed, none left out");
+}
+
+#[actix_rt::test]
+async fn every_accepted_timestamp_reads_back_from_the_store_on_sqlite() {
+    every_accepted_timestamp_reads_back_from_the_store(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn every_accepted_timestamp_reads_back_from_the_store_on_postgres() {
+    every_accepted_timestamp_reads_back_from_the_store(Backend::Postgres).await;
+}
+
+/// Issue 25 point 6, migration `20261201000030`: a database holding a payment with a
+/// `remote_id` from before it (SQLite rebuilds the table) keeps that payment whole, and
+/// afterwards the id is taken in its tenant only.
+async fn remote_ids_become_per_tenant_keeping_what_is_stored(backend: Backend) {
+    use sqlx::Connection;
+    const PER_TENANT: i64 = 20261201000030;
+    let db = TestDatabase::new(backend).await;
+    let mut payment = sample("PAGOPA", "4.00");
+    let remote = Uuid::new_v4();
+    payment.remote_id = Some(remote);
+    let document = serde_json::to_string(&payment).unwrap();
+    let insert = "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, \
+                  status, created_at, updated_at, next_check_at, version, document, saga) \
+                  VALUES ($1, $2, $3, $4, $5, 'PAGOPA', 'CREATION_PENDING', $6, $6, $6, 1, $7, '{}')";
+    // The schema just before the migration, and a payment stored in it.
+    macro_rules! before_and_insert {
+        ($conn:ty, $migrator:expr, $document:expr) => {{
+            let mut migrator = $migrator;
+            migrator.migrations = migrator
+                .migrations
+                .iter()
+                .filter(|m| m.version < PER_TENANT)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            // `mode=rwc`: SQLite creates the file, as the store would.
+            let url = match backend {
+                Backend::Sqlite => format!("{}?mode=rwc", db.url),
+                Backend::Postgres => db.url.clone(),
+            };
+            let mut conn = <$conn>::connect(&url).await.unwrap();
+            migrator.run(&mut conn).await.unwrap();
+            sqlx::query(insert)
+                .bind(payment.id)
+                .bind(payment.tenant_id)
+                .bind(payment.service_id)
+                .bind(payment.user_id)
+                .bind(remote)
+                .bind(payment.created_at)
+                .bind($document)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }};
+    }
+    match backend {
+        Backend::Sqlite => before_and_insert!(
+            sqlx::SqliteConnection,
+            sqlx::migrate!("migrations/sqlite"),
+            document.clone()
+        ),
+        Backend::Postgres => before_and_insert!(
+            sqlx::PgConnection,
+            sqlx::migrate!("migrations/postgres"),
+            document.clone().into_bytes()
+        ),
+    }
+    let store = store::open(&db.url).await.unwrap();
+    let row = store.payment(payment.id).await.unwrap().unwrap();
+    assert_eq!(row.payment, payment, "kept whole through the migration");
+    // The same application id in another tenant is another payment; in its own, taken.
+    let mut elsewhere = sample("PAGOPA", "5.00");
+    elsewhere.tenant_id = Uuid::new_v4();
+    elsewhere.remote_id = Some(remote);
+    assert!(matches!(
+        store
+            .create_payment(new_payment(elsewhere, false))
+            .await
+            .unwrap(),
+        Created::New(_)
+    ));
+    let mut again = sample("PAGOPA", "6.00");
+    again.tenant_id = payment.tenant_id;
+    again.remote_id = Some(remote);
+    match store
+        .create_payment(new_payment(again, false))
+        .await
+        .unwrap()
+    {
+        Created::RemoteIdTaken(existing) => assert_eq!(existing.payment.id, payment.id),
+        other => panic!("expected RemoteIdTaken, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_sqlite() {
+    remote_ids_become_per_tenant_keeping_what_is_stored(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_postgres() {
+    remote_ids_become_per_tenant_keeping_what_is_stored(Backend::Postgres).await;
+}
