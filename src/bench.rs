@@ -275,6 +275,7 @@ fn open_payment(next_check_at: DateTime<Utc>) -> anyhow::Result<NewPayment> {
         debtor: None,
         locale: None,
         wallet_account_id: None,
+        top_up_account_id: None,
     };
     payment.links.update.next_check_at = Some(next_check_at);
     Ok(NewPayment {

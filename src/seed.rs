@@ -1,5 +1,6 @@
 //! The embedded demo data (CONTRACTS.md "Embedded demo data"): a tenant, a service
-//! config taking PAGOPA and WALLET payments at the simulator, and a funded wallet.
+//! config taking PAGOPA and WALLET payments at the simulator, a wallet top-up service,
+//! and a funded wallet.
 //! Idempotent: several instances may all seed.
 
 use uuid::Uuid;
@@ -12,6 +13,8 @@ pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_00000000
 pub const DEMO_SERVICE: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
 pub const DEMO_ACCOUNT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000003);
 pub const DEMO_CITIZEN: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000004);
+/// The demo tenant's wallet top-up service (`wallet_top_up: true`, PAGOPA at the simulator).
+pub const DEMO_TOP_UP_SERVICE: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000005);
 const DEMO_TENANT_NAME: &str = "Comune di Demo";
 const DEMO_TENANT_TAX_CODE: &str = "00743110157";
 /// 1000.00 EUR.
@@ -31,43 +34,74 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
             version: 0,
         })
         .await?;
-    let document = serde_json::json!({
-        "id": DEMO_SERVICE,
+    for (id, types, reason, top_up) in [
+        (
+            DEMO_SERVICE,
+            vec![PaymentType::Pagopa, PaymentType::Wallet],
+            "Servizi comunali (demo)",
+            false,
+        ),
+        (
+            DEMO_TOP_UP_SERVICE,
+            vec![PaymentType::Pagopa],
+            "Ricarica del borsellino (demo)",
+            true,
+        ),
+    ] {
+        store
+            .ensure_service(&demo_service(id, types, reason, top_up, intermediary_url))
+            .await?;
+    }
+    store
+        .ensure_account(&Account {
+            id: DEMO_ACCOUNT,
+            owner_id: DEMO_CITIZEN,
+            tenant_id: Some(DEMO_TENANT),
+            currency: "EUR".into(),
+            balance_cents: DEMO_BALANCE_CENTS,
+            held_cents: 0,
+        })
+        .await
+}
+
+/// A demo service at `intermediary_url`; the top-up one credits wallets when paid.
+fn demo_service(
+    id: Uuid,
+    payment_types: Vec<PaymentType>,
+    reason: &str,
+    wallet_top_up: bool,
+    intermediary_url: &str,
+) -> ServiceConfig {
+    let now = crate::domain::time::now();
+    let mut document = serde_json::json!({
+        "id": id,
         "tenant_id": DEMO_TENANT,
-        "payment_type": ["PAGOPA", "WALLET"],
+        "payment_type": payment_types,
         "remote_collection": {"id": "demo", "type": "service"},
         "amount": null,
-        "reason": "Servizi comunali (demo)",
+        "reason": reason,
         "expire_at": null,
         "receiver": {"tax_identification_number": DEMO_TENANT_TAX_CODE, "name": DEMO_TENANT_NAME},
         "collection_data": "9/0101108TS/",
         "active": true,
         "intermediary": {"kind": "simulator", "url": intermediary_url},
     });
-    store
-        .ensure_service(&ServiceConfig {
-            id: DEMO_SERVICE,
-            tenant_id: DEMO_TENANT,
-            payment_types: vec![PaymentType::Pagopa, PaymentType::Wallet],
-            intermediary_kind: "simulator".into(),
-            intermediary_url: intermediary_url.to_string(),
-            active: true,
-            document,
-            credentials: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        })
-        .await?;
-    store
-        .ensure_account(&Account {
-            id: DEMO_ACCOUNT,
-            owner_id: DEMO_CITIZEN,
-            currency: "EUR".into(),
-            balance_cents: DEMO_BALANCE_CENTS,
-            held_cents: 0,
-        })
-        .await
+    if wallet_top_up {
+        document["wallet_top_up"] = serde_json::json!(true);
+    }
+    ServiceConfig {
+        id,
+        tenant_id: DEMO_TENANT,
+        payment_types,
+        intermediary_kind: "simulator".into(),
+        intermediary_url: intermediary_url.to_string(),
+        active: true,
+        document,
+        credentials: None,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    }
 }
 
 /// Demo tokens, one per role, valid for `DEMO_TOKEN_TTL`: (shell variable, role, token).

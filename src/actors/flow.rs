@@ -709,6 +709,7 @@ mod tests {
             debtor: None,
             locale: None,
             wallet_account_id: None,
+            top_up_account_id: None,
         };
         let new = NewPayment {
             payment,

@@ -140,6 +140,9 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     payment.payment.iud = crate::domain::payment::Payment::iud_for(id);
     payment.set_own_links(intake.public_url);
     payment.links.update.next_check_at = Some(now);
+    // Only cassa's own top-up route links a payment to the wallet it credits: a foreign
+    // event naming one would mint wallet money on the say-so of whoever published it.
+    payment.top_up_account_id = None;
     match intake.store_new(payment, None).await {
         Ok(Created::New(_)) => Ok(Proxied::Adopted),
         Ok(_) => Ok(Proxied::Ignored("already adopted".into())),
