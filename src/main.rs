@@ -133,11 +133,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints every account whose row disagrees with its journal; how many there are.
+/// Prints every account whose row disagrees with its journal, and every hold that
+/// outlived its payment; how many problems there are.
 async fn ledger_check(database_url: &str) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
     let store = cassa::store::open(database_url).await?;
     let mismatches = store.ledger_mismatches().await?;
+    let stale = store.stale_holds().await?;
     let money = cassa::domain::money::format_cents;
     for m in &mismatches {
         println!(
@@ -149,12 +151,22 @@ async fn ledger_check(database_url: &str) -> anyhow::Result<usize> {
             money(m.journal_held_cents)
         );
     }
+    for h in &stale {
+        println!(
+            "account {}: {} still held for payment {}, which is {}",
+            h.account_id,
+            money(h.amount_cents),
+            h.payment_id,
+            h.status
+        );
+    }
     println!(
-        "{} account(s) disagree with the journal (checked in {:.3} s)",
+        "{} account(s) disagree with the journal, {} hold(s) outlived their payment (checked in {:.3} s)",
         mismatches.len(),
+        stale.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(mismatches.len())
+    Ok(mismatches.len() + stale.len())
 }
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {

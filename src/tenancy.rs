@@ -703,6 +703,69 @@ mod tests {
         );
     }
 
+    /// A fixed fee or a range, never both; limits and the top-up flag only where they
+    /// mean something; a citizen pays the fee or within the range.
+    #[test]
+    fn fee_and_top_up_rules() {
+        let with = |patch: serde_json::Value| {
+            let mut body = service();
+            merge_patch(&mut body, &patch);
+            check(body).err().map(|e| e.field)
+        };
+        assert_eq!(
+            with(serde_json::json!({"amount_min": "1.00"})).as_deref(),
+            Some("amount_min")
+        );
+        assert_eq!(
+            with(serde_json::json!({"amount": null, "amount_min": "5.00", "amount_max": "4.99"}))
+                .as_deref(),
+            Some("amount_min")
+        );
+        assert_eq!(
+            with(serde_json::json!({"amount": null, "amount_min": "5.00", "amount_max": "5.00"})),
+            None
+        );
+        assert_eq!(
+            with(serde_json::json!({"top_up_max": "10.00"})).as_deref(),
+            Some("top_up_max")
+        );
+        assert_eq!(
+            with(serde_json::json!({"wallet_top_up": true, "payment_type": ["PAGOPA", "WALLET"]}))
+                .as_deref(),
+            Some("wallet_top_up")
+        );
+        assert_eq!(
+            with(serde_json::json!({"wallet_top_up": true})).as_deref(),
+            Some("amount")
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"wallet_top_up": true, "amount": null, "top_up_max": "10.00", "balance_max": "99.00"})
+            ),
+            None
+        );
+
+        let money = |s: &str| Money::parse(s).unwrap();
+        let fixed = Fees::of(&serde_json::json!({"amount": 45.0}));
+        assert!(fixed.check_citizen_amount(money("45.00")).is_ok());
+        let err = fixed.check_citizen_amount(money("0.05")).unwrap_err();
+        assert_eq!(err.field, "payment.amount");
+        let range =
+            Fees::of(&serde_json::json!({"amount": null, "amount_min": "10.00", "amount_max": 20}));
+        assert!(range.check_citizen_amount(money("9.99")).is_err());
+        assert!(range.check_citizen_amount(money("10.00")).is_ok());
+        assert!(range.check_citizen_amount(money("20.01")).is_err());
+        // Defaults when the top-up service does not say.
+        let top_up = Fees::of(&serde_json::json!({"wallet_top_up": true}));
+        assert!(top_up.wallet_top_up);
+        assert_eq!(
+            (top_up.top_up_max_cents, top_up.balance_max_cents),
+            (500_000, 1_000_000)
+        );
+        // Older documents have none of these.
+        assert_eq!(Fees::of(&serde_json::json!({})).amount, None);
+    }
+
     #[test]
     fn every_field_rule_names_its_field() {
         let cases: Vec<(&str, serde_json::Value)> = vec![

@@ -14,10 +14,12 @@ use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::money::{cents_as_decimal, format_cents, Money};
 use crate::domain::payment::{Payer, PaymentType};
+use crate::domain::status::PaymentStatus;
 use crate::domain::time;
 use crate::intake::{CreateLinks, CreatePayment, CreatePaymentData, Intake, REASON_MAX};
 use crate::store::{
-    Account, Created, DepositRequest, Deposited, EntryKind, IdempotencyKey, LedgerEntry, Page,
+    Account, Created, Cursor, DepositRequest, Deposited, EntryKind, IdempotencyKey, LedgerEntry,
+    Page, PaymentFilter,
 };
 use crate::tenancy::Fees;
 
@@ -251,7 +253,8 @@ async fn top_up(
     let (service, fees) = top_up_service(&state, tenant_id).await?.ok_or_else(|| {
         ApiError::Conflict("this tenant has no active wallet top-up service".into())
     })?;
-    check_limits(&fees, &account, top_up.amount)?;
+    let pending = open_top_ups(&state, &account, tenant_id, service).await?;
+    check_limits(&fees, &account, pending, top_up.amount)?;
     let request = CreatePayment {
         kind: PaymentType::Pagopa,
         tenant_id,
@@ -324,9 +327,54 @@ async fn top_up_service(state: &AppState, tenant: Uuid) -> Result<Option<(Uuid, 
     }
 }
 
-/// The tenant's wallet limits: one top-up at most `top_up_max`, and the balance it would
-/// make at most `balance_max`.
-fn check_limits(fees: &Fees, account: &Account, amount: Money) -> Result<(), ApiError> {
+/// What the account's top-ups still open would credit if paid (they count against the
+/// balance limit: paying several at once must not take the wallet past it).
+async fn open_top_ups(
+    state: &AppState,
+    account: &Account,
+    tenant: Uuid,
+    service: Uuid,
+) -> Result<i64, ApiError> {
+    let filter = PaymentFilter {
+        statuses: PaymentStatus::OPEN.to_vec(),
+        tenant_id: Some(tenant),
+        service_id: Some(service),
+        user_id: Some(account.owner_id),
+        ..PaymentFilter::default()
+    };
+    let mut total = 0i64;
+    let mut cursor = None;
+    loop {
+        let rows = state
+            .store
+            .list_payments(&filter, LIST_LIMIT_MAX, cursor)
+            .await?;
+        total = rows
+            .iter()
+            .filter(|row| row.payment.top_up_account_id == Some(account.id))
+            .fold(total, |sum, row| {
+                sum.saturating_add(row.payment.payment.amount.cents())
+            });
+        match rows.last() {
+            Some(last) if rows.len() as i64 == LIST_LIMIT_MAX => {
+                cursor = Some(Cursor {
+                    created_at: last.payment.created_at,
+                    id: last.payment.id,
+                })
+            }
+            _ => return Ok(total),
+        }
+    }
+}
+
+/// The tenant's wallet limits: one top-up at most `top_up_max`, and the balance it
+/// would make, with the open top-ups paid too, at most `balance_max`.
+fn check_limits(
+    fees: &Fees,
+    account: &Account,
+    pending_cents: i64,
+    amount: Money,
+) -> Result<(), ApiError> {
     if amount.cents() > fees.top_up_max_cents {
         return Err(ApiError::field(
             "amount",
@@ -336,14 +384,16 @@ fn check_limits(fees: &Fees, account: &Account, amount: Money) -> Result<(), Api
             ),
         ));
     }
-    if account.balance_cents.saturating_add(amount.cents()) > fees.balance_max_cents {
+    let committed = account.balance_cents.saturating_add(pending_cents);
+    if committed.saturating_add(amount.cents()) > fees.balance_max_cents {
         return Err(ApiError::field(
             "amount",
             format!(
-                "the wallet may hold at most {} (it holds {}): top up at most {}",
+                "the wallet may hold at most {} (it holds {}, and open top-ups add {}): top up at most {}",
                 format_cents(fees.balance_max_cents),
                 format_cents(account.balance_cents),
-                format_cents((fees.balance_max_cents - account.balance_cents).max(0))
+                format_cents(pending_cents),
+                format_cents((fees.balance_max_cents - committed).max(0))
             ),
         ));
     }

@@ -296,6 +296,15 @@ pub enum Deposited {
     NoAccount,
 }
 
+/// A hold still held after its payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleHold {
+    pub payment_id: Uuid,
+    pub account_id: Uuid,
+    pub amount_cents: i64,
+    pub status: String,
+}
+
 /// An account whose row disagrees with its journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerMismatch {
@@ -449,6 +458,8 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     ) -> Result<Vec<LedgerEntry>, StoreError>;
     /// Every account whose balance or held money is not what its journal says.
     async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError>;
+    /// Holds still held although their payment is final: a hold must never outlive it.
+    async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError>;
 }
 
 /// Opens (and migrates) the store a database URL names: `postgres://…` or `sqlite://…`

@@ -1329,6 +1329,30 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT h.payment_id, h.account_id, h.amount_cents, p.status FROM holds h \
+                     JOIN payments p ON p.id = h.payment_id \
+                     WHERE h.status = $1 AND p.status NOT IN ($2, $3, $4) ORDER BY h.payment_id",
+                )
+                .bind(HOLD_STATUS_HELD)
+                .bind(PaymentStatus::OPEN[0].as_str())
+                .bind(PaymentStatus::OPEN[1].as_str())
+                .bind(PaymentStatus::OPEN[2].as_str())
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(StaleHold {
+                            payment_id: row.try_get("payment_id")?,
+                            account_id: row.try_get("account_id")?,
+                            amount_cents: row.try_get("amount_cents")?,
+                            status: row.try_get("status")?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
                 let rows = sqlx::query(LEDGER_MISMATCHES).fetch_all(&self.read).await?;
                 rows.iter()

@@ -88,6 +88,8 @@ async fn assert_ledger_agrees(store: &dyn Store) {
         mismatches.is_empty(),
         "row and journal disagree: {mismatches:?}"
     );
+    let stale = store.stale_holds().await.unwrap();
+    assert!(stale.is_empty(), "holds outlived their payments: {stale:?}");
 }
 
 /// `cassa ledger check` on a database: its exit status and what it printed.
@@ -459,8 +461,26 @@ async fn wallet_limits(backend: Backend) {
         }
     };
     assert_eq!(listed(&app).await, 0, "refused top-ups write nothing");
-    let (status, _) = top_up("500.00").await;
+    let (status, open) = top_up("500.00").await;
     assert_eq!(status, 202);
+    // Open top-ups count: paying them all must not take the wallet past the limit.
+    let (status, problem) = top_up("0.01").await;
+    assert_eq!((status, problem["field"].clone()), (400, json!("amount")));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("open top-ups add 500.00"),
+        "{problem}"
+    );
+    let id = open["id"].as_str().unwrap();
+    let r = citizen()
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    app.wait_for(id, "CANCELED", 15).await;
     // Per tenant: its operator sets the limits on the top-up service.
     let r = operator_of(DEMO_TENANT)
         .patch(app.url(&format!("/v1/services/{DEMO_TOP_UP_SERVICE}")))
@@ -736,6 +756,35 @@ async fn ledger_check_finds_a_tampered_account(backend: Backend) {
         out.contains("balance 1000.01 but the journal says 1000.00"),
         "{out}"
     );
+    // A hold left behind by a payment that ended without settling it.
+    let payment = payment_for(DEMO_ACCOUNT, 500, true);
+    let id = payment.id;
+    let hold = HoldRequest {
+        account_id: DEMO_ACCOUNT,
+        amount_cents: 500,
+    };
+    let Created::New(row) = store
+        .create_payment(new(payment, Some(hold)))
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    drive(
+        store.as_ref(),
+        row,
+        &[PaymentStatus::PaymentPending, PaymentStatus::Canceled],
+        None,
+    )
+    .await;
+    let (ok, out) = ledger_check(&db.url);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "5.00 still held for payment {id}, which is CANCELED"
+        )),
+        "{out}"
+    );
 }
 
 #[actix_rt::test]
@@ -991,6 +1040,8 @@ async fn run_ops(store: &dyn Store, db_url: &str, ops: &[Op]) -> Result<(), Test
         prop_assert_eq!(a.held_cents, held, "step {}: {:?}", step, op);
         let mismatches = store.ledger_mismatches().await.unwrap();
         prop_assert!(mismatches.is_empty(), "step {}: {:?}", step, mismatches);
+        let stale = store.stale_holds().await.unwrap();
+        prop_assert!(stale.is_empty(), "step {}: {:?}", step, stale);
         // The journal's own running figures end where the row is.
         let last = store.movements(account.id, None, 1).await.unwrap();
         prop_assert_eq!(

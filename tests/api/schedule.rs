@@ -180,6 +180,9 @@ impl Store for MemoryStore {
     async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
         Err(unsupported())
     }
+    async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError> {
+        Err(unsupported())
+    }
 }
 
 /// Configuration is not needed on this path (the intermediary is fixed).
