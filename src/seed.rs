@@ -150,7 +150,7 @@ pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> Stri
     format!(
         r#"
 cassa demo data: tenant {DEMO_TENANT}, service {DEMO_SERVICE} (PAGOPA + WALLET at the built-in simulator),
-wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
+wallet top-up service {DEMO_TOP_UP_SERVICE}, wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
 
 Demo tokens (valid 7 days; `cassa token --role R [--tenant T] [--sub S]` mints more):
 {exports}
@@ -169,6 +169,11 @@ Demo tokens (valid 7 days; `cassa token --role R [--tenant T] [--sub S]` mints m
     "payment": {{"amount": "25.00"}}, "wallet_account_id": "{DEMO_ACCOUNT}",
     "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
   curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/accounts/{DEMO_ACCOUNT}
+
+  # top up the wallet by paying: a PAGOPA payment; once COMPLETE the wallet is credited
+  curl -s -X POST {public_url}/v1/accounts/{DEMO_ACCOUNT}/top-ups -H "Authorization: Bearer $CITIZEN_TOKEN" -H 'Content-Type: application/json' -d '{{
+    "amount": "50.00", "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
+  curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/accounts/{DEMO_ACCOUNT}/movements
 
   # configuration (operator of the demo tenant): see the README, "Configure a tenant and a service"
   curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {public_url}/v1/services/{DEMO_SERVICE}
