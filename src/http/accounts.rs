@@ -16,7 +16,7 @@ use crate::domain::money::{cents_as_decimal, format_cents, Money};
 use crate::domain::payment::{Payer, PaymentType};
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::intake::{CreateLinks, CreatePayment, CreatePaymentData, Intake, REASON_MAX};
+use crate::intake::{CreateLinks, CreatePayment, CreatePaymentData, REASON_MAX};
 use crate::store::{
     Account, Created, Cursor, DepositRequest, Deposited, EntryKind, IdempotencyKey, LedgerEntry,
     Page, PaymentFilter,
@@ -279,12 +279,7 @@ async fn top_up(
         key,
         request_hash: request_hash(&raw),
     });
-    let intake = Intake {
-        store: state.store.as_ref(),
-        registry: &state.registry,
-        public_url: &state.public_url,
-        configs: &state.configs,
-    };
+    let intake = state.intake();
     match intake
         .create_top_up(request, user_id, &caller, account.id, idempotency)
         .await?

@@ -20,7 +20,7 @@ use crate::domain::money::Money;
 use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::intake::{user_id_for, CreatePayment, Intake, Origin};
+use crate::intake::{user_id_for, CreatePayment, Origin};
 use crate::store::{Created, Cursor, IdempotencyKey, PaymentFilter};
 
 /// Longest `Idempotency-Key`.
@@ -142,12 +142,7 @@ async fn create(
         key,
         request_hash: request_hash(&raw),
     });
-    let intake = Intake {
-        store: state.store.as_ref(),
-        registry: &state.registry,
-        public_url: &state.public_url,
-        configs: &state.configs,
-    };
+    let intake = state.intake();
     match intake.create(request, user_id, Origin::Caller(&caller), idempotency).await? {
         Created::New(row) | Created::Replayed(row) => Ok(accepted(&row.payment)),
         Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(

@@ -22,6 +22,25 @@ use uuid::Uuid;
 use crate::helpers::*;
 use crate::restart::{free_port, start_cassa_with, wait_ready};
 
+/// Tests `$name::sqlite` and `$name::postgres`, each running `$name(backend)`.
+macro_rules! on_both_databases {
+    ($name:ident) => {
+        mod $name {
+            use crate::helpers::Backend;
+
+            #[actix_rt::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 const PAYER: &str = r#"{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}"#;
 
 fn citizen() -> reqwest::Client {
@@ -56,6 +75,26 @@ async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) ->
             .unwrap(),
     )
     .await
+}
+
+/// A 400 naming `field`.
+fn assert_refused(status: u16, problem: &Value, field: &str) {
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some(field)),
+        "{problem}"
+    );
+}
+
+/// A merge patch of a demo service by the demo tenant's operator: status and answer.
+async fn patch_service(app: &TestApp, service: Uuid, doc: Value) -> (u16, Value) {
+    let r = operator_of(DEMO_TENANT)
+        .patch(app.url(&format!("/v1/services/{service}")))
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    status_and_body(r).await
 }
 
 /// The demo wallet's balance and held money, in cents, as the store has them.
@@ -151,10 +190,7 @@ async fn deposits_are_the_platforms(backend: Backend) {
     };
     let refund = json!({"amount": "10.50", "reason": "Rimborso TARI 2025"});
     let (status, problem) = deposit("", refund.clone(), admin_client()).await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("Idempotency-Key"))
-    );
+    assert_refused(status, &problem, "Idempotency-Key");
     let (status, _) = deposit("k1", json!({"amount": "10.50"}), admin_client()).await;
     assert_eq!(status, 400, "the reason is mandatory");
     let (status, problem) = deposit(
@@ -163,7 +199,7 @@ async fn deposits_are_the_platforms(backend: Backend) {
         admin_client(),
     )
     .await;
-    assert_eq!((status, problem["field"].clone()), (400, json!("reason")));
+    assert_refused(status, &problem, "reason");
     assert_eq!(
         wallet(app.store.as_ref()).await,
         (100_000, 0),
@@ -224,15 +260,7 @@ async fn deposits_are_the_platforms(backend: Backend) {
     assert_ledger_agrees(app.store.as_ref()).await;
 }
 
-#[actix_rt::test]
-async fn deposits_are_the_platforms_on_sqlite() {
-    deposits_are_the_platforms(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn deposits_are_the_platforms_on_postgres() {
-    deposits_are_the_platforms(Backend::Postgres).await;
-}
+on_both_databases!(deposits_are_the_platforms);
 
 // --- Top-ups: paid, credited once -----------------------------------------------------
 
@@ -289,15 +317,7 @@ async fn a_paid_top_up_credits_once(backend: Backend) {
     assert_ledger_agrees(app.store.as_ref()).await;
 }
 
-#[actix_rt::test]
-async fn a_paid_top_up_credits_once_on_sqlite() {
-    a_paid_top_up_credits_once(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_paid_top_up_credits_once_on_postgres() {
-    a_paid_top_up_credits_once(Backend::Postgres).await;
-}
+on_both_databases!(a_paid_top_up_credits_once);
 
 async fn unpaid_top_ups_credit_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -330,15 +350,7 @@ async fn unpaid_top_ups_credit_nothing(backend: Backend) {
     assert_ledger_agrees(app.store.as_ref()).await;
 }
 
-#[actix_rt::test]
-async fn unpaid_top_ups_credit_nothing_on_sqlite() {
-    unpaid_top_ups_credit_nothing(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn unpaid_top_ups_credit_nothing_on_postgres() {
-    unpaid_top_ups_credit_nothing(Backend::Postgres).await;
-}
+on_both_databases!(unpaid_top_ups_credit_nothing);
 
 /// The real binary, killed with SIGKILL after the intermediary recorded the payment and
 /// before cassa committed it (no push, checks an hour apart: cassa cannot have seen it),
@@ -402,15 +414,7 @@ async fn a_top_up_survives_kill_9(backend: Backend) {
     assert!(ok, "{out}");
 }
 
-#[actix_rt::test]
-async fn a_top_up_survives_kill_9_on_sqlite() {
-    a_top_up_survives_kill_9(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_top_up_survives_kill_9_on_postgres() {
-    a_top_up_survives_kill_9(Backend::Postgres).await;
-}
+on_both_databases!(a_top_up_survives_kill_9);
 
 // --- Limits -----------------------------------------------------------------------------
 
@@ -423,11 +427,7 @@ async fn wallet_limits(backend: Backend) {
     };
     // Default: 5 000.00 per top-up.
     let (status, problem) = top_up("5000.01").await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("amount")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, "amount");
     assert!(
         problem["detail"].as_str().unwrap().contains("5000.00"),
         "{problem}"
@@ -443,11 +443,7 @@ async fn wallet_limits(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
     let (status, problem) = top_up("500.01").await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("amount")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, "amount");
     assert!(
         problem["detail"].as_str().unwrap().contains("10000.00"),
         "{problem}"
@@ -465,7 +461,7 @@ async fn wallet_limits(backend: Backend) {
     assert_eq!(status, 202);
     // Open top-ups count: paying them all must not take the wallet past the limit.
     let (status, problem) = top_up("0.01").await;
-    assert_eq!((status, problem["field"].clone()), (400, json!("amount")));
+    assert_refused(status, &problem, "amount");
     assert!(
         problem["detail"]
             .as_str()
@@ -482,13 +478,9 @@ async fn wallet_limits(backend: Backend) {
     assert!(r.status().is_success());
     app.wait_for(id, "CANCELED", 15).await;
     // Per tenant: its operator sets the limits on the top-up service.
-    let r = operator_of(DEMO_TENANT)
-        .patch(app.url(&format!("/v1/services/{DEMO_TOP_UP_SERVICE}")))
-        .json(&json!({"top_up_max": "100.00"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, service) =
+        patch_service(&app, DEMO_TOP_UP_SERVICE, json!({"top_up_max": "100.00"})).await;
+    assert_eq!(status, 200, "{service}");
     let (status, problem) = top_up("100.01").await;
     assert_eq!(status, 400);
     assert!(
@@ -499,17 +491,8 @@ async fn wallet_limits(backend: Backend) {
     assert_eq!(status, 202);
     assert_eq!(listed(&app).await, 2);
     // Limits only on a top-up service, which takes PAGOPA only.
-    let r = operator_of(DEMO_TENANT)
-        .patch(app.url(&format!("/v1/services/{DEMO_SERVICE}")))
-        .json(&json!({"balance_max": "1.00"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, problem) = status_and_body(r).await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("balance_max"))
-    );
+    let (status, problem) = patch_service(&app, DEMO_SERVICE, json!({"balance_max": "1.00"})).await;
+    assert_refused(status, &problem, "balance_max");
     // Only the owner tops up.
     for client in [admin_client(), system(), operator_of(DEMO_TENANT)] {
         let (status, _) = post(&client, &app.base, &path, &top_up_body("1.00")).await;
@@ -526,36 +509,20 @@ async fn wallet_limits(backend: Backend) {
     let mut body = pagopa_body("10.00");
     body["service_id"] = json!(DEMO_TOP_UP_SERVICE);
     let (status, problem) = post(&citizen(), &app.base, "/v1/payments", &body).await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("service_id"))
-    );
+    assert_refused(status, &problem, "service_id");
 }
 
-#[actix_rt::test]
-async fn wallet_limits_on_sqlite() {
-    wallet_limits(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn wallet_limits_on_postgres() {
-    wallet_limits(Backend::Postgres).await;
-}
+on_both_databases!(wallet_limits);
 
 // --- Fees the service decides -----------------------------------------------------------
 
 async fn fees_the_service_decides(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let patch = |doc: Value| {
-        let url = app.url(&format!("/v1/services/{DEMO_SERVICE}"));
+        let app = &app;
         async move {
-            let r = operator_of(DEMO_TENANT)
-                .patch(url)
-                .json(&doc)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            let (status, service) = patch_service(app, DEMO_SERVICE, doc).await;
+            assert_eq!(status, 200, "{service}");
         }
     };
     let create = |client: reqwest::Client, amount: &str| {
@@ -574,11 +541,7 @@ async fn fees_the_service_decides(backend: Backend) {
     // The attack: a fixed fee of 45.00, the citizen pays 0.05.
     patch(json!({"amount": "45.00"})).await;
     let (status, problem) = create(citizen(), "0.05").await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("payment.amount")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, "payment.amount");
     assert!(problem["detail"].as_str().unwrap().contains("45.00"));
     assert_eq!(count().await, 0, "nothing written");
     let (status, payment) = create(citizen(), "45.00").await;
@@ -601,39 +564,18 @@ async fn fees_the_service_decides(backend: Backend) {
         if ok {
             assert_eq!(status, 202, "{amount}: {problem}");
         } else {
-            assert_eq!(
-                (status, problem["field"].clone()),
-                (400, json!("payment.amount")),
-                "{amount}"
-            );
+            assert_refused(status, &problem, "payment.amount");
         }
     }
     let (status, _) = create(operator_of(DEMO_TENANT), "99.00").await;
     assert_eq!(status, 202);
     assert_eq!(count().await, 7);
     // A fixed fee and a range together are refused, naming the field.
-    let r = operator_of(DEMO_TENANT)
-        .patch(app.url(&format!("/v1/services/{DEMO_SERVICE}")))
-        .json(&json!({"amount": "5.00"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, problem) = status_and_body(r).await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("amount_min"))
-    );
+    let (status, problem) = patch_service(&app, DEMO_SERVICE, json!({"amount": "5.00"})).await;
+    assert_refused(status, &problem, "amount_min");
 }
 
-#[actix_rt::test]
-async fn fees_the_service_decides_on_sqlite() {
-    fees_the_service_decides(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn fees_the_service_decides_on_postgres() {
-    fees_the_service_decides(Backend::Postgres).await;
-}
+on_both_databases!(fees_the_service_decides);
 
 // --- Only the owner spends a wallet (issue 25, point 1) ---------------------------------
 
@@ -667,11 +609,7 @@ async fn only_the_owner_spends_a_wallet(backend: Backend) {
     attack["tenant_id"] = json!(other);
     attack["service_id"] = json!(service);
     let (status, problem) = post(&operator_of(other), &app.base, "/v1/payments", &attack).await;
-    assert_eq!(
-        (status, problem["field"].clone()),
-        (400, json!("wallet_account_id")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, "wallet_account_id");
     // Nobody but the owner's own citizen token, in the wallet's tenant, spends it.
     let mut in_tenant = Vec::new();
     for client in [operator_of(DEMO_TENANT), admin_client(), system()] {
@@ -684,11 +622,7 @@ async fn only_the_owner_spends_a_wallet(backend: Backend) {
     )));
     in_tenant.push(post(&victim_elsewhere, &app.base, "/v1/payments", &attack).await);
     for (status, problem) in in_tenant {
-        assert_eq!(
-            (status, problem["field"].clone()),
-            (400, json!("wallet_account_id")),
-            "{problem}"
-        );
+        assert_refused(status, &problem, "wallet_account_id");
     }
     assert_eq!(
         wallet(app.store.as_ref()).await,
@@ -717,15 +651,7 @@ async fn only_the_owner_spends_a_wallet(backend: Backend) {
     assert_ledger_agrees(app.store.as_ref()).await;
 }
 
-#[actix_rt::test]
-async fn only_the_owner_spends_a_wallet_on_sqlite() {
-    only_the_owner_spends_a_wallet(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn only_the_owner_spends_a_wallet_on_postgres() {
-    only_the_owner_spends_a_wallet(Backend::Postgres).await;
-}
+on_both_databases!(only_the_owner_spends_a_wallet);
 
 // --- `cassa ledger check` ---------------------------------------------------------------
 
@@ -787,15 +713,7 @@ async fn ledger_check_finds_a_tampered_account(backend: Backend) {
     );
 }
 
-#[actix_rt::test]
-async fn ledger_check_finds_a_tampered_account_on_sqlite() {
-    ledger_check_finds_a_tampered_account(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn ledger_check_finds_a_tampered_account_on_postgres() {
-    ledger_check_finds_a_tampered_account(Backend::Postgres).await;
-}
+on_both_databases!(ledger_check_finds_a_tampered_account);
 
 // --- The property: balance = credits − captures, held = open holds ----------------------
 
