@@ -425,6 +425,19 @@ async fn wallet_limits(backend: Backend) {
         let (base, path, body) = (app.base.clone(), path.clone(), top_up_body(amount));
         async move { post(&citizen(), &base, &path, &body).await }
     };
+    // Bad bodies: a 400 naming the field.
+    for (body, field) in [
+        (top_up_body("0.00"), "amount"),
+        (top_up_body("1.234"), "amount"),
+        (json!({"amount": "1.00"}), "payer"),
+        (
+            json!({"amount": "1.00", "payer": {"type": "human", "tax_identification_number": "X", "name": "M"}}),
+            "payer.tax_identification_number",
+        ),
+    ] {
+        let (status, problem) = post(&citizen(), &app.base, &path, &body).await;
+        assert_refused(status, &problem, field);
+    }
     // Default: 5 000.00 per top-up.
     let (status, problem) = top_up("5000.01").await;
     assert_refused(status, &problem, "amount");
