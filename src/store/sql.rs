@@ -989,6 +989,45 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// A deposit in one transaction: the replay of the one its key made, or a new
+            /// credit with its journal entry.
+            async fn deposit_once(&self, key: &str, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
+                let mut tx = self.write.begin().await?;
+                if let Some((amount, reason, account_id)) = Self::entry_by_key(&mut tx, key).await? {
+                    tx.rollback().await?;
+                    let same = amount == deposit.amount_cents
+                        && reason.as_deref() == Some(deposit.reason.as_str())
+                        && account_id == deposit.account_id;
+                    if !same {
+                        return Ok(Deposited::KeyReused);
+                    }
+                    return Ok(match self.account(deposit.account_id).await? {
+                        Some(account) => Deposited::Replayed(account),
+                        None => Deposited::NoAccount,
+                    });
+                }
+                let credited = Self::credit(
+                    &mut tx,
+                    deposit.account_id,
+                    key,
+                    None,
+                    deposit.amount_cents,
+                    Some(&deposit.reason),
+                    time::now(),
+                )
+                .await?;
+                match credited {
+                    Some(account) => {
+                        tx.commit().await?;
+                        Ok(Deposited::Credited(account))
+                    }
+                    None => {
+                        tx.rollback().await?;
+                        Ok(Deposited::NoAccount)
+                    }
+                }
+            }
+
             fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
                 Ok(Account {
                     id: row.try_get("id")?,
@@ -1223,39 +1262,11 @@ macro_rules! sql_store {
 
             async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
                 let key = format!("deposit:{}:{}", deposit.scope, deposit.key);
-                let mut tx = self.write.begin().await?;
-                if let Some((amount, reason, account_id)) = Self::entry_by_key(&mut tx, &key).await? {
-                    tx.rollback().await?;
-                    let same = amount == deposit.amount_cents
-                        && reason.as_deref() == Some(deposit.reason.as_str())
-                        && account_id == deposit.account_id;
-                    if !same {
-                        return Ok(Deposited::KeyReused);
-                    }
-                    return Ok(match self.account(deposit.account_id).await? {
-                        Some(account) => Deposited::Replayed(account),
-                        None => Deposited::NoAccount,
-                    });
-                }
-                let credited = Self::credit(
-                    &mut tx,
-                    deposit.account_id,
-                    &key,
-                    None,
-                    deposit.amount_cents,
-                    Some(&deposit.reason),
-                    time::now(),
-                )
-                .await?;
-                match credited {
-                    Some(account) => {
-                        tx.commit().await?;
-                        Ok(Deposited::Credited(account))
-                    }
-                    None => {
-                        tx.rollback().await?;
-                        Ok(Deposited::NoAccount)
-                    }
+                match self.deposit_once(&key, deposit).await {
+                    // A concurrent deposit with this key committed first (its journal
+                    // entry is unique): this one is answered as its replay.
+                    Err(e) if is_unique_violation(&e) => self.deposit_once(&key, deposit).await,
+                    other => other,
                 }
             }
 
@@ -1369,6 +1380,18 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+/// Whether a write failed on a unique constraint (another transaction wrote the same
+/// key first).
+fn is_unique_violation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unexpected(e) | StoreError::Unavailable(e) => e
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.is_unique_violation()),
+        StoreError::Conflict(_) => false,
+    }
 }
 
 /// Accounts whose row is not what their journal adds up to: balance = credits −
