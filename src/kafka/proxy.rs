@@ -123,11 +123,12 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
             "the service's configuration does not take this payment".into(),
         ));
     }
-    if payment.status == PaymentStatus::PaymentPending
-        && payment.kind == crate::domain::payment::PaymentType::Wallet
-    {
+    if payment.kind == crate::domain::payment::PaymentType::Wallet {
+        // Only a wallet's owner, with their own citizen token, spends it
+        // (`Caller::owns_wallet`): whoever can write to the topic could otherwise charge
+        // any wallet.
         return Ok(Proxied::Ignored(
-            "a WALLET payment is adopted only as CREATION_PENDING (its hold is placed here)".into(),
+            "a WALLET payment is created only by its wallet's owner (POST /v1/payments with their citizen token); one published by another system is not adopted".into(),
         ));
     }
     if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {

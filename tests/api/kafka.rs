@@ -22,7 +22,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+pub async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
     producer(bootstrap)
         .send(
             FutureRecord::to(topic).key(key).payload(payload),

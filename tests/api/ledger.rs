@@ -667,6 +667,61 @@ async fn only_the_owner_spends_a_wallet(backend: Backend) {
 
 on_both_databases!(only_the_owner_spends_a_wallet);
 
+/// A foreign event on `payments`, as another system would publish it.
+fn foreign_event(body: &mut Value) -> Uuid {
+    let id = Uuid::new_v4();
+    let now = time::format(&time::now());
+    let event = body.as_object_mut().unwrap();
+    for (field, value) in [
+        ("id", json!(id)),
+        ("created_at", json!(now)),
+        ("updated_at", json!(now)),
+        ("status", json!("CREATION_PENDING")),
+        ("event_id", json!(Uuid::new_v4())),
+        ("event_version", json!("2.0")),
+        ("event_created_at", json!(now)),
+        ("app_id", json!("payment-dispatcher:1.4.0")),
+    ] {
+        event.insert(field.into(), value);
+    }
+    event
+        .entry("user_id")
+        .or_insert_with(|| json!(Uuid::new_v4()));
+    event["payment"]["iud"] = json!(id.simple().to_string());
+    event["links"] = json!({});
+    id
+}
+
+/// A WALLET payment published on Kafka names the demo wallet and its owner: the
+/// platform spends no citizen's wallet either. A PAGOPA event after it on the same
+/// partition shows it was read.
+async fn a_wallet_payment_from_kafka_is_not_adopted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut forged = wallet_body("50.00");
+    let forged_id = foreign_event(&mut forged);
+    let mut probe = pagopa_body("31.00");
+    let probe_id = foreign_event(&mut probe);
+    for event in [&forged, &probe] {
+        let bytes = event.to_string();
+        crate::kafka::produce(
+            app.kafka.bootstrap(),
+            "payments",
+            "one-partition",
+            bytes.as_bytes(),
+        )
+        .await;
+    }
+    app.wait_for(&probe_id.to_string(), "PAYMENT_PENDING", 20)
+        .await;
+    assert_eq!(
+        app.get(&format!("/v1/payments/{forged_id}")).await.status(),
+        404
+    );
+    assert_eq!(wallet(app.store.as_ref()).await, (100_000, 0));
+}
+
+on_both_databases!(a_wallet_payment_from_kafka_is_not_adopted);
+
 // --- `cassa ledger check` ---------------------------------------------------------------
 
 async fn ledger_check_finds_a_tampered_account(backend: Backend) {
