@@ -25,6 +25,7 @@ use crate::domain::tax_code::TaxCode;
 use crate::http::problem::ApiError;
 use crate::http::AppState;
 use crate::intake::FieldError;
+use crate::store::Account;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECONDS: u64 = 30;
@@ -192,6 +193,45 @@ impl Caller {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Whether this caller is the wallet's owner: a citizen token of the wallet's own
+    /// tenant whose user is its owner. Only the owner spends a wallet (WALLET payments)
+    /// or tops it up; no operator, admin or system token may spend a citizen's money.
+    pub fn owns_wallet(&self, account: &Account) -> bool {
+        self.role == Role::Citizen
+            && self.user_id == Some(account.owner_id)
+            && self.tenant_id.is_some()
+            && self.tenant_id == account.tenant_id
+    }
+
+    /// Whether the caller may know that this wallet exists: its owner, the admin, and
+    /// (to credit it) a system token of its tenant or of every tenant.
+    pub fn sees_account(&self, account: &Account) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Citizen => self.owns_wallet(account),
+            Role::System => self.tenant_id.is_none() || self.tenant_id == account.tenant_id,
+            Role::Operator => false,
+        }
+    }
+
+    /// Whether the caller may read a wallet's balance and movements.
+    pub fn reads_account(&self, account: &Account) -> bool {
+        matches!(self.role, Role::Admin | Role::Citizen) && self.sees_account(account)
+    }
+
+    /// Whether the caller may credit a wallet directly (a deposit: a refund or a
+    /// correction by the platform). Citizens add money only by paying (a top-up).
+    pub fn credits_account(&self, account: &Account) -> bool {
+        matches!(self.role, Role::Admin | Role::System) && self.sees_account(account)
+    }
+
+    /// Whether the caller may set a payment's amount to something other than the
+    /// service's fee: the platform's application, an operator or the admin decides
+    /// (a citizen pays what the service asks).
+    pub fn sets_amounts(&self) -> bool {
+        self.role != Role::Citizen
     }
 }
 
@@ -782,6 +822,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!(auth.verify(&minted).unwrap().tax_code, Some(code));
+    }
+
+    #[test]
+    fn only_the_owner_spends_a_wallet_and_only_the_platform_credits_one() {
+        let owner = Uuid::from_u128(7);
+        let account = Account {
+            id: Uuid::from_u128(8),
+            owner_id: owner,
+            tenant_id: Some(TENANT),
+            currency: "EUR".into(),
+            balance_cents: 0,
+            held_cents: 0,
+        };
+        let caller = |role, tenant_id, user_id| Caller {
+            sub: "s".into(),
+            role,
+            tenant_id,
+            user_id,
+            tax_code: None,
+        };
+        let citizen = caller(Role::Citizen, Some(TENANT), Some(owner));
+        assert!(citizen.owns_wallet(&account) && citizen.reads_account(&account));
+        assert!(!citizen.credits_account(&account));
+        // The owner's id under another tenant's token is not the owner.
+        let elsewhere = caller(Role::Citizen, Some(Uuid::from_u128(2)), Some(owner));
+        assert!(!elsewhere.owns_wallet(&account) && !elsewhere.sees_account(&account));
+        assert!(
+            !caller(Role::Citizen, Some(TENANT), Some(Uuid::from_u128(9))).owns_wallet(&account)
+        );
+        // Nobody else spends it, whatever they may otherwise do.
+        for role in [Role::Admin, Role::Operator, Role::System] {
+            assert!(!caller(role, Some(TENANT), Some(owner)).owns_wallet(&account));
+        }
+        assert!(caller(Role::Admin, None, None).credits_account(&account));
+        assert!(caller(Role::System, None, None).credits_account(&account));
+        assert!(caller(Role::System, Some(TENANT), None).credits_account(&account));
+        assert!(!caller(Role::System, Some(Uuid::from_u128(2)), None).sees_account(&account));
+        assert!(!caller(Role::Operator, Some(TENANT), None).sees_account(&account));
+        assert!(caller(Role::Operator, Some(TENANT), None).sets_amounts());
+        assert!(!citizen.sets_amounts());
     }
 
     #[test]

@@ -308,6 +308,7 @@ fn open_payment(next_check_at: DateTime<Utc>) -> anyhow::Result<NewPayment> {
         locale: None,
         wallet_account_id: None,
         created_by: None,
+        top_up_account_id: None,
     };
     payment.links.update.next_check_at = Some(next_check_at);
     Ok(NewPayment {

@@ -37,6 +37,17 @@ pub enum Command {
     /// Benchmarks: print key=value figures and append them to a markdown file.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// The wallets' double-entry journal.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `cassa ledger …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// Print every account whose balance or held money disagrees with its journal; exit
+    /// non-zero when there is one.
+    Check(DatabaseArgs),
 }
 
 /// Settings of `cassa token`.

@@ -23,6 +23,7 @@ use crate::domain::{text, time};
 use crate::store::{
     Created, HoldRequest, IdempotencyKey, NewPayment, ServiceConfig, Store, StoreError, Tenant,
 };
+use crate::tenancy::Fees;
 
 /// Longest `reason`.
 pub const REASON_MAX: usize = 140;
@@ -193,6 +194,38 @@ impl Intake<'_> {
         origin: Origin<'_>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, IntakeError> {
+        self.create_linked(request, user_id, origin, idempotency, None)
+            .await
+    }
+
+    /// Creates a top-up of `account`: a PAGOPA payment on the tenant's top-up service
+    /// whose completion credits the wallet (in the same transaction, once).
+    pub async fn create_top_up(
+        &self,
+        request: CreatePayment,
+        user_id: Uuid,
+        caller: &Caller,
+        account: Uuid,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Created, IntakeError> {
+        self.create_linked(
+            request,
+            user_id,
+            Origin::Caller(caller),
+            idempotency,
+            Some(account),
+        )
+        .await
+    }
+
+    async fn create_linked(
+        &self,
+        request: CreatePayment,
+        user_id: Uuid,
+        origin: Origin<'_>,
+        idempotency: Option<IdempotencyKey>,
+        top_up: Option<Uuid>,
+    ) -> Result<Created, IntakeError> {
         let now = time::now();
         if let Origin::Caller(caller) = origin {
             request.links.check_setter(caller)?;
@@ -247,18 +280,42 @@ impl Intake<'_> {
             )
             .into());
         }
+        let fees = Fees::of(&service.document);
+        if fees.wallet_top_up != top_up.is_some() {
+            // Top-up payments are made only through the wallet's top-ups route, and
+            // that route only on the tenant's top-up service.
+            return Err(FieldError::new(
+                "service_id",
+                if fees.wallet_top_up {
+                    "is the tenant's wallet top-up service: top up through POST /v1/accounts/{id}/top-ups"
+                } else {
+                    "is not a wallet top-up service (wallet_top_up)"
+                },
+            )
+            .into());
+        }
+        let sets_amounts = match origin {
+            Origin::Caller(caller) => caller.sets_amounts(),
+            Origin::Platform => true,
+        };
+        if !sets_amounts {
+            fees.check_citizen_amount(request.payment.amount)?;
+        }
         if let Some(account_id) = request.wallet_account_id {
-            // Only the payment's user's own wallet: one answer for "no such account" and
-            // "someone else's", so neither existence nor balance leaks.
-            let owned = self
-                .store
-                .account(account_id)
-                .await?
-                .is_some_and(|a| a.owner_id == user_id);
-            if !owned {
+            // Only the owner's own citizen token, in the wallet's tenant: one answer for
+            // "no such account" and "someone else's", so neither existence nor balance
+            // leaks.
+            let account = self.store.account(account_id).await?;
+            let spendable = account.is_some_and(|a| {
+                a.owner_id == user_id
+                    && a.tenant_id == Some(request.tenant_id)
+                    && matches!(origin, Origin::Caller(caller) if caller.owns_wallet(&a))
+            });
+            if !spendable {
                 return Err(FieldError::new(
                     "wallet_account_id",
-                    "is not a wallet account of the payment's user (user_id)",
+                    "is not a wallet of the caller: a WALLET payment is created only by the \
+                     wallet's owner, with their own citizen token, in the wallet's tenant",
                 )
                 .into());
             }
@@ -293,6 +350,7 @@ impl Intake<'_> {
                 Some(crate::tenancy::landing_for(template, payment.id));
             payment.links.online_payment_landing.method = Some("GET".into());
         }
+        payment.top_up_account_id = top_up;
         self.store_new(payment, idempotency).await
     }
 
@@ -705,6 +763,7 @@ impl CreatePayment {
             locale: self.locale,
             wallet_account_id: self.wallet_account_id,
             created_by: None,
+            top_up_account_id: None,
         };
         payment.set_own_links(public_url);
         if payment.kind == PaymentType::Wallet {

@@ -93,6 +93,13 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Token(args) => token(&args).map_err(anyhow::Error::msg),
+        Command::Ledger(config::LedgerCommand::Check(db)) => {
+            match actix_web::rt::System::new().block_on(ledger_check(&db.database_url)) {
+                Ok(0) => Ok(()),
+                Ok(_) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
         Command::Bench(bench) => {
             let result = init_tracing("warn", LogFormat::Text)
                 .map_err(anyhow::Error::msg)
@@ -124,6 +131,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints every account whose row disagrees with its journal, and every hold that
+/// outlived its payment; how many problems there are.
+async fn ledger_check(database_url: &str) -> anyhow::Result<usize> {
+    let started = std::time::Instant::now();
+    let store = cassa::store::open(database_url).await?;
+    let mismatches = store.ledger_mismatches().await?;
+    let stale = store.stale_holds().await?;
+    let money = cassa::domain::money::format_cents;
+    for m in &mismatches {
+        println!(
+            "account {}: balance {} but the journal says {}; held {} but the journal says {}",
+            m.account_id,
+            money(m.balance_cents),
+            money(m.journal_balance_cents),
+            money(m.held_cents),
+            money(m.journal_held_cents)
+        );
+    }
+    for h in &stale {
+        println!(
+            "account {}: {} still held for payment {}, which is {}",
+            h.account_id,
+            money(h.amount_cents),
+            h.payment_id,
+            h.status
+        );
+    }
+    println!(
+        "{} account(s) disagree with the journal, {} hold(s) outlived their payment (checked in {:.3} s)",
+        mismatches.len(),
+        stale.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(mismatches.len() + stale.len())
 }
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {

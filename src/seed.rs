@@ -1,5 +1,6 @@
 //! The embedded demo data (CONTRACTS.md "Embedded demo data"): a tenant, a service
-//! config taking PAGOPA and WALLET payments at the simulator, and a funded wallet.
+//! config taking PAGOPA and WALLET payments at the simulator, a wallet top-up service,
+//! and a funded wallet.
 //! Idempotent: several instances may all seed.
 
 use uuid::Uuid;
@@ -12,6 +13,8 @@ pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_00000000
 pub const DEMO_SERVICE: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
 pub const DEMO_ACCOUNT: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000003);
 pub const DEMO_CITIZEN: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000004);
+/// The demo tenant's wallet top-up service (`wallet_top_up: true`, PAGOPA at the simulator).
+pub const DEMO_TOP_UP_SERVICE: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000005);
 const DEMO_TENANT_NAME: &str = "Comune di Demo";
 const DEMO_TENANT_TAX_CODE: &str = "00743110157";
 /// 1000.00 EUR.
@@ -32,43 +35,74 @@ pub async fn demo(store: &dyn Store, intermediary_url: &str) -> Result<(), Store
             version: 0,
         })
         .await?;
-    let document = serde_json::json!({
-        "id": DEMO_SERVICE,
+    for (id, types, reason, top_up) in [
+        (
+            DEMO_SERVICE,
+            vec![PaymentType::Pagopa, PaymentType::Wallet],
+            "Servizi comunali (demo)",
+            false,
+        ),
+        (
+            DEMO_TOP_UP_SERVICE,
+            vec![PaymentType::Pagopa],
+            "Ricarica del borsellino (demo)",
+            true,
+        ),
+    ] {
+        store
+            .ensure_service(&demo_service(id, types, reason, top_up, intermediary_url))
+            .await?;
+    }
+    store
+        .ensure_account(&Account {
+            id: DEMO_ACCOUNT,
+            owner_id: DEMO_CITIZEN,
+            tenant_id: Some(DEMO_TENANT),
+            currency: "EUR".into(),
+            balance_cents: DEMO_BALANCE_CENTS,
+            held_cents: 0,
+        })
+        .await
+}
+
+/// A demo service at `intermediary_url`; the top-up one credits wallets when paid.
+fn demo_service(
+    id: Uuid,
+    payment_types: Vec<PaymentType>,
+    reason: &str,
+    wallet_top_up: bool,
+    intermediary_url: &str,
+) -> ServiceConfig {
+    let now = crate::domain::time::now();
+    let mut document = serde_json::json!({
+        "id": id,
         "tenant_id": DEMO_TENANT,
-        "payment_type": ["PAGOPA", "WALLET"],
+        "payment_type": payment_types,
         "remote_collection": {"id": "demo", "type": "service"},
         "amount": null,
-        "reason": "Servizi comunali (demo)",
+        "reason": reason,
         "expire_at": null,
         "receiver": {"tax_identification_number": DEMO_TENANT_TAX_CODE, "name": DEMO_TENANT_NAME},
         "collection_data": "9/0101108TS/",
         "active": true,
         "intermediary": {"kind": "simulator", "url": intermediary_url},
     });
-    store
-        .ensure_service(&ServiceConfig {
-            id: DEMO_SERVICE,
-            tenant_id: DEMO_TENANT,
-            payment_types: vec![PaymentType::Pagopa, PaymentType::Wallet],
-            intermediary_kind: "simulator".into(),
-            intermediary_url: intermediary_url.to_string(),
-            active: true,
-            document,
-            credentials: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-        })
-        .await?;
-    store
-        .ensure_account(&Account {
-            id: DEMO_ACCOUNT,
-            owner_id: DEMO_CITIZEN,
-            currency: "EUR".into(),
-            balance_cents: DEMO_BALANCE_CENTS,
-            held_cents: 0,
-        })
-        .await
+    if wallet_top_up {
+        document["wallet_top_up"] = serde_json::json!(true);
+    }
+    ServiceConfig {
+        id,
+        tenant_id: DEMO_TENANT,
+        payment_types,
+        intermediary_kind: "simulator".into(),
+        intermediary_url: intermediary_url.to_string(),
+        active: true,
+        document,
+        credentials: None,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    }
 }
 
 /// The demo citizen's tax code, carried by the demo citizen token (the payer of what
@@ -123,7 +157,7 @@ pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> Stri
     format!(
         r#"
 cassa demo data: tenant {DEMO_TENANT}, service {DEMO_SERVICE} (PAGOPA + WALLET at the built-in simulator),
-wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
+wallet top-up service {DEMO_TOP_UP_SERVICE}, wallet account {DEMO_ACCOUNT} (1000.00 EUR, citizen {DEMO_CITIZEN}).
 
 Demo tokens (valid 24 h by default, CASSA_JWT_MAX_LIFETIME; `cassa token --role R [--tenant T] [--sub S] [--tax-code CF]` mints more):
 {exports}
@@ -142,6 +176,11 @@ Demo tokens (valid 24 h by default, CASSA_JWT_MAX_LIFETIME; `cassa token --role 
     "payment": {{"amount": "25.00"}}, "wallet_account_id": "{DEMO_ACCOUNT}",
     "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
   curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/accounts/{DEMO_ACCOUNT}
+
+  # top up the wallet by paying: a PAGOPA payment; once COMPLETE the wallet is credited
+  curl -s -X POST {public_url}/v1/accounts/{DEMO_ACCOUNT}/top-ups -H "Authorization: Bearer $CITIZEN_TOKEN" -H 'Content-Type: application/json' -d '{{
+    "amount": "50.00", "payer": {{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}}}}'
+  curl -s -H "Authorization: Bearer $CITIZEN_TOKEN" {public_url}/v1/accounts/{DEMO_ACCOUNT}/movements
 
   # configuration (operator of the demo tenant): see the README, "Configure a tenant and a service"
   curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {public_url}/v1/services/{DEMO_SERVICE}

@@ -22,6 +22,10 @@ const CREDENTIAL_MAX: usize = 1024;
 const EXPIRE_DAYS_MAX: u32 = 3650;
 /// What the API shows instead of a credential's value. Sending it back keeps the stored one.
 pub const MASK: &str = "********";
+/// Default largest single wallet top-up of a tenant: 5 000.00 EUR.
+pub const TOP_UP_MAX_CENTS: i64 = 500_000;
+/// Default largest wallet balance of a tenant: 10 000.00 EUR.
+pub const BALANCE_MAX_CENTS: i64 = 1_000_000;
 /// Intermediary adapters this build speaks.
 pub const INTERMEDIARY_KINDS: &[&str] = &["simulator"];
 
@@ -69,6 +73,64 @@ impl TenantBody {
                 format!("{message}: e.g. *.comune.example.it, pay.example.it:8443, http://127.0.0.1:8090"),
             )
         })?;
+        Ok(())
+    }
+}
+
+/// A stored service's fee and wallet rules, read from its configuration document
+/// (rows older than these fields have none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fees {
+    pub amount: Option<Money>,
+    pub amount_min: Option<Money>,
+    pub amount_max: Option<Money>,
+    pub wallet_top_up: bool,
+    pub top_up_max_cents: i64,
+    pub balance_max_cents: i64,
+}
+
+impl Fees {
+    /// The rules of a stored service's document.
+    pub fn of(document: &serde_json::Value) -> Fees {
+        let money = |key: &str| {
+            document
+                .get(key)
+                .and_then(|v| serde_json::from_value::<Money>(v.clone()).ok())
+        };
+        Fees {
+            amount: money("amount"),
+            amount_min: money("amount_min"),
+            amount_max: money("amount_max"),
+            wallet_top_up: document.get("wallet_top_up").and_then(|v| v.as_bool()) == Some(true),
+            top_up_max_cents: money("top_up_max").map_or(TOP_UP_MAX_CENTS, Money::cents),
+            balance_max_cents: money("balance_max").map_or(BALANCE_MAX_CENTS, Money::cents),
+        }
+    }
+
+    /// Whether a citizen may pay `amount` on this service: its fixed fee exactly, or
+    /// within its range. The 400 names `payment.amount`.
+    pub fn check_citizen_amount(&self, amount: Money) -> Result<(), FieldError> {
+        const FIELD: &str = "payment.amount";
+        if let Some(fee) = self.amount {
+            if amount != fee {
+                return Err(FieldError::new(
+                    FIELD,
+                    format!("this service's fee is {fee}: a payment on it is for that amount"),
+                ));
+            }
+        }
+        if let Some(min) = self.amount_min.filter(|min| amount < *min) {
+            return Err(FieldError::new(
+                FIELD,
+                format!("must be at least {min} on this service"),
+            ));
+        }
+        if let Some(max) = self.amount_max.filter(|max| amount > *max) {
+            return Err(FieldError::new(
+                FIELD,
+                format!("must be at most {max} on this service"),
+            ));
+        }
         Ok(())
     }
 }
@@ -251,9 +313,25 @@ pub struct ServiceBody {
     pub payment_type: PaymentTypes,
     #[serde(default)]
     pub remote_collection: Option<RemoteCollection>,
-    /// The usual amount of the service (informative; each payment says its own).
+    /// The service's fixed fee: a citizen's payment on it is for exactly this amount
+    /// (system, admin and operator tokens may set another).
     #[serde(default)]
     pub amount: Option<Money>,
+    /// Variable fees instead: a citizen's payment is for at least / at most this.
+    #[serde(default)]
+    pub amount_min: Option<Money>,
+    #[serde(default)]
+    pub amount_max: Option<Money>,
+    /// The tenant's wallet top-up service: `POST /v1/accounts/{id}/top-ups` creates its
+    /// PAGOPA payments, whose completion credits the wallet.
+    #[serde(default)]
+    pub wallet_top_up: bool,
+    /// On a top-up service, the tenant's wallet limits: the largest single top-up
+    /// (default [`TOP_UP_MAX_CENTS`]) and the largest balance (default [`BALANCE_MAX_CENTS`]).
+    #[serde(default)]
+    pub top_up_max: Option<Money>,
+    #[serde(default)]
+    pub balance_max: Option<Money>,
     pub reason: String,
     /// Days until a payment expires when the payment itself does not say.
     #[serde(default)]
@@ -290,6 +368,7 @@ impl ServiceBody {
             rc.id = check_name("remote_collection.id", &rc.id)?;
         }
         self.reason = check_name("reason", &self.reason)?;
+        self.check_fees(&self.payment_type.to_vec())?;
         if let Some(days) = self.expire_at {
             if !(1..=i64::from(EXPIRE_DAYS_MAX)).contains(&days) {
                 return Err(FieldError::new(
@@ -341,6 +420,57 @@ impl ServiceBody {
                 .check_stored(&landing_for(landing, Uuid::nil()), tenant)
                 .await
                 .map_err(|reason| FieldError::new("landing_url", reason))?;
+        }
+        Ok(())
+    }
+
+    /// The fee and top-up rules: a fixed fee or a range, never both; a top-up service
+    /// takes PAGOPA payments of any amount within its limits.
+    fn check_fees(&self, types: &[PaymentType]) -> Result<(), FieldError> {
+        if self.amount.is_some() && (self.amount_min.is_some() || self.amount_max.is_some()) {
+            let field = if self.amount_min.is_some() {
+                "amount_min"
+            } else {
+                "amount_max"
+            };
+            return Err(FieldError::new(
+                field,
+                "a service has either a fixed amount or a range (amount_min/amount_max), not both",
+            ));
+        }
+        if let (Some(min), Some(max)) = (self.amount_min, self.amount_max) {
+            if min > max {
+                return Err(FieldError::new(
+                    "amount_min",
+                    "must not be above amount_max",
+                ));
+            }
+        }
+        if self.wallet_top_up {
+            if types != [PaymentType::Pagopa] {
+                return Err(FieldError::new(
+                    "wallet_top_up",
+                    "a top-up service takes PAGOPA payments only (payment_type \"PAGOPA\")",
+                ));
+            }
+            if self.amount.is_some() {
+                return Err(FieldError::new(
+                    "amount",
+                    "a top-up service has no fixed amount: the citizen chooses how much",
+                ));
+            }
+        } else {
+            for (field, set) in [
+                ("top_up_max", self.top_up_max.is_some()),
+                ("balance_max", self.balance_max.is_some()),
+            ] {
+                if set {
+                    return Err(FieldError::new(
+                        field,
+                        "is a wallet limit: only for a top-up service (wallet_top_up: true)",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -507,6 +637,11 @@ pub fn service_schema() -> serde_json::Value {
                 "type": "currency", "key": "amount", "label": "Amount", "input": true, "currency": "EUR",
                 "decimalLimit": 2, "validate": {"min": 0.01, "max": 999_999_999.99}
             },
+            money_field("amount_min", "Lowest amount (variable fees)"),
+            money_field("amount_max", "Highest amount (variable fees)"),
+            checkbox("wallet_top_up", "Wallet top-up service", false),
+            money_field("top_up_max", "Largest top-up (top-up service)"),
+            money_field("balance_max", "Largest wallet balance (top-up service)"),
             text_field("reason", "Reason", true, Some(NAME_MAX), "Shown to the citizen"),
             {
                 "type": "number", "key": "expire_at", "label": "Expires after (days)", "input": true,
@@ -580,6 +715,13 @@ fn text_field(
     })
 }
 
+fn money_field(key: &str, label: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "currency", "key": key, "label": label, "input": true, "currency": "EUR",
+        "decimalLimit": 2, "validate": {"min": 0.01, "max": 999_999_999.99}
+    })
+}
+
 fn checkbox(key: &str, label: &str, default: bool) -> serde_json::Value {
     serde_json::json!({"type": "checkbox", "key": key, "label": label, "input": true, "defaultValue": default})
 }
@@ -628,6 +770,69 @@ mod tests {
             !debug.contains("\"pw\"") && !debug.contains("comune\""),
             "{debug}"
         );
+    }
+
+    /// A fixed fee or a range, never both; limits and the top-up flag only where they
+    /// mean something; a citizen pays the fee or within the range.
+    #[test]
+    fn fee_and_top_up_rules() {
+        let with = |patch: serde_json::Value| {
+            let mut body = service();
+            merge_patch(&mut body, &patch);
+            check(body).err().map(|e| e.field)
+        };
+        assert_eq!(
+            with(serde_json::json!({"amount_min": "1.00"})).as_deref(),
+            Some("amount_min")
+        );
+        assert_eq!(
+            with(serde_json::json!({"amount": null, "amount_min": "5.00", "amount_max": "4.99"}))
+                .as_deref(),
+            Some("amount_min")
+        );
+        assert_eq!(
+            with(serde_json::json!({"amount": null, "amount_min": "5.00", "amount_max": "5.00"})),
+            None
+        );
+        assert_eq!(
+            with(serde_json::json!({"top_up_max": "10.00"})).as_deref(),
+            Some("top_up_max")
+        );
+        assert_eq!(
+            with(serde_json::json!({"wallet_top_up": true, "payment_type": ["PAGOPA", "WALLET"]}))
+                .as_deref(),
+            Some("wallet_top_up")
+        );
+        assert_eq!(
+            with(serde_json::json!({"wallet_top_up": true})).as_deref(),
+            Some("amount")
+        );
+        assert_eq!(
+            with(
+                serde_json::json!({"wallet_top_up": true, "amount": null, "top_up_max": "10.00", "balance_max": "99.00"})
+            ),
+            None
+        );
+
+        let money = |s: &str| Money::parse(s).unwrap();
+        let fixed = Fees::of(&serde_json::json!({"amount": 45.0}));
+        assert!(fixed.check_citizen_amount(money("45.00")).is_ok());
+        let err = fixed.check_citizen_amount(money("0.05")).unwrap_err();
+        assert_eq!(err.field, "payment.amount");
+        let range =
+            Fees::of(&serde_json::json!({"amount": null, "amount_min": "10.00", "amount_max": 20}));
+        assert!(range.check_citizen_amount(money("9.99")).is_err());
+        assert!(range.check_citizen_amount(money("10.00")).is_ok());
+        assert!(range.check_citizen_amount(money("20.01")).is_err());
+        // Defaults when the top-up service does not say.
+        let top_up = Fees::of(&serde_json::json!({"wallet_top_up": true}));
+        assert!(top_up.wallet_top_up);
+        assert_eq!(
+            (top_up.top_up_max_cents, top_up.balance_max_cents),
+            (500_000, 1_000_000)
+        );
+        // Older documents have none of these.
+        assert_eq!(Fees::of(&serde_json::json!({})).amount, None);
     }
 
     #[test]
@@ -799,6 +1004,11 @@ mod tests {
                     "payment_type",
                     "remote_collection",
                     "amount",
+                    "amount_min",
+                    "amount_max",
+                    "wallet_top_up",
+                    "top_up_max",
+                    "balance_max",
                     "reason",
                     "expire_at",
                     "receiver",

@@ -723,6 +723,7 @@ mod tests {
             locale: None,
             wallet_account_id: None,
             created_by: None,
+            top_up_account_id: None,
         };
         let new = NewPayment {
             payment,

@@ -194,6 +194,10 @@ pub struct Payment {
     /// cassa's own: the wallet account a WALLET payment is charged to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wallet_account_id: Option<Uuid>,
+    /// cassa's own: the wallet a top-up (a PAGOPA payment) credits when it completes.
+    /// Set only by `POST /v1/accounts/{id}/top-ups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up_account_id: Option<Uuid>,
     /// cassa's own: who asked for the payment (`None` for payments made before cassa
     /// recorded it). It decides who may cancel it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,6 +38,18 @@ pub struct AppState {
     pub configs: Arc<crate::intake::ConfigCache>,
 }
 
+impl AppState {
+    /// The creation path over this state (HTTP creates payments and top-ups through it).
+    pub fn intake(&self) -> crate::intake::Intake<'_> {
+        crate::intake::Intake {
+            store: self.store.as_ref(),
+            registry: &self.registry,
+            public_url: &self.public_url,
+            configs: &self.configs,
+        }
+    }
+}
+
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 

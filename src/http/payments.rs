@@ -20,7 +20,7 @@ use crate::domain::money::Money;
 use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
-use crate::intake::{user_id_for, CreatePayment, Intake, Origin};
+use crate::intake::{user_id_for, CreatePayment, Origin};
 use crate::store::{Created, Cursor, IdempotencyKey, PaymentFilter};
 
 /// Longest `Idempotency-Key`.
@@ -49,7 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -67,17 +67,33 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Hash of the request's meaning: key order and whitespace do not matter.
-fn request_hash(body: &[u8]) -> String {
+pub(super) fn request_hash(body: &[u8]) -> String {
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .and_then(|v| serde_json::to_vec(&v))
         .unwrap_or_else(|_| body.to_vec());
     hex::encode(Sha256::digest(canonical))
 }
 
-fn accepted(payment: &Payment) -> HttpResponse {
+pub(super) fn accepted(payment: &Payment) -> HttpResponse {
     HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/payments/{}", payment.id)))
         .json(payment)
+}
+
+/// 429 when the caller creates payments faster than the create rate limit (payments
+/// and wallet top-ups share it: both create positions at the intermediary).
+pub(super) fn limit_creation(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    // Keyed by tenant too: one subject in two tenants is two callers, with two buckets.
+    let tenant = caller
+        .tenant_id
+        .map_or_else(|| "*".to_string(), |t| t.to_string());
+    state
+        .create_limiter
+        .check(&format!("{tenant}:{}:{}", caller.role.as_str(), caller.sub))
+        .map_err(|wait| ApiError::TooManyRequests {
+            limit: state.create_limiter.rate().to_string(),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
 }
 
 #[tracing::instrument(name = "http.create_payment", skip_all)]
@@ -91,17 +107,7 @@ async fn create(
         &[Role::Admin, Role::Operator, Role::Citizen, Role::System],
         "create payments",
     )?;
-    // Keyed by tenant too: one subject in two tenants is two callers, with two buckets.
-    let tenant = caller
-        .tenant_id
-        .map_or_else(|| "*".to_string(), |t| t.to_string());
-    state
-        .create_limiter
-        .check(&format!("{tenant}:{}:{}", caller.role.as_str(), caller.sub))
-        .map_err(|wait| ApiError::TooManyRequests {
-            limit: state.create_limiter.rate().to_string(),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })?;
+    limit_creation(&state, &caller)?;
     let key = idempotency_key(&req)?;
     let (request, raw): (CreatePayment, _) = body::json(&req, payload).await?;
     if !caller.sees_tenant(request.tenant_id) {
@@ -140,12 +146,7 @@ async fn create(
         key,
         request_hash: request_hash(&raw),
     });
-    let intake = Intake {
-        store: state.store.as_ref(),
-        registry: &state.registry,
-        public_url: &state.public_url,
-        configs: &state.configs,
-    };
+    let intake = state.intake();
     match intake.create(request, user_id, Origin::Caller(&caller), idempotency).await? {
         Created::New(row) | Created::Replayed(row) => Ok(accepted(&row.payment)),
         Created::KeyReused { payment_id } => Err(ApiError::Unprocessable(format!(

@@ -123,11 +123,12 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
             "the service's configuration does not take this payment".into(),
         ));
     }
-    if payment.status == PaymentStatus::PaymentPending
-        && payment.kind == crate::domain::payment::PaymentType::Wallet
-    {
+    if payment.kind == crate::domain::payment::PaymentType::Wallet {
+        // Only a wallet's owner, with their own citizen token, spends it
+        // (`Caller::owns_wallet`): whoever can write to the topic could otherwise charge
+        // any wallet.
         return Ok(Proxied::Ignored(
-            "a WALLET payment is adopted only as CREATION_PENDING (its hold is placed here)".into(),
+            "a WALLET payment is created only by its wallet's owner (POST /v1/payments with their citizen token); one published by another system is not adopted".into(),
         ));
     }
     if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {
@@ -141,6 +142,9 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     payment.set_own_links(intake.public_url);
     payment.links.update.next_check_at = Some(now);
     payment.created_by = Some(crate::domain::payment::Creator::adopted());
+    // Only cassa's own top-up route links a payment to the wallet it credits: a foreign
+    // event naming one would mint wallet money on the say-so of whoever published it.
+    payment.top_up_account_id = None;
     match intake.store_new(payment, None).await {
         Ok(Created::New(_)) => Ok(Proxied::Adopted),
         Ok(_) => Ok(Proxied::Ignored("already adopted".into())),

@@ -140,6 +140,18 @@ impl Change {
             hold: None,
         }
     }
+
+    /// Whether this change completes a top-up, whose wallet is then credited (once) in
+    /// the same transaction.
+    pub fn credits_top_up(&self) -> bool {
+        self.payment.status == PaymentStatus::Complete && self.payment.top_up_account_id.is_some()
+    }
+
+    /// Whether it writes to a wallet account (a hold settled or a top-up credited): such
+    /// writes lock a row shared with other payments, so they are not grouped.
+    pub fn touches_account(&self) -> bool {
+        self.hold.is_some() || self.credits_top_up()
+    }
 }
 
 /// Filters of the payment list (all optional; combined with AND).
@@ -194,10 +206,116 @@ pub struct HeldBack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: Uuid,
+    /// The citizen whose wallet it is.
     pub owner_id: Uuid,
+    /// The tenant the wallet belongs to (`None` only for accounts created before wallets
+    /// had tenants: they cannot be charged).
+    pub tenant_id: Option<Uuid>,
     pub currency: String,
     pub balance_cents: i64,
     pub held_cents: i64,
+}
+
+/// What a journal entry did to its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// Money in: a completed top-up, a platform deposit, an opening balance.
+    Credit,
+    /// Money set aside for a WALLET payment (balance unchanged, held up).
+    Hold,
+    /// Held money taken (balance and held down).
+    Capture,
+    /// Held money given back (held down).
+    Release,
+}
+
+impl EntryKind {
+    /// The name stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Credit => "credit",
+            EntryKind::Hold => "hold",
+            EntryKind::Capture => "capture",
+            EntryKind::Release => "release",
+        }
+    }
+}
+
+impl std::str::FromStr for EntryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "credit" => Ok(EntryKind::Credit),
+            "hold" => Ok(EntryKind::Hold),
+            "capture" => Ok(EntryKind::Capture),
+            "release" => Ok(EntryKind::Release),
+            other => Err(format!("unknown journal entry kind {other:?}")),
+        }
+    }
+}
+
+/// One movement of a wallet, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Position in the journal (rising): the movements' cursor.
+    pub seq: i64,
+    pub account_id: Uuid,
+    /// The payment it belongs to (none for deposits and opening balances).
+    pub payment_id: Option<Uuid>,
+    pub kind: EntryKind,
+    pub amount_cents: i64,
+    /// The account's balance and held money right after this entry.
+    pub balance_after_cents: i64,
+    pub held_after_cents: i64,
+    /// Why (deposits say it).
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A credit by the platform (a refund, a correction): admin and system only.
+#[derive(Debug, Clone)]
+pub struct DepositRequest {
+    pub account_id: Uuid,
+    pub amount_cents: i64,
+    pub reason: String,
+    /// The caller's scope and `Idempotency-Key`: the same key credits once.
+    pub scope: String,
+    pub key: String,
+}
+
+/// What a deposit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deposited {
+    /// Credited now: the account after.
+    Credited(Account),
+    /// This key credited the same amount and reason before: nothing more was credited.
+    Replayed(Account),
+    /// This key was used for another amount or reason: nothing was credited.
+    KeyReused,
+    /// No such account.
+    NoAccount,
+}
+
+/// A hold still held after its payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleHold {
+    pub payment_id: Uuid,
+    pub account_id: Uuid,
+    pub amount_cents: i64,
+    pub status: String,
+}
+
+/// An account whose row disagrees with its journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerMismatch {
+    pub account_id: Uuid,
+    pub balance_cents: i64,
+    pub held_cents: i64,
+    /// Credits − captures.
+    pub journal_balance_cents: i64,
+    /// Holds − captures − releases.
+    pub journal_held_cents: i64,
 }
 
 /// Errors of the store.
@@ -341,10 +459,23 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Reads a wallet account.
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
-    /// Adds money to an account; `None` when the account does not exist.
-    async fn deposit(&self, id: Uuid, amount_cents: i64) -> Result<Option<Account>, StoreError>;
-    /// Creates the account unless it exists (seeding).
+    /// Credits an account by the platform, once per key, with its journal entry in the
+    /// same transaction.
+    async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError>;
+    /// Creates the account unless it exists (seeding), its balance journalled as an
+    /// opening credit.
     async fn ensure_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// An account's journal, newest first, before `before` (a `seq`), at most `limit`.
+    async fn movements(
+        &self,
+        account_id: Uuid,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// Every account whose balance or held money is not what its journal says.
+    async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError>;
+    /// Holds still held although their payment is final: a hold must never outlive it.
+    async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError>;
 }
 
 /// Opens (and migrates) the store a database URL names: `postgres://…` or `sqlite://…`

@@ -221,6 +221,29 @@ macro_rules! timing_columns {
     };
 }
 const HOLD_STATUS_HELD: &str = "HELD";
+const ACCOUNT_COLUMNS: &str = "id, owner_id, tenant_id, currency, balance_cents, held_cents";
+const ENTRY_COLUMNS: &str =
+    "seq, account_id, payment_id, kind, amount_cents, balance_after_cents, \
+                             held_after_cents, reason, created_at";
+
+/// A journal entry to write, with the account's balance and held money after it.
+struct NewEntry<'a> {
+    account_id: Uuid,
+    key: &'a str,
+    payment_id: Option<Uuid>,
+    kind: EntryKind,
+    amount_cents: i64,
+    balance_after_cents: i64,
+    held_after_cents: i64,
+    reason: Option<&'a str>,
+    at: DateTime<Utc>,
+}
+
+/// The journal key of a payment's entry of `kind`: each payment holds, captures,
+/// releases and is credited at most once.
+fn payment_entry_key(kind: EntryKind, payment_id: Uuid) -> String {
+    format!("{}:{payment_id}", kind.as_str())
+}
 
 /// A JSON value bound as text: a payment's saga (its document and events are packed, see
 /// `packed`). It is opaque to the database (no query looks inside it), so PostgreSQL
@@ -397,14 +420,14 @@ macro_rules! sql_store {
             ) -> Result<Result<(), String>, StoreError> {
                 let held = sqlx::query(
                     "UPDATE accounts SET held_cents = held_cents + $1, updated_at = $2 \
-                     WHERE id = $3 AND balance_cents - held_cents >= $1",
+                     WHERE id = $3 AND balance_cents - held_cents >= $1 RETURNING balance_cents, held_cents",
                 )
                 .bind(hold.amount_cents)
                 .bind(at)
                 .bind(hold.account_id)
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?;
-                if held.rows_affected() == 0 {
+                let Some(after) = held else {
                     let exists = sqlx::query("SELECT 1 AS one FROM accounts WHERE id = $1")
                         .bind(hold.account_id)
                         .fetch_optional(&mut *conn)
@@ -415,7 +438,19 @@ macro_rules! sql_store {
                     } else {
                         format!("unknown wallet account {}", hold.account_id)
                     }));
-                }
+                };
+                let key = payment_entry_key(EntryKind::Hold, payment_id);
+                Self::journal(&mut *conn, NewEntry {
+                    account_id: hold.account_id,
+                    key: &key,
+                    payment_id: Some(payment_id),
+                    kind: EntryKind::Hold,
+                    amount_cents: hold.amount_cents,
+                    balance_after_cents: after.try_get("balance_cents")?,
+                    held_after_cents: after.try_get("held_cents")?,
+                    reason: None,
+                    at,
+                }).await?;
                 sqlx::query(
                     "INSERT INTO holds (payment_id, account_id, amount_cents, status, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $5)",
@@ -437,14 +472,18 @@ macro_rules! sql_store {
                 action: HoldAction,
                 at: DateTime<Utc>,
             ) -> Result<(), StoreError> {
-                let (status, balance_sql) = match action {
+                let (status, kind, balance_sql) = match action {
                     HoldAction::Capture => (
                         "CAPTURED",
-                        "UPDATE accounts SET balance_cents = balance_cents - $1, held_cents = held_cents - $1, updated_at = $2 WHERE id = $3",
+                        EntryKind::Capture,
+                        "UPDATE accounts SET balance_cents = balance_cents - $1, held_cents = held_cents - $1, updated_at = $2 WHERE id = $3 \
+                         RETURNING balance_cents, held_cents",
                     ),
                     HoldAction::Release => (
                         "RELEASED",
-                        "UPDATE accounts SET held_cents = held_cents - $1, updated_at = $2 WHERE id = $3",
+                        EntryKind::Release,
+                        "UPDATE accounts SET held_cents = held_cents - $1, updated_at = $2 WHERE id = $3 \
+                         RETURNING balance_cents, held_cents",
                     ),
                 };
                 let settled = sqlx::query(
@@ -460,12 +499,139 @@ macro_rules! sql_store {
                 if let Some(row) = settled {
                     let account_id: Uuid = row.try_get("account_id")?;
                     let amount: i64 = row.try_get("amount_cents")?;
-                    sqlx::query(balance_sql)
+                    let after = sqlx::query(balance_sql)
                         .bind(amount)
                         .bind(at)
                         .bind(account_id)
-                        .execute(&mut *conn)
+                        .fetch_one(&mut *conn)
                         .await?;
+                    let key = payment_entry_key(kind, payment_id);
+                    Self::journal(&mut *conn, NewEntry {
+                        account_id,
+                        key: &key,
+                        payment_id: Some(payment_id),
+                        kind,
+                        amount_cents: amount,
+                        balance_after_cents: after.try_get("balance_cents")?,
+                        held_after_cents: after.try_get("held_cents")?,
+                        reason: None,
+                        at,
+                    }).await?;
+                }
+                Ok(())
+            }
+
+            /// Writes a journal entry. Its key is unique: a second entry for the same
+            /// thing fails the transaction rather than move money twice.
+            async fn journal(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                entry: NewEntry<'_>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO ledger_entries (account_id, entry_key, payment_id, kind, amount_cents, \
+                     balance_after_cents, held_after_cents, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(entry.account_id)
+                .bind(entry.key)
+                .bind(entry.payment_id)
+                .bind(entry.kind.as_str())
+                .bind(entry.amount_cents)
+                .bind(entry.balance_after_cents)
+                .bind(entry.held_after_cents)
+                .bind(entry.reason)
+                .bind(entry.at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// The amount, reason and account of the entry with `key`, if written.
+            async fn entry_by_key(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                key: &str,
+            ) -> Result<Option<(i64, Option<String>, Uuid)>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT amount_cents, reason, account_id FROM ledger_entries WHERE entry_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.map(|r| Ok((r.try_get("amount_cents")?, r.try_get("reason")?, r.try_get("account_id")?)))
+                    .transpose()
+            }
+
+            /// Credits an account, once per `key`: the account after, or `None` when that
+            /// key credited before (nothing is credited again) or the account is unknown.
+            async fn credit(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account_id: Uuid,
+                key: &str,
+                payment_id: Option<Uuid>,
+                amount_cents: i64,
+                reason: Option<&str>,
+                at: DateTime<Utc>,
+            ) -> Result<Option<Account>, StoreError> {
+                if Self::entry_by_key(&mut *conn, key).await?.is_some() {
+                    return Ok(None);
+                }
+                let sql = format!(
+                    "UPDATE accounts SET balance_cents = balance_cents + $1, updated_at = $2 WHERE id = $3 \
+                     RETURNING {ACCOUNT_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(amount_cents)
+                    .bind(at)
+                    .bind(account_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(account) = row.as_ref().map(Self::row_to_account).transpose()? else {
+                    return Ok(None);
+                };
+                Self::journal(&mut *conn, NewEntry {
+                    account_id,
+                    key,
+                    payment_id,
+                    kind: EntryKind::Credit,
+                    amount_cents,
+                    balance_after_cents: account.balance_cents,
+                    held_after_cents: account.held_cents,
+                    reason,
+                    at,
+                }).await?;
+                Ok(Some(account))
+            }
+
+            /// Credits a completed top-up's wallet with its amount, once (keyed by the
+            /// payment): a later update of the COMPLETE payment credits nothing more.
+            async fn credit_top_up(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                payment: &Payment,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let Some(account_id) = payment.top_up_account_id else {
+                    return Ok(());
+                };
+                let key = payment_entry_key(EntryKind::Credit, payment.id);
+                if Self::entry_by_key(&mut *conn, &key).await?.is_some() {
+                    return Ok(());
+                }
+                let credited = Self::credit(
+                    &mut *conn,
+                    account_id,
+                    &key,
+                    Some(payment.id),
+                    payment.payment.amount.cents(),
+                    Some(&payment.reason),
+                    at,
+                )
+                .await?;
+                if credited.is_none() {
+                    // The account was checked when the top-up was created and accounts
+                    // are never deleted: this is a bug, and the payment must not be
+                    // recorded COMPLETE without its credit.
+                    return Err(StoreError::Unexpected(anyhow::anyhow!(
+                        "top-up {} credits unknown wallet account {account_id}", payment.id
+                    )));
                 }
                 Ok(())
             }
@@ -599,6 +765,9 @@ macro_rules! sql_store {
                 if let Some(action) = hold {
                     Self::settle_hold(&mut *conn, payment.id, action, now).await?;
                 }
+                if payment.status == PaymentStatus::Complete {
+                    Self::credit_top_up(&mut *conn, &payment, now).await?;
+                }
                 if emit_event {
                     Self::insert_event(&mut *conn, &payment, now, expected_version + 1).await?;
                 }
@@ -699,7 +868,7 @@ macro_rules! sql_store {
                     .enumerate()
                     .filter_map(|(i, job)| match job {
                         Job::Update(version, change, _)
-                            if ids.insert(change.payment.id) && change.hold.is_none() =>
+                            if ids.insert(change.payment.id) && !change.touches_account() =>
                         {
                             Some((i, *version, change))
                         }
@@ -871,10 +1040,50 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// A deposit in one transaction: the replay of the one its key made, or a new
+            /// credit with its journal entry.
+            async fn deposit_once(&self, key: &str, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
+                let mut tx = self.write.begin().await?;
+                if let Some((amount, reason, account_id)) = Self::entry_by_key(&mut tx, key).await? {
+                    tx.rollback().await?;
+                    let same = amount == deposit.amount_cents
+                        && reason.as_deref() == Some(deposit.reason.as_str())
+                        && account_id == deposit.account_id;
+                    if !same {
+                        return Ok(Deposited::KeyReused);
+                    }
+                    return Ok(match self.account(deposit.account_id).await? {
+                        Some(account) => Deposited::Replayed(account),
+                        None => Deposited::NoAccount,
+                    });
+                }
+                let credited = Self::credit(
+                    &mut tx,
+                    deposit.account_id,
+                    key,
+                    None,
+                    deposit.amount_cents,
+                    Some(&deposit.reason),
+                    time::now(),
+                )
+                .await?;
+                match credited {
+                    Some(account) => {
+                        tx.commit().await?;
+                        Ok(Deposited::Credited(account))
+                    }
+                    None => {
+                        tx.rollback().await?;
+                        Ok(Deposited::NoAccount)
+                    }
+                }
+            }
+
             fn row_to_account(row: &<$db as sqlx::Database>::Row) -> Result<Account, StoreError> {
                 Ok(Account {
                     id: row.try_get("id")?,
                     owner_id: row.try_get("owner_id")?,
+                    tenant_id: row.try_get("tenant_id")?,
                     currency: row.try_get("currency")?,
                     balance_cents: row.try_get("balance_cents")?,
                     held_cents: row.try_get("held_cents")?,
@@ -1087,47 +1296,157 @@ macro_rules! sql_store {
             }
 
             async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT id, owner_id, currency, balance_cents, held_cents FROM accounts WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await?;
                 row.as_ref().map(Self::row_to_account).transpose()
             }
 
-            async fn deposit(&self, id: Uuid, amount_cents: i64) -> Result<Option<Account>, StoreError> {
-                let row = sqlx::query(
-                    "UPDATE accounts SET balance_cents = balance_cents + $1, updated_at = $2 WHERE id = $3 \
-                     RETURNING id, owner_id, currency, balance_cents, held_cents",
-                )
-                .bind(amount_cents)
-                .bind(time::now())
-                .bind(id)
-                .fetch_optional(&self.write)
-                .await?;
-                row.as_ref().map(Self::row_to_account).transpose()
+            async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
+                let key = format!("deposit:{}:{}", deposit.scope, deposit.key);
+                match self.deposit_once(&key, deposit).await {
+                    // A concurrent deposit with this key committed first (its journal
+                    // entry is unique): this one is answered as its replay.
+                    Err(e) if is_unique_violation(&e) => self.deposit_once(&key, deposit).await,
+                    other => other,
+                }
             }
 
             async fn ensure_account(&self, account: &Account) -> Result<(), StoreError> {
                 let now = time::now();
-                sqlx::query(
-                    "INSERT INTO accounts (id, owner_id, currency, balance_cents, held_cents, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+                let mut tx = self.write.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO accounts (id, owner_id, tenant_id, currency, balance_cents, held_cents, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(account.id)
                 .bind(account.owner_id)
+                .bind(account.tenant_id)
                 .bind(&account.currency)
                 .bind(account.balance_cents)
-                .bind(account.held_cents)
                 .bind(now)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?;
+                if inserted.rows_affected() == 1 && account.balance_cents > 0 {
+                    // A new account's money is journalled like any other: its opening credit.
+                    let key = format!("opening:{}", account.id);
+                    Self::journal(&mut tx, NewEntry {
+                        account_id: account.id,
+                        key: &key,
+                        payment_id: None,
+                        kind: EntryKind::Credit,
+                        amount_cents: account.balance_cents,
+                        balance_after_cents: account.balance_cents,
+                        held_after_cents: 0,
+                        reason: Some("opening balance"),
+                        at: now,
+                    }).await?;
+                }
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn movements(
+                &self,
+                account_id: Uuid,
+                before: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<LedgerEntry>, StoreError> {
+                let sql = format!(
+                    "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE account_id = $1 AND seq < $2 \
+                     ORDER BY seq DESC LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(account_id)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let kind: &str = row.try_get("kind")?;
+                        Ok(LedgerEntry {
+                            seq: row.try_get("seq")?,
+                            account_id: row.try_get("account_id")?,
+                            payment_id: row.try_get("payment_id")?,
+                            kind: kind
+                                .parse()
+                                .map_err(|e: String| StoreError::Unexpected(anyhow::anyhow!(e)))?,
+                            amount_cents: row.try_get("amount_cents")?,
+                            balance_after_cents: row.try_get("balance_after_cents")?,
+                            held_after_cents: row.try_get("held_after_cents")?,
+                            reason: row.try_get("reason")?,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT h.payment_id, h.account_id, h.amount_cents, p.status FROM holds h \
+                     JOIN payments p ON p.id = h.payment_id \
+                     WHERE h.status = $1 AND p.status NOT IN ($2, $3, $4) ORDER BY h.payment_id",
+                )
+                .bind(HOLD_STATUS_HELD)
+                .bind(PaymentStatus::OPEN[0].as_str())
+                .bind(PaymentStatus::OPEN[1].as_str())
+                .bind(PaymentStatus::OPEN[2].as_str())
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(StaleHold {
+                            payment_id: row.try_get("payment_id")?,
+                            account_id: row.try_get("account_id")?,
+                            amount_cents: row.try_get("amount_cents")?,
+                            status: row.try_get("status")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
+                let rows = sqlx::query(LEDGER_MISMATCHES).fetch_all(&self.read).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(LedgerMismatch {
+                            account_id: row.try_get("id")?,
+                            balance_cents: row.try_get("balance_cents")?,
+                            held_cents: row.try_get("held_cents")?,
+                            journal_balance_cents: row.try_get("journal_balance")?,
+                            journal_held_cents: row.try_get("journal_held")?,
+                        })
+                    })
+                    .collect()
             }
         }
     };
 }
+
+/// Whether a write failed on a unique constraint (another transaction wrote the same
+/// key first).
+fn is_unique_violation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unexpected(e) | StoreError::Unavailable(e) => e
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.is_unique_violation()),
+        StoreError::Conflict(_) => false,
+    }
+}
+
+/// Accounts whose row is not what their journal adds up to: balance = credits −
+/// captures, held = holds − captures − releases. One pass over the journal, grouped.
+const LEDGER_MISMATCHES: &str = "\
+    SELECT a.id, a.balance_cents, a.held_cents, \
+           COALESCE(j.balance, 0) AS journal_balance, COALESCE(j.held, 0) AS journal_held \
+    FROM accounts a LEFT JOIN ( \
+        SELECT account_id, \
+               CAST(SUM(CASE kind WHEN 'credit' THEN amount_cents WHEN 'capture' THEN -amount_cents ELSE 0 END) AS BIGINT) AS balance, \
+               CAST(SUM(CASE kind WHEN 'hold' THEN amount_cents WHEN 'credit' THEN 0 ELSE -amount_cents END) AS BIGINT) AS held \
+        FROM ledger_entries GROUP BY account_id) j ON j.account_id = a.id \
+    WHERE a.balance_cents <> COALESCE(j.balance, 0) OR a.held_cents <> COALESCE(j.held, 0) \
+    ORDER BY a.id";
 
 sql_store!(PgStore, sqlx::Postgres, "postgres");
 sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
@@ -1229,7 +1548,7 @@ impl Job {
     fn is_plain(&self) -> bool {
         match self {
             Job::Create(new, _) => is_plain(new),
-            Job::Update(_, change, _) => change.hold.is_none(),
+            Job::Update(_, change, _) => !change.touches_account(),
             Job::MarkPublished(..) => true,
         }
     }

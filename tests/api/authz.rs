@@ -109,6 +109,7 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
         .ensure_account(&Account {
             id: other_account,
             owner_id: Uuid::new_v4(),
+            tenant_id: Some(other_tenant),
             currency: "EUR".into(),
             balance_cents: 1000,
             held_cents: 0,
@@ -307,23 +308,55 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
             format!("/v1/accounts/{other_account}"),
             [401, 200, 403, 404, 403],
         ),
+        row(
+            M::GET,
+            "/v1/accounts/{id}/movements",
+            format!("/v1/accounts/{DEMO_ACCOUNT}/movements"),
+            [401, 200, 403, 200, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/accounts/{id}/movements",
+            format!("/v1/accounts/{other_account}/movements"),
+            [401, 200, 403, 404, 403],
+        ),
+        // Deposits are the platform's (a missing Idempotency-Key is the 400 past the
+        // role check); a citizen tops up by paying, the owner only.
         with_body(
             row(
                 M::POST,
                 "/v1/accounts/{id}/deposits",
                 format!("/v1/accounts/{DEMO_ACCOUNT}/deposits"),
-                [401, 200, 403, 200, 403],
+                [401, 400, 403, 403, 400],
             ),
-            || json!({"amount": "1.00"}),
+            || json!({"amount": "1.00", "reason": "Rimborso"}),
         ),
         with_body(
             row(
                 M::POST,
                 "/v1/accounts/{id}/deposits",
                 format!("/v1/accounts/{other_account}/deposits"),
-                [401, 200, 403, 404, 403],
+                [401, 400, 403, 403, 400],
             ),
-            || json!({"amount": "1.00"}),
+            || json!({"amount": "1.00", "reason": "Rimborso"}),
+        ),
+        with_body(
+            row(
+                M::POST,
+                "/v1/accounts/{id}/top-ups",
+                format!("/v1/accounts/{DEMO_ACCOUNT}/top-ups"),
+                [401, 403, 403, 202, 403],
+            ),
+            || json!({"amount": "1.00", "payer": json!({"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario"})}),
+        ),
+        with_body(
+            row(
+                M::POST,
+                "/v1/accounts/{id}/top-ups",
+                format!("/v1/accounts/{other_account}/top-ups"),
+                [401, 403, 403, 404, 403],
+            ),
+            || json!({"amount": "1.00", "payer": json!({"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario"})}),
         ),
         // Tenants.
         row(
@@ -828,10 +861,11 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
     }
     let mut for_the_owner = wallet.clone();
     for_the_owner["user_id"] = json!(DEMO_CITIZEN);
-    assert_eq!(
-        post(&system, &for_the_owner, None).await.unwrap().status(),
-        202
-    );
+    // Naming the owner is not enough: only the owner's own citizen token spends a wallet.
+    for client in [&system, &operator] {
+        let r = post(client, &for_the_owner, None).await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
     assert_eq!(post(&citizen, &wallet, None).await.unwrap().status(), 202);
     let r = post(&neighbour, &for_the_owner, None).await.unwrap();
     assert_eq!(r.status(), 400, "a citizen pays for themselves only");

@@ -35,7 +35,7 @@ fn service(tenant: Uuid, sim: &str, api_key: &str) -> Value {
     json!({
         "tenant_id": tenant, "payment_type": "PAGOPA",
         "remote_collection": {"id": "mensa", "type": "service"},
-        "amount": "12.50", "reason": "Mensa scolastica", "expire_at": 30,
+        "amount_max": "50.00", "reason": "Mensa scolastica", "expire_at": 30,
         "receiver": {"tax_identification_number": "02438750586", "name": "Comune di Altrove"},
         "collection_data": "0101108TS",
         "intermediary": {"kind": "simulator", "url": sim,
@@ -163,11 +163,11 @@ async fn operator_sets_up_a_service_and_takes_payments(backend: Backend) {
     let patched = send(
         operator
             .patch(app.url(&format!("/v1/services/{id}")))
-            .json(&json!({"amount": "13.00"})),
+            .json(&json!({"amount_max": "60.00"})),
         200,
     )
     .await;
-    assert_eq!(patched["amount"], json!(13.0));
+    assert_eq!(patched["amount_max"], json!(60.0));
     shown.push(patched.to_string());
     let after = send(
         citizen

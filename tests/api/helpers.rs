@@ -355,9 +355,20 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Creates a payment and expects 202; returns its JSON.
+    /// Creates a payment and expects 202; returns its JSON. A WALLET payment is created
+    /// with the demo citizen's token: only a wallet's owner may spend it.
     pub async fn create(&self, body: &Value) -> Value {
-        let response = self.post_json("/v1/payments", body).await;
+        let client = if body["type"] == "WALLET" {
+            client_with(Some(&citizen_token()))
+        } else {
+            self.client.clone()
+        };
+        let response = client
+            .post(self.url("/v1/payments"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
         assert_eq!(status, 202, "create answered {status}: {text}");

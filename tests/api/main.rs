@@ -12,6 +12,7 @@ mod helpers;
 mod idempotency;
 mod kafka;
 mod outbound;
+mod ledger;
 mod payments;
 mod restart;
 mod scale_out;

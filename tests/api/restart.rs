@@ -26,7 +26,6 @@ pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &
     Command::new(env!("CARGO_BIN_EXE_cassa"))
         .arg("serve")
         .envs(key_env())
-        .envs(env.iter().copied())
         .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CASSA_DATABASE_URL", db_url)
         .env("CASSA_SIMULATOR_URL", sim_base)
@@ -34,6 +33,8 @@ pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &
         .env("CASSA_POLL_SCHEDULE", "*:1s")
         .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
         .env("CASSA_LOG", "warn")
+        // Last, so a test may override the defaults above.
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -82,7 +83,8 @@ async fn kill_and_restart(backend: Backend) {
                 .to_string(),
         );
     }
-    let r = client
+    // Only the wallet's owner may spend it.
+    let r = client_with(Some(&citizen_token()))
         .post(format!("{base}/v1/payments"))
         .json(&wallet_body("50.00"))
         .send()

@@ -85,7 +85,13 @@ async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
         } else {
             pagopa_body(&format!("{}.00", 20 + i))
         };
-        let r = client
+        // Only the wallet's owner may spend it.
+        let creator = if body["type"] == "WALLET" {
+            client_with(Some(&citizen_token()))
+        } else {
+            client.clone()
+        };
+        let r = creator
             .post(format!("{base}/v1/payments"))
             .json(&body)
             .send()

@@ -163,10 +163,24 @@ impl Store for MemoryStore {
     async fn account(&self, _: Uuid) -> Result<Option<Account>, StoreError> {
         Err(unsupported())
     }
-    async fn deposit(&self, _: Uuid, _: i64) -> Result<Option<Account>, StoreError> {
+    async fn deposit(&self, _: &DepositRequest) -> Result<Deposited, StoreError> {
         Err(unsupported())
     }
     async fn ensure_account(&self, _: &Account) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn movements(
+        &self,
+        _: Uuid,
+        _: Option<i64>,
+        _: i64,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        Err(unsupported())
+    }
+    async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
+        Err(unsupported())
+    }
+    async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError> {
         Err(unsupported())
     }
 }

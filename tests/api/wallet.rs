@@ -107,28 +107,35 @@ async fn deposits_top_up_the_balance() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let account = app.account().await;
     let id = account["id"].as_str().unwrap();
-    let r = app
-        .post_json(
-            &format!("/v1/accounts/{id}/deposits"),
-            &json!({"amount": "10.50"}),
-        )
-        .await;
+    let deposit = |path: String, body: Value, key: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&path))
+            .header("Idempotency-Key", key);
+        async move { request.json(&body).send().await.unwrap() }
+    };
+    let r = deposit(
+        format!("/v1/accounts/{id}/deposits"),
+        json!({"amount": "10.50", "reason": "Rimborso"}),
+        "d1",
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let after: Value = r.json().await.unwrap();
     assert_eq!(money(&after["balance"]), 1010.5);
-    let bad = app
-        .post_json(
-            &format!("/v1/accounts/{id}/deposits"),
-            &json!({"amount": "-1"}),
-        )
-        .await;
+    let bad = deposit(
+        format!("/v1/accounts/{id}/deposits"),
+        json!({"amount": "-1", "reason": "Rimborso"}),
+        "d2",
+    )
+    .await;
     assert_eq!(bad.status(), 400);
-    let missing = app
-        .post_json(
-            &format!("/v1/accounts/{}/deposits", uuid::Uuid::new_v4()),
-            &json!({"amount": "1"}),
-        )
-        .await;
+    let missing = deposit(
+        format!("/v1/accounts/{}/deposits", uuid::Uuid::new_v4()),
+        json!({"amount": "1", "reason": "Rimborso"}),
+        "d3",
+    )
+    .await;
     assert_eq!(missing.status(), 404);
     assert_eq!(money(&app.account().await["balance"]), 1010.5);
 }
