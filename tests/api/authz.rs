@@ -1027,7 +1027,7 @@ async fn one_uuid_spelling_per_citizen_and_rate_buckets_per_tenant() {
         client
             .post(app.url("/v1/payments"))
             .header("Idempotency-Key", key)
-            .json(&pagopa_body("2.60"))
+            .json(&citizen_body("2.60"))
             .send()
     };
     let first = post(spelled(user.to_string()), "one-user").await.unwrap();
@@ -1070,7 +1070,7 @@ async fn one_uuid_spelling_per_citizen_and_rate_buckets_per_tenant() {
     let here = |client: &reqwest::Client| {
         client
             .post(app.url("/v1/payments"))
-            .json(&pagopa_body("2.70"))
+            .json(&citizen_body("2.70"))
             .send()
     };
     assert_eq!(here(&op_here).await.unwrap().status(), 202);

@@ -61,14 +61,14 @@ async fn another_tenant_cannot_take_an_application_id(backend: Backend) {
     let platform_b = token(Role::System, Some(tenant_b), "platform-b");
     let platform_a = token(Role::System, Some(DEMO_TENANT), "platform-a");
 
-    let mut body_b = pagopa_body("3.00");
+    let mut body_b = citizen_body("3.00");
     body_b["tenant_id"] = json!(tenant_b);
     body_b["service_id"] = json!(service_b);
     body_b["remote_id"] = json!(application);
     let (status, b) = post_payment(&app, &platform_b, &body_b).await;
     assert_eq!(status, 202, "{b}");
 
-    let mut body_a = pagopa_body("4.00");
+    let mut body_a = citizen_body("4.00");
     body_a["remote_id"] = json!(application);
     let (status, a) = post_payment(&app, &platform_a, &body_a).await;
     assert_eq!(
@@ -103,7 +103,7 @@ async fn a_debtor_cannot_cancel_the_municipalitys_fine(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let operator = demo_operator();
     let citizen = citizen_token();
-    let mut fine = pagopa_body("250.00");
+    let mut fine = citizen_body("250.00");
     fine["reason"] = json!("Sanzione amministrativa");
     fine["user_id"] = json!(cassa::seed::DEMO_CITIZEN);
     let (status, fine) = post_payment(&app, &operator, &fine).await;
@@ -129,7 +129,7 @@ async fn a_debtor_cannot_cancel_the_municipalitys_fine(backend: Backend) {
     assert_eq!(events[0]["created_by"]["role"], "operator");
 
     // The citizen's own payment is theirs to cancel.
-    let (status, own) = post_payment(&app, &citizen, &pagopa_body("3.00")).await;
+    let (status, own) = post_payment(&app, &citizen, &citizen_body("3.00")).await;
     assert_eq!(status, 202, "{own}");
     let own_id = own["id"].as_str().unwrap().to_string();
     assert_eq!(
@@ -178,7 +178,7 @@ async fn payment_count(app: &TestApp) -> usize {
 async fn a_citizen_cannot_create_debts_in_anyones_name(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let citizen = citizen_token();
-    let mut fine = pagopa_body("487.00");
+    let mut fine = citizen_body("487.00");
     fine["reason"] = json!("Sanzione amministrativa");
     let mut someone_else = fine.clone();
     someone_else["payer"]["tax_identification_number"] = json!("VRDGPP85M10F205V");
@@ -280,14 +280,14 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
         "+10000-01-01T00:30:00+01:00",
         "2040-01-01T00:00:00+01:00",
     ] {
-        let mut body = pagopa_body("9.99");
+        let mut body = citizen_body("9.99");
         body["payment"]["expire_at"] = json!(expire_at);
         let (status, problem) = post_payment(&app, &citizen, &body).await;
         assert_eq!(status, 400, "{expire_at}: {problem}");
         assert_eq!(problem["field"], "payment.expire_at", "{problem}");
     }
     assert_eq!(payment_count(&app).await, 0, "nothing written");
-    let mut in_nine_years = pagopa_body("9.98");
+    let mut in_nine_years = citizen_body("9.98");
     in_nine_years["payment"]["expire_at"] = json!(cassa::domain::time::format(
         &(chrono::Utc::now() + chrono::Duration::days(9 * 365))
     ));
@@ -297,7 +297,7 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
     // A row written in a form cassa cannot read, between readable ones.
     let (mut ids, _) = page(&app, &citizen, "").await;
     for amount in ["1.00", "2.00", "3.00"] {
-        let (status, p) = post_payment(&app, &citizen, &pagopa_body(amount)).await;
+        let (status, p) = post_payment(&app, &citizen, &citizen_body(amount)).await;
         assert_eq!(status, 202, "{p}");
         ids.push(p["id"].as_str().unwrap().to_string());
     }
@@ -361,13 +361,13 @@ async fn amounts_free_text_and_payer_lengths_are_checked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let operator = demo_operator();
     let with = |pointer: &str, value: Value| {
-        let mut body = pagopa_body("12.34");
+        let mut body = citizen_body("12.34");
         let (parent, key) = pointer.rsplit_once('/').unwrap();
         body.pointer_mut(parent).unwrap()[key] = value;
         body
     };
     // The number exactly as the attacker wrote it (a `Value` would print it as 12.34).
-    let text = pagopa_body("0")
+    let text = citizen_body("0")
         .to_string()
         .replace(r#""amount":"0""#, r#""amount":12.339999999999999"#);
     assert!(text.contains("12.339999999999999"));
@@ -395,7 +395,7 @@ async fn amounts_free_text_and_payer_lengths_are_checked(backend: Backend) {
         (
             // 40 + 1 + 40: each part fits, the full name does not.
             with("/payer", {
-                let mut payer = pagopa_body("1")["payer"].clone();
+                let mut payer = citizen_body("1")["payer"].clone();
                 payer["name"] = json!("M".repeat(40));
                 payer["family_name"] = json!("R".repeat(40));
                 payer

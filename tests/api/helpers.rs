@@ -463,9 +463,10 @@ pub fn citizen_body(amount: &str) -> Value {
     body
 }
 
-/// A valid WALLET create body charging the demo account.
+/// A valid WALLET create body charging the demo account: the demo citizen's own (only
+/// the owner spends a wallet, and citizens hand cassa no links).
 pub fn wallet_body(amount: &str) -> Value {
-    let mut body = pagopa_body(amount);
+    let mut body = citizen_body(amount);
     body["type"] = json!("WALLET");
     body["wallet_account_id"] = json!(DEMO_ACCOUNT);
     // The account's owner: only the payment's user's own wallet may be charged.

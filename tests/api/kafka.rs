@@ -463,13 +463,19 @@ async fn platform() -> Platform {
 async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final(broker: Broker) {
     let (app, _topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let platform = platform().await;
-    let mut body = wallet_body("8.00");
+    // The platform's payment (links are the platform's, not a citizen's), paid at the
+    // intermediary.
+    let mut body = pagopa_body("8.00");
     body["links"]["notify"] = json!([
         {"url": format!("{}/ok", platform.base), "method": "POST"},
         {"url": format!("{}/flaky", platform.base), "method": "POST"},
         {"url": format!("{}/gone", platform.base), "method": "POST"}
     ]);
     let id = app.create(&body).await["id"].as_str().unwrap().to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
     app.wait_for(&id, "COMPLETE", 15).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let payment = loop {

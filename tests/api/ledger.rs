@@ -520,7 +520,7 @@ async fn wallet_limits(backend: Backend) {
     let (status, _) = post(&stranger, &app.base, &path, &top_up_body("1.00")).await;
     assert_eq!(status, 404);
     // The top-up service takes no ordinary payments.
-    let mut body = pagopa_body("10.00");
+    let mut body = citizen_body("10.00");
     body["service_id"] = json!(DEMO_TOP_UP_SERVICE);
     let (status, problem) = post(&citizen(), &app.base, "/v1/payments", &body).await;
     assert_refused(status, &problem, "service_id");
@@ -540,7 +540,7 @@ async fn fees_the_service_decides(backend: Backend) {
         }
     };
     let create = |client: reqwest::Client, amount: &str| {
-        let body = pagopa_body(amount);
+        let body = citizen_body(amount);
         let base = app.base.clone();
         async move { post(&client, &base, "/v1/payments", &body).await }
     };
@@ -688,7 +688,7 @@ fn foreign_event(body: &mut Value) -> Uuid {
         .entry("user_id")
         .or_insert_with(|| json!(Uuid::new_v4()));
     event["payment"]["iud"] = json!(id.simple().to_string());
-    event["links"] = json!({});
+    event.insert("links".into(), json!({}));
     id
 }
 
@@ -699,7 +699,7 @@ async fn a_wallet_payment_from_kafka_is_not_adopted(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut forged = wallet_body("50.00");
     let forged_id = foreign_event(&mut forged);
-    let mut probe = pagopa_body("31.00");
+    let mut probe = citizen_body("31.00");
     let probe_id = foreign_event(&mut probe);
     for event in [&forged, &probe] {
         let bytes = event.to_string();
@@ -850,7 +850,7 @@ fn payment_for(account: Uuid, cents: i64, wallet: bool) -> Payment {
     let mut json = if wallet {
         wallet_body(&amount)
     } else {
-        pagopa_body(&amount)
+        citizen_body(&amount)
     };
     let obj = json.as_object_mut().unwrap();
     obj.insert("id".into(), id.to_string().into());
@@ -859,7 +859,7 @@ fn payment_for(account: Uuid, cents: i64, wallet: bool) -> Payment {
     obj.insert("updated_at".into(), time::format(&now).into());
     obj.insert("status".into(), "CREATION_PENDING".into());
     obj["payment"]["iud"] = Payment::iud_for(id).into();
-    obj["links"] = json!({});
+    obj.insert("links".into(), json!({}));
     obj["wallet_account_id"] = if wallet { json!(account) } else { Value::Null };
     if !wallet {
         obj.insert("top_up_account_id".into(), json!(account));

@@ -191,9 +191,10 @@ async fn problem(response: reqwest::Response, status: u16) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-fn service_at(id: Uuid, url: &str) -> Value {
+/// A service of the demo tenant at `url` (its id chosen by cassa: operators send none).
+fn service_at(url: &str) -> Value {
     json!({
-        "id": id, "tenant_id": DEMO_TENANT, "payment_type": ["PAGOPA", "WALLET"], "reason": "Mensa",
+        "tenant_id": DEMO_TENANT, "payment_type": ["PAGOPA", "WALLET"], "reason": "Mensa",
         "receiver": {"tax_identification_number": "00743110157", "name": "Comune di Demo"},
         "intermediary": {"kind": "simulator", "url": url}
     })
@@ -221,12 +222,12 @@ async fn refused_when_written(backend: Backend) {
             &operator,
             Method::POST,
             g.app.url("/v1/services"),
-            &service_at(Uuid::new_v4(), &url),
+            &service_at(&url),
         )
         .await;
         let p = problem(r, 400).await;
         assert_eq!(p["field"], "intermediary.url", "{what}: {p}");
-        let mut service = service_at(Uuid::new_v4(), &g.app.sim.base);
+        let mut service = service_at(&g.app.sim.base);
         service["landing_url"] = json!(format!("{url}/{{payment_id}}"));
         let r = send(&operator, Method::POST, g.app.url("/v1/services"), &service).await;
         let p = problem(r, 400).await;
@@ -235,10 +236,13 @@ async fn refused_when_written(backend: Backend) {
     let listed: Value = g.app.get("/v1/payments").await.json().await.unwrap();
     assert_eq!(listed["items"], json!([]), "nothing half-written");
     let services: Value = g.app.get("/v1/services").await.json().await.unwrap();
-    assert_eq!(
-        services["items"].as_array().unwrap().len(),
-        1,
-        "only the demo's"
+    assert!(
+        services["items"].as_array().unwrap().iter().all(|s| [
+            json!(cassa::seed::DEMO_SERVICE),
+            json!(cassa::seed::DEMO_TOP_UP_SERVICE)
+        ]
+        .contains(&s["id"])),
+        "only the demo's: {services}"
     );
     assert_eq!(g.hits(), 0, "a refused URL reached a trap");
 }
@@ -465,10 +469,15 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
     assert_eq!(g.hits(), 0);
 
     // The platform's notify link on the opened host is told.
-    let mut wallet = wallet_body("8.00");
-    wallet["links"] = json!({"notify": [{"url": ok_notify, "method": "POST"}]});
-    let paid = g.app.create(&wallet).await;
+    let mut platforms = citizen_body("8.00");
+    platforms["links"] = json!({"notify": [{"url": ok_notify, "method": "POST"}]});
+    let paid = g.app.create(&platforms).await;
     let id = paid["id"].as_str().unwrap();
+    let pending = g.app.wait_for(id, "PAYMENT_PENDING", 15).await;
+    g.app
+        .sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
     g.app.wait_for(id, "COMPLETE", 15).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while g.app.get_payment(id).await["links"]["notify"][0]["sent_at"].is_null() {
@@ -478,11 +487,10 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
     assert!(g.hits() >= 1);
 
     // An intermediary on an opened name, and the service's landing for citizens.
-    let service = Uuid::new_v4();
-    let mut config = service_at(service, &format!("http://sim.trap.test:{sim_port}/sim"));
+    let mut config = service_at(&format!("http://sim.trap.test:{sim_port}/sim"));
     config["landing_url"] = json!("https://pay.comune.test/ritorno/{payment_id}");
     let r = send(&operator, Method::POST, g.app.url("/v1/services"), &config).await;
-    problem(r, 201).await;
+    let service = problem(r, 201).await["id"].clone();
     let mut body = citizen_body("9.00");
     body["service_id"] = json!(service);
     let r = send(&citizen, Method::POST, g.app.url("/v1/payments"), &body).await;

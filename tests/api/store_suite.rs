@@ -62,7 +62,7 @@ fn sample(kind: &str, amount: &str) -> Payment {
     obj.insert("updated_at".into(), time::format(&now).into());
     obj.insert("status".into(), "CREATION_PENDING".into());
     obj["payment"]["iud"] = Payment::iud_for(id).into();
-    obj["links"] = serde_json::json!({});
+    obj.insert("links".into(), serde_json::json!({}));
     serde_json::from_value(json).unwrap()
 }
 
