@@ -21,7 +21,8 @@ use crate::domain::payment::{
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
 use crate::store::{
-    Created, HoldRequest, IdempotencyKey, NewPayment, ServiceConfig, Store, StoreError, Tenant,
+    Created, HoldRequest, IdempotencyKey, NewPayment, PaymentCodes, ServiceConfig, Store,
+    StoreError, Tenant,
 };
 
 /// Longest `reason`.
@@ -179,11 +180,41 @@ impl Intake<'_> {
         &self,
         request: CreatePayment,
         user_id: Uuid,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Created, IntakeError> {
         let now = time::now();
+        let service = self.admit(&request, user_id, origin, now).await?;
+        let mut request = request;
+        if request.payment.expire_at.is_none() {
+            // The service's default expiry, in days.
+            let days = service.document.get("expire_at").and_then(|d| d.as_i64());
+            request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
+        }
+        let payment = request.into_payment(user_id, self.public_url, now);
+        self.store_new(payment, idempotency).await
+    }
+
+    /// The rules every new payment passes, whoever asks (HTTP, the dispatcher, the
+    /// proxy's adoption): its fields, its service and tenant (active, taking this type)
+    /// and its wallet. The service's configuration, for what creation takes from it.
+    async fn admit(
+        &self,
+        request: &CreatePayment,
+        user_id: Uuid,
+        origin: Origin<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<ServiceConfig, IntakeError> {
         request.validate(now)?;
+        if request.kind == PaymentType::Wallet && matches!(origin, Origin::Platform) {
+            // A wallet is spent only by its owner asking in person: an event on Kafka
+            // proves nothing about who wants the money taken.
+            return Err(FieldError::new(
+                "type",
+                "a WALLET payment is created only by its owner's citizen token, never from Kafka",
+            )
+            .into());
+        }
         let service = self
             .configs
             .service(self.store, request.service_id)
@@ -235,17 +266,26 @@ impl Intake<'_> {
                 .into());
             }
         }
-        let mut request = request;
-        if request.payment.expire_at.is_none() {
-            // The service's default expiry, in days.
-            let days = service.document.get("expire_at").and_then(|d| d.as_i64());
-            request.payment.expire_at = days.map(|d| now + chrono::Duration::days(d));
-        }
-        let payment = request.into_payment(user_id, self.public_url, now);
-        self.store_new(payment, idempotency).await
+        Ok(service)
     }
 
-    /// Stores a payment built elsewhere (an adopted foreign event) and wakes its actor.
+    /// Adopts a payment another system published on Kafka: the rules of `create` (with
+    /// `Origin::Platform`), and its `iuv` and notice code must not be another payment's
+    /// (else its events could act on that payment's debt position).
+    pub async fn adopt(&self, payment: Payment) -> Result<Created, IntakeError> {
+        let request = CreatePayment::describing(&payment);
+        self.admit(&request, payment.user_id, Origin::Platform, time::now())
+            .await?;
+        let codes = PaymentCodes::of(&payment);
+        if let Some((field, owner)) = self.store.payment_with_code(&codes).await? {
+            if owner != payment.id {
+                return Err(FieldError::new(field, "is already used by another payment").into());
+            }
+        }
+        self.store_new(payment, None).await
+    }
+
+    /// Stores a payment as built (after `create`'s or `adopt`'s checks) and wakes its actor.
     pub async fn store_new(
         &self,
         payment: Payment,
@@ -461,6 +501,45 @@ impl CreatePayment {
                 "must be null for PAGOPA payments",
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The request that would have created `payment`: what an adopted payment is
+    /// checked as.
+    pub fn describing(payment: &Payment) -> CreatePayment {
+        let landing = &payment.links.online_payment_landing;
+        CreatePayment {
+            kind: payment.kind,
+            tenant_id: payment.tenant_id,
+            service_id: payment.service_id,
+            remote_id: payment.remote_id,
+            reason: payment.reason.clone(),
+            payment: CreatePaymentData {
+                amount: payment.payment.amount,
+                currency: payment.payment.currency.clone(),
+                expire_at: payment.payment.expire_at,
+                split: payment.payment.split.clone(),
+            },
+            payer: payment.payer.clone(),
+            debtor: payment.debtor.clone(),
+            locale: payment.locale.clone(),
+            links: CreateLinks {
+                notify: payment
+                    .links
+                    .notify
+                    .iter()
+                    .map(|l| LinkTarget {
+                        url: l.url.clone(),
+                        method: Some(l.method.clone()),
+                    })
+                    .collect(),
+                online_payment_landing: landing.url.as_ref().map(|url| LinkTarget {
+                    url: url.clone(),
+                    method: landing.method.clone(),
+                }),
+            },
+            wallet_account_id: payment.wallet_account_id,
+            user_id: Some(payment.user_id),
         }
     }
 

@@ -163,6 +163,12 @@ impl Store for MemoryStore {
     async fn account(&self, _: Uuid) -> Result<Option<Account>, StoreError> {
         Err(unsupported())
     }
+    async fn payment_with_code(
+        &self,
+        _: &cassa::store::PaymentCodes,
+    ) -> Result<Option<(&'static str, Uuid)>, StoreError> {
+        Err(unsupported())
+    }
     async fn deposit(&self, _: Uuid, _: i64) -> Result<Option<Account>, StoreError> {
         Err(unsupported())
     }
