@@ -144,6 +144,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         auth: auth.clone(),
         secret_box: secrets.secret_box.clone(),
         create_limiter: http::ratelimit::RateLimiter::new(settings.create_rate_limit),
+        link_limiter: http::ratelimit::RateLimiter::new(http::LINK_RATE),
+        check_triggers: http::ratelimit::Cooldown::new(http::CHECK_TRIGGER_EVERY),
         configs,
     });
     let mounted = simulator.clone();

@@ -34,9 +34,22 @@ pub struct AppState {
     pub secret_box: crate::secrets::SecretBox,
     /// Per-subject limit of payment creation.
     pub create_limiter: ratelimit::RateLimiter,
+    /// Per-payment limit of the links anyone holding them may open (`online-payment`,
+    /// `landing`): `LINK_RATE` per second each.
+    pub link_limiter: ratelimit::RateLimiter,
+    /// Checks triggered from outside without a token (landings, intermediary pushes):
+    /// one per payment per `CHECK_TRIGGER_EVERY`.
+    pub check_triggers: ratelimit::Cooldown,
     /// Tenants' and services' configurations as creation reads them.
     pub configs: Arc<crate::intake::ConfigCache>,
 }
+
+/// Opening a payment's `online-payment` or `landing` link: this many times per second
+/// per payment and link, beyond that 429.
+pub const LINK_RATE: u32 = 5;
+/// Checks at the intermediary triggered from outside without a token: at most one per
+/// payment this often (polling and the platform's `update` are not limited by it).
+pub const CHECK_TRIGGER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");

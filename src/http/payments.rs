@@ -93,11 +93,7 @@ async fn create(
     )?;
     state
         .create_limiter
-        .check(&format!("{}:{}", caller.role.as_str(), caller.sub))
-        .map_err(|wait| ApiError::TooManyRequests {
-            limit: state.create_limiter.rate().to_string(),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })?;
+        .admit(&format!("{}:{}", caller.role.as_str(), caller.sub))?;
     let key = idempotency_key(&req)?;
     let (request, raw): (CreatePayment, _) = body::json(&req, payload).await?;
     if !caller.sees_tenant(request.tenant_id) {
@@ -264,14 +260,7 @@ async fn update(
     if payment.status.is_final() {
         return Ok(HttpResponse::Ok().json(payment));
     }
-    let reply = command(
-        &state,
-        payment.id,
-        PaymentCommand::CheckNow {
-            citizen_returned: false,
-        },
-    )
-    .await?;
+    let reply = command(&state, payment.id, PaymentCommand::CheckNow).await?;
     Ok(HttpResponse::Ok().json(reply.payment))
 }
 
@@ -280,6 +269,9 @@ async fn online_payment(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
+    state
+        .link_limiter
+        .admit(&format!("checkout:{}", payment.id))?;
     if payment.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the payment is {}",
@@ -300,13 +292,16 @@ async fn landing(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
-    if !payment.status.is_final() {
+    state
+        .link_limiter
+        .admit(&format!("landing:{}", payment.id))?;
+    // Only a trigger (the intermediary decides the status), and at most one per payment
+    // per `CHECK_TRIGGER_EVERY` from landings and pushes together.
+    if !payment.status.is_final() && state.check_triggers.ready(payment.id) {
         // An immediate check, without making the citizen wait for the intermediary.
         let forward = Forward {
             id: payment.id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: true,
-            },
+            command: PaymentCommand::CheckNow,
         };
         if let Err(e) = state.registry.try_send(forward) {
             tracing::warn!(payment_id = %payment.id, error = %e, "landing check not queued; polling will find the outcome");
@@ -383,9 +378,7 @@ async fn intermediary_notify(
     if !payment.payment.status.is_final() {
         let forward = Forward {
             id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: false,
-            },
+            command: PaymentCommand::CheckNow,
         };
         if let Err(e) = state.registry.try_send(forward) {
             tracing::warn!(payment_id = %id, error = %e, "push check not queued; polling will find the outcome");

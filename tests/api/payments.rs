@@ -245,6 +245,57 @@ async fn landing_redirects_to_the_platform_and_checks() {
     assert!(app.sim.stats().await.status_calls > before);
 }
 
+/// Issue 25 point 7: 25 rounds of `/online-payment` + `/landing` by anyone holding the
+/// links. The checkout opened again writes nothing, the landing never moves
+/// PAYMENT_STARTED back (the citizen is at the checkout: no cancel sneaks in), both are
+/// rate-limited per payment (429), and the landings trigger at most one check per few
+/// seconds: one status event in all, a couple of intermediary calls.
+#[actix_rt::test]
+async fn reopening_the_checkout_and_landing_write_nothing_new() {
+    let app = TestApp::spawn_full(
+        Backend::Sqlite,
+        |s| s.poll_schedule = "*:1h".parse().unwrap(),
+        cassa::server::Overrides::default(),
+        false,
+    )
+    .await;
+    let id = app.create(&pagopa_body("4.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let events_before = app.events(&id).await.len();
+    let calls_before = app.sim.stats().await.status_calls;
+    let (mut redirects, mut limited) = (0, 0);
+    for _ in 0..25 {
+        for link in ["online-payment", "landing"] {
+            match app
+                .get(&format!("/v1/payments/{id}/{link}"))
+                .await
+                .status()
+                .as_u16()
+            {
+                302 => redirects += 1,
+                429 => limited += 1,
+                other => panic!("{link}: {other}"),
+            }
+        }
+    }
+    assert!(
+        redirects >= 2 && limited > 0,
+        "{redirects} 302, {limited} 429"
+    );
+    let events = app.events(&id).await;
+    let new: Vec<&str> = events[events_before..]
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(new, ["PAYMENT_STARTED"]);
+    assert_eq!(app.get_payment(&id).await["status"], "PAYMENT_STARTED");
+    let calls = app.sim.stats().await.status_calls - calls_before;
+    assert!(calls <= 2, "{calls} intermediary calls");
+}
+
 async fn list_filters_and_paginates(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut ids = Vec::new();

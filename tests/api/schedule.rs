@@ -804,9 +804,7 @@ async fn a_command_drops_the_created_row() {
     let reply = registry
         .send(Forward {
             id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: false,
-            },
+            command: PaymentCommand::CheckNow,
         })
         .await
         .unwrap()
