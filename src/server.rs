@@ -1,6 +1,6 @@
 //! Start-up of `cassa serve`: open and migrate the store, seed the demo data, start the
-//! registry (re-arming open payments in the background), mount the API and, in the
-//! embedded mode, the simulator under `/sim`.
+//! registry (re-arming open payments in the background), mount the API and, when
+//! `CASSA_SIMULATOR` is on (by default in the embedded mode), the simulator under `/sim`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -130,12 +130,16 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             Err(e) => tracing::error!(error = %e, "registry unavailable"),
         }
     });
-    let simulator = embedded.then(|| {
+    let simulator = settings.simulator_mounted().then(|| {
         Simulator::new(SimulatorConfig {
             notify_url: Some(format!("{public_url}/v1/intermediaries/sim/notify")),
+            cassa_url: Some(public_url.clone()),
             ..SimulatorConfig::default()
         })
     });
+    if seeded && simulator.is_none() && settings.simulator_url.is_none() {
+        tracing::warn!("the demo service points at {simulator_url}, but the simulator is not mounted (CASSA_SIMULATOR=off): set CASSA_SIMULATOR_URL");
+    }
     let state = web::Data::new(AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -166,7 +170,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     .workers(2)
     .shutdown_timeout(10)
     .run();
-    tracing::info!(%addr, %public_url, database = store.backend(), embedded, kafka = kafka.bootstrap(), "cassa is serving");
+    let simulator_mounted = simulator.is_some();
+    tracing::info!(%addr, %public_url, database = store.backend(), embedded, simulator = simulator_mounted, kafka = kafka.bootstrap(), "cassa is serving");
     Ok(Running {
         addr,
         public_url,

@@ -98,6 +98,8 @@ impl TestDatabase {
 /// A simulator on its own port.
 pub struct TestSimulator {
     pub base: String,
+    /// The `X-Api-Key` it requires, if any (its test hooks need it too).
+    pub api_key: Option<String>,
 }
 
 impl TestSimulator {
@@ -126,10 +128,11 @@ impl TestSimulator {
             hang_for: Duration::from_secs(3),
             notify_url: None,
             push,
-            api_key,
+            api_key: api_key.clone(),
+            cassa_url: None,
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
-        TestSimulator { base }
+        TestSimulator { base, api_key }
     }
 
     pub fn start() -> Self {
@@ -145,8 +148,18 @@ impl TestSimulator {
             .unwrap()
     }
 
+    /// A request to the simulator, with its API key if it has one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(key) => request.header("X-Api-Key", key),
+            None => request,
+        }
+    }
+
     pub async fn position(&self, iuv: &str) -> Value {
-        reqwest::get(format!("{}/positions/{iuv}", self.base))
+        self.request(reqwest::Method::GET, &format!("/positions/{iuv}"))
+            .send()
             .await
             .unwrap()
             .json()
@@ -155,8 +168,8 @@ impl TestSimulator {
     }
 
     pub async fn pay(&self, iuv: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/positions/{iuv}/pay", self.base))
+        let r = self
+            .request(reqwest::Method::POST, &format!("/positions/{iuv}/pay"))
             .send()
             .await
             .unwrap();

@@ -13,6 +13,7 @@ mod payments;
 mod restart;
 mod scale_out;
 mod schedule;
+mod simulator;
 mod store_suite;
 mod supervision;
 mod timers;
