@@ -243,6 +243,27 @@ impl Intermediaries {
     }
 }
 
+/// How `/metrics` names an intermediary: its host (and port) and a short hash of its
+/// whole URL, never the URL itself (it may carry a path, a query or worse).
+pub fn label(url: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(url.as_bytes());
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{host}-{:02x}{:02x}{:02x}{:02x}",
+        hash[0], hash[1], hash[2], hash[3]
+    )
+}
+
 impl Intermediaries {
     /// Which intermediary a service's payments call, as the guards tell intermediaries
     /// apart (by URL), or `None` when the service's configuration cannot be read.

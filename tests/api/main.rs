@@ -9,6 +9,7 @@ mod config_api;
 mod helpers;
 mod idempotency;
 mod kafka;
+mod metrics;
 mod payments;
 mod restart;
 mod scale_out;
