@@ -59,7 +59,7 @@ fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
                     .ok_or(format!("bad label: {line:?}"))?
                     + start;
                 let key = &body[start..eq];
-                if !name_ok(key) || body[eq + 1..].chars().next() != Some('"') {
+                if !name_ok(key) || !body[eq + 1..].starts_with('"') {
                     return Err(format!("bad label: {line:?}"));
                 }
                 while chars.peek().is_some_and(|(i, _)| *i <= eq + 1) {
