@@ -308,6 +308,10 @@ pub struct SimulatorArgs {
     /// `--notify-url`; without either, the checkout shows a "done" page).
     #[arg(long)]
     pub cassa_url: Option<String>,
+    /// Sign pushes with this secret (`X-Cassa-Signature`): the service's
+    /// `intermediary.credentials.push_secret` in cassa.
+    #[arg(long)]
+    pub push_secret: Option<String>,
     /// How long "hanging" calls (amount cents .02) wait.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub hang_for: Duration,

@@ -86,6 +86,7 @@ fn main() -> ExitCode {
                         push: true,
                         api_key: args.api_key,
                         cassa_url,
+                        push_secret: args.push_secret,
                     };
                     Ok(cassa::simulator::serve(args.addr, config).await?)
                 })

@@ -130,10 +130,24 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             Err(e) => tracing::error!(error = %e, "registry unavailable"),
         }
     });
+    // The built-in simulator signs its pushes as the demo service expects.
+    let push_secret = if seeded && settings.simulator_mounted() {
+        Some(
+            seed::demo_push_secret(store.as_ref(), &secrets.secret_box)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set the demo push secret: {e}"))?,
+        )
+    } else {
+        None
+    };
     let simulator = settings.simulator_mounted().then(|| {
         Simulator::new(SimulatorConfig {
-            notify_url: Some(format!("{public_url}/v1/intermediaries/sim/notify")),
+            notify_url: Some(format!(
+                "{public_url}/v1/intermediaries/{}/notify",
+                seed::DEMO_SERVICE
+            )),
             cassa_url: Some(public_url.clone()),
+            push_secret,
             ..SimulatorConfig::default()
         })
     });

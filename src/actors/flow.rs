@@ -295,9 +295,11 @@ fn position_request(deps: &Deps, payment: &Payment) -> PositionRequest {
             "{}/v1/payments/{}/landing",
             deps.public_url, payment.id
         )),
+        // The intermediary is named by the service whose configuration holds it (and its
+        // push secret).
         notify_url: Some(format!(
-            "{}/v1/intermediaries/default/notify",
-            deps.public_url
+            "{}/v1/intermediaries/{}/notify",
+            deps.public_url, payment.service_id
         )),
     }
 }

@@ -41,6 +41,9 @@ pub struct SimulatorConfig {
     /// `<cassa_url>/v1/payments/{id}/landing` of the position's payment, never anywhere
     /// a request names (no open redirect). `None`: a "done" page instead.
     pub cassa_url: Option<String>,
+    /// The secret its pushes are signed with (`X-Cassa-Signature`), as the service's
+    /// `intermediary.credentials.push_secret` in cassa; `None`: unsigned pushes.
+    pub push_secret: Option<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -51,6 +54,7 @@ impl Default for SimulatorConfig {
             push: true,
             api_key: None,
             cassa_url: None,
+            push_secret: None,
         }
     }
 }

@@ -204,15 +204,23 @@ fn notify_paid(state: &Arc<State>, position: &Position) {
         "iuv": position.iuv,
         "iud": position.iud,
         "status": "PAID",
-    });
+    })
+    .to_string();
+    let signature = state
+        .config
+        .push_secret
+        .as_deref()
+        .map(|secret| crate::intermediary::sign_push(secret, body.as_bytes()));
     let client = state.http.clone();
     tokio::spawn(async move {
-        let result = client
+        let mut request = client
             .post(&url)
             .timeout(Duration::from_secs(5))
-            .json(&body)
-            .send()
-            .await;
+            .header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header(crate::intermediary::PUSH_SIGNATURE_HEADER, signature);
+        }
+        let result = request.body(body).send().await;
         match result {
             Ok(resp) if resp.status().is_success() => {
                 tracing::debug!(%url, "simulator: payment notification delivered");

@@ -23,6 +23,7 @@ fn sim() -> Simulator {
         push: true,
         api_key: None,
         cassa_url: Some(CASSA.into()),
+        push_secret: None,
     })
 }
 
@@ -571,6 +572,7 @@ async fn works_over_real_http() {
             push: true,
             api_key: None,
             cassa_url: None,
+            push_secret: None,
         },
     )
     .unwrap();

@@ -130,6 +130,7 @@ impl TestSimulator {
             push,
             api_key: api_key.clone(),
             cassa_url: None,
+            push_secret: Some(TEST_PUSH_SECRET.into()),
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
         TestSimulator { base, api_key }
@@ -191,6 +192,8 @@ pub struct TestApp {
 /// The HS256 secret every test instance uses (so tests can mint tokens).
 pub const TEST_JWT_SECRET: &str = "cassa-test-secret-0123456789abcdef";
 /// The credential key every test instance uses (32 bytes, base64).
+/// What the test simulators sign their pushes with (the demo service's push secret).
+pub const TEST_PUSH_SECRET: &str = "cassa-test-push-secret";
 pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A token for `role` minted with the tests' secret, valid for an hour.
@@ -303,6 +306,16 @@ impl TestApp {
         let mut settings = test_settings(&db.url, &sim.base);
         tune(&mut settings);
         let running = server::start(&settings, overrides).await.unwrap();
+        // The demo service takes the test simulator's signed pushes.
+        let secret_box = cassa::secrets::SecretBox::from_setting(TEST_SECRET_KEY).unwrap();
+        cassa::seed::set_push_secret(
+            running.store.as_ref(),
+            &secret_box,
+            DEMO_SERVICE,
+            TEST_PUSH_SECRET,
+        )
+        .await
+        .unwrap();
         actix_rt::spawn(running.server);
         let kafka = running.kafka;
         TestApp {
