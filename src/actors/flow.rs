@@ -746,6 +746,21 @@ mod tests {
         }
     }
 
+    /// The row after `change` was made to its payment and stored.
+    async fn rewritten(
+        deps: &Deps,
+        row: &StoredPayment,
+        change: impl FnOnce(&mut Payment),
+    ) -> StoredPayment {
+        let mut payment = row.payment.clone();
+        change(&mut payment);
+        let change = crate::store::Change::of(row, payment, row.saga.clone());
+        deps.store
+            .update_payment(row.version, change)
+            .await
+            .unwrap()
+    }
+
     fn position(status: PositionState) -> Position {
         Position {
             iuv: "01234567890123456".into(),
@@ -860,29 +875,37 @@ mod tests {
         assert_eq!(row.saga.attempts, 1);
     }
 
-    #[actix_rt::test]
-    async fn a_payment_at_the_checkout_when_it_expires_ends_expired() {
+    /// A PAGOPA payment whose citizen just opened the checkout, at an intermediary whose
+    /// position stays pending (`more` adds expectations).
+    async fn at_the_checkout(
+        more: impl FnOnce(&mut MockIntermediary),
+    ) -> (Deps, tempfile::TempDir, StoredPayment) {
         let mut mock = MockIntermediary::new();
         mock.expect_create_position()
             .times(1)
             .returning(|_| Ok(position(PositionState::Pending)));
         mock.expect_position()
             .returning(|_| Ok(position(PositionState::Pending)));
-        mock.expect_cancel_position().times(1).returning(|_| Ok(()));
-        let (deps, _dir) = deps_with(mock).await;
+        more(&mut mock);
+        let (deps, dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
         let row = advance(&deps, row, false).await.unwrap();
         let (row, _) = start_checkout(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+        (deps, dir, row)
+    }
+
+    #[actix_rt::test]
+    async fn a_payment_at_the_checkout_when_it_expires_ends_expired() {
+        let (deps, _dir, row) = at_the_checkout(|mock| {
+            mock.expect_cancel_position().times(1).returning(|_| Ok(()));
+        })
+        .await;
         // Its expiry passes while the citizen is at the checkout.
-        let mut expired = row.payment.clone();
-        expired.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1));
-        let change = crate::store::Change::of(&row, expired, row.saga.clone());
-        let row = deps
-            .store
-            .update_payment(row.version, change)
-            .await
-            .unwrap();
+        let row = rewritten(&deps, &row, |p| {
+            p.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1))
+        })
+        .await;
         let row = advance(&deps, row, true).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::Expired, "{:?}", row.saga);
     }
@@ -892,32 +915,18 @@ mod tests {
     /// lasts; once it is over, the intermediary's "pending" brings the payment back.
     #[actix_rt::test]
     async fn the_checkout_session_holds_the_status_until_it_is_over() {
-        let mut mock = MockIntermediary::new();
-        mock.expect_create_position()
-            .times(1)
-            .returning(|_| Ok(position(PositionState::Pending)));
-        mock.expect_position()
-            .returning(|_| Ok(position(PositionState::Pending)));
-        let (deps, _dir) = deps_with(mock).await;
-        let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
-        let (row, _) = start_checkout(&deps, row).await.unwrap();
-        assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+        let (deps, _dir, row) = at_the_checkout(|_| {}).await;
         let (again, url) = start_checkout(&deps, row.clone()).await.unwrap();
         assert_eq!(again.version, row.version, "opened again: nothing written");
         assert!(url.contains("/checkout/"));
         let row = advance(&deps, row, true).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
         // The session is over (opened longer ago than it lasts).
-        let mut left = row.payment.clone();
-        left.links.online_payment_begin.last_opened_at =
-            Some(time::now() - CHECKOUT_SESSION - chrono::Duration::seconds(1));
-        let change = crate::store::Change::of(&row, left, row.saga.clone());
-        let row = deps
-            .store
-            .update_payment(row.version, change)
-            .await
-            .unwrap();
+        let row = rewritten(&deps, &row, |p| {
+            p.links.online_payment_begin.last_opened_at =
+                Some(time::now() - CHECKOUT_SESSION - chrono::Duration::seconds(1))
+        })
+        .await;
         let row = advance(&deps, row, true).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
     }

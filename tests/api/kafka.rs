@@ -237,21 +237,8 @@ async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(
         "other statuses skipped"
     );
 
-    let dead = read_until(&reader(&bootstrap, "cassa-dead-letter"), 20, |seen| {
-        seen.len() >= 3
-    })
-    .await;
-    let reasons: Vec<String> = dead
-        .iter()
-        .map(|(_, _, headers)| {
-            headers
-                .iter()
-                .find(|(k, _)| k == "cassa-reason")
-                .unwrap()
-                .1
-                .clone()
-        })
-        .collect();
+    let dead = dead_letters(&app, 3).await;
+    let reasons: Vec<&str> = dead.iter().map(|(reason, _)| reason.as_str()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].contains("not JSON"), "{reasons:?}");
     assert!(reasons[1].contains("fiscal_code"), "{reasons:?}");
@@ -386,23 +373,47 @@ async fn a_foreign_creation_pending_payment_is_adopted() {
     assert_eq!(app.sim.stats().await.positions_created, 1);
 }
 
-/// The reasons of the dead-lettered records, once there are `count`.
-async fn dead_letter_reasons(app: &TestApp, count: usize) -> Vec<String> {
+/// Publishes `events` on `payments` under one key (one partition: handled in order),
+/// then waits until the last one, `last` (a good payment), is adopted.
+async fn publish_then_adopt(app: &TestApp, key: &str, events: &[&Value], last: Uuid) {
+    for event in events {
+        produce(
+            app.kafka.bootstrap(),
+            "payments",
+            key,
+            event.to_string().as_bytes(),
+        )
+        .await;
+    }
+    wait_until_adopted(app, last).await;
+}
+
+/// The dead-lettered records (reason, payload), once there are `count`.
+async fn dead_letters(app: &TestApp, count: usize) -> Vec<(String, Vec<u8>)> {
     let dead = read_until(
         &reader(app.kafka.bootstrap(), "cassa-dead-letter"),
         20,
         |seen| seen.len() >= count,
     )
     .await;
-    dead.iter()
-        .map(|(_, _, headers)| {
-            headers
-                .iter()
+    dead.into_iter()
+        .map(|(_, payload, headers)| {
+            let reason = headers
+                .into_iter()
                 .find(|(k, _)| k == "cassa-reason")
                 .unwrap()
-                .1
-                .clone()
+                .1;
+            (reason, payload)
         })
+        .collect()
+}
+
+/// The reasons of the dead-lettered records, once there are `count`.
+async fn dead_letter_reasons(app: &TestApp, count: usize) -> Vec<String> {
+    dead_letters(app, count)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
         .collect()
 }
 
@@ -425,16 +436,7 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
     let (bad_url_id, mut bad_url) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
     bad_url["links"]["notify"][0]["url"] = json!("javascript:alert(1)");
     let (good_id, good) = foreign_event(pagopa_body("6.00"), "CREATION_PENDING");
-    for event in [&wallet, &owners, &bad_url, &good] {
-        produce(
-            app.kafka.bootstrap(),
-            "payments",
-            key,
-            event.to_string().as_bytes(),
-        )
-        .await;
-    }
-    wait_until_adopted(&app, good_id).await;
+    publish_then_adopt(&app, key, &[&wallet, &owners, &bad_url, &good], good_id).await;
     for id in [wallet_id, owners_id, bad_url_id] {
         assert_eq!(app.get(&format!("/v1/payments/{id}")).await.status(), 404);
     }
@@ -487,16 +489,13 @@ async fn a_foreign_payment_cannot_take_another_payments_iuv(backend: Backend) {
     rewrite["event_created_at"] = rewrite["updated_at"].clone();
     rewrite["app_id"] = json!("payment-dispatcher:1.4.0");
     let (good_id, good) = foreign_event(pagopa_body("6.00"), "CREATION_PENDING");
-    for event in [&squatter, &notice_only, &rewrite, &good] {
-        produce(
-            app.kafka.bootstrap(),
-            "payments",
-            key,
-            event.to_string().as_bytes(),
-        )
-        .await;
-    }
-    wait_until_adopted(&app, good_id).await;
+    publish_then_adopt(
+        &app,
+        key,
+        &[&squatter, &notice_only, &rewrite, &good],
+        good_id,
+    )
+    .await;
     for id in [squatter_id, notice_only_id] {
         assert_eq!(app.get(&format!("/v1/payments/{id}")).await.status(), 404);
     }

@@ -151,18 +151,7 @@ async fn the_intermediary_push_alone_completes_a_payment() {
 /// makes one check.
 #[actix_rt::test]
 async fn only_signed_pushes_trigger_checks_and_at_most_one_per_few_seconds() {
-    let app = TestApp::spawn_full(
-        Backend::Sqlite,
-        |s| s.poll_schedule = "*:1h".parse().unwrap(),
-        cassa::server::Overrides::default(),
-        false,
-    )
-    .await;
-    let id = app.create(&pagopa_body("8.00")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    let (app, id, pending) = quiet_pending_payment("8.00").await;
     let calls_before = app.sim.stats().await.status_calls;
     let push = |name: String, body: String, signature: Option<String>| {
         let mut request = reqwest::Client::new()
@@ -309,9 +298,10 @@ async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
     assert_eq!(app.sim.position(iuv).await["status"], "CANCELED");
 }
 
-#[actix_rt::test]
-async fn landing_redirects_to_the_platform_and_checks() {
-    // No push and hourly polls: only the citizen's return can trigger the check.
+/// A cassa whose intermediary never pushes and that polls hourly (only what a test
+/// triggers checks a payment), with a PAGOPA payment of `amount` already PAYMENT_PENDING:
+/// the app, the payment's id and the payment.
+async fn quiet_pending_payment(amount: &str) -> (TestApp, String, Value) {
     let app = TestApp::spawn_full(
         Backend::Sqlite,
         |s| s.poll_schedule = "*:1h".parse().unwrap(),
@@ -319,11 +309,18 @@ async fn landing_redirects_to_the_platform_and_checks() {
         false,
     )
     .await;
-    let id = app.create(&pagopa_body("4.00")).await["id"]
+    let id = app.create(&pagopa_body(amount)).await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    (app, id, pending)
+}
+
+#[actix_rt::test]
+async fn landing_redirects_to_the_platform_and_checks() {
+    // No push and hourly polls: only the citizen's return can trigger the check.
+    let (app, id, pending) = quiet_pending_payment("4.00").await;
     app.sim
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
@@ -342,18 +339,7 @@ async fn landing_redirects_to_the_platform_and_checks() {
 /// seconds: one status event in all, a couple of intermediary calls.
 #[actix_rt::test]
 async fn reopening_the_checkout_and_landing_write_nothing_new() {
-    let app = TestApp::spawn_full(
-        Backend::Sqlite,
-        |s| s.poll_schedule = "*:1h".parse().unwrap(),
-        cassa::server::Overrides::default(),
-        false,
-    )
-    .await;
-    let id = app.create(&pagopa_body("4.00")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let (app, id, _) = quiet_pending_payment("4.00").await;
     let events_before = app.events(&id).await.len();
     let calls_before = app.sim.stats().await.status_calls;
     let (mut redirects, mut limited) = (0, 0);
