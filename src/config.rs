@@ -455,6 +455,27 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// The simulator is mounted by default only in the embedded mode.
+    #[test]
+    fn the_simulator_is_mounted_by_default_only_when_embedded() {
+        let embedded = Settings::parse_from(["cassa"]).unwrap();
+        assert!(embedded.simulator_mounted());
+        let off = Settings::parse_from(["cassa", "--simulator", "off"]).unwrap();
+        assert!(!off.simulator_mounted());
+        let pg = ["cassa", "--database-url", "postgres://u:p@127.0.0.1/db"];
+        assert!(!Settings::parse_from(pg).unwrap().simulator_mounted());
+        let brokers = ["cassa", "--kafka-brokers", "127.0.0.1:9092"];
+        assert!(!Settings::parse_from(brokers).unwrap().simulator_mounted());
+        let asked = [
+            "cassa",
+            "--database-url",
+            "postgres://u:p@127.0.0.1/db",
+            "--simulator",
+            "on",
+        ];
+        assert!(Settings::parse_from(asked).unwrap().simulator_mounted());
+    }
+
     #[test]
     fn switches_are_on_or_off() {
         for on in ["on", "ON", "true", "1"] {

@@ -1,10 +1,13 @@
 //! The built-in simulator's mount (issue 25 point 10): `/sim` is served only when
-//! `CASSA_SIMULATOR` is on, which is the default of the embedded demo alone.
+//! `CASSA_SIMULATOR` is on, which is the default of the embedded demo alone (the
+//! default elsewhere is a unit test of `Settings::simulator_mounted`).
 
 use crate::helpers::*;
 
-/// Whether this cassa answers the simulator's `/sim/stats`.
-async fn serves_sim(app: &TestApp) -> bool {
+/// Whether a cassa on `backend` with `CASSA_SIMULATOR` = `setting` answers the
+/// simulator's `/sim/stats`.
+async fn serves_sim(backend: Backend, setting: Option<bool>) -> bool {
+    let app = TestApp::spawn_with(backend, |s| s.simulator = setting, Default::default()).await;
     match app.get("/sim/stats").await.status().as_u16() {
         200 => true,
         404 => false,
@@ -12,26 +15,9 @@ async fn serves_sim(app: &TestApp) -> bool {
     }
 }
 
+/// Embedded (SQLite, no brokers): mounted by default (the demo), and it can be turned off.
 #[actix_rt::test]
-async fn the_simulator_is_mounted_only_when_asked() {
-    // Embedded (SQLite, no brokers): the demo's default, and it can be turned off.
-    let demo = TestApp::spawn(Backend::Sqlite).await;
-    assert!(serves_sim(&demo).await);
-    let off = TestApp::spawn_with(
-        Backend::Sqlite,
-        |s| s.simulator = Some(false),
-        Default::default(),
-    )
-    .await;
-    assert!(!serves_sim(&off).await);
-    // Not embedded: never by default, only when asked.
-    let production = TestApp::spawn(Backend::Postgres).await;
-    assert!(!serves_sim(&production).await);
-    let asked = TestApp::spawn_with(
-        Backend::Postgres,
-        |s| s.simulator = Some(true),
-        Default::default(),
-    )
-    .await;
-    assert!(serves_sim(&asked).await);
+async fn the_embedded_demo_mounts_the_simulator_unless_told_not_to() {
+    assert!(serves_sim(Backend::Sqlite, None).await);
+    assert!(!serves_sim(Backend::Sqlite, Some(false)).await);
 }
