@@ -129,6 +129,16 @@ impl Caller {
         matches!(self.role, Role::Admin | Role::Operator | Role::System)
     }
 
+    /// The one tenant the caller is narrowed to (`None`: it sees every tenant), for
+    /// what is not one tenant's object but is told apart by tenant (e.g. `/metrics`'
+    /// intermediaries).
+    pub fn narrowed_to(&self) -> Option<Uuid> {
+        match self.role {
+            Role::Admin => None,
+            Role::System | Role::Operator | Role::Citizen => self.tenant_id,
+        }
+    }
+
     /// Whether this is the admin.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin

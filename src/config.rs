@@ -382,6 +382,11 @@ pub struct Settings {
     /// Where the demo service config points (default: the built-in `/sim`).
     #[arg(long, env = "CASSA_SIMULATOR_URL")]
     pub simulator_url: Option<String>,
+    /// Mount the intermediary simulator under `/sim`: `on` or `off` (default: on in the
+    /// embedded mode, for the demo; off otherwise). Never for production: it is a fake
+    /// intermediary anyone can drive.
+    #[arg(long, env = "CASSA_SIMULATOR", value_parser = parse_switch)]
+    pub simulator: Option<bool>,
     /// Seed the demo tenant, service and wallet (default: only in the embedded mode).
     #[arg(long, env = "CASSA_SEED_DEMO")]
     pub seed_demo: Option<bool>,
@@ -423,9 +428,19 @@ pub struct SimulatorArgs {
     /// Address the simulator listens on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub addr: SocketAddr,
-    /// Where to push "paid" notifications (e.g. cassa's `/v1/intermediaries/sim/notify`).
+    /// Where to push "paid" notifications (e.g. cassa's `/v1/intermediaries/sim/notify`);
+    /// loopback addresses only.
     #[arg(long)]
     pub notify_url: Option<String>,
+    /// cassa's public URL: the checkout sends the citizen back to
+    /// `<cassa url>/v1/payments/{id}/landing`, nowhere else (default: the origin of
+    /// `--notify-url`; without either, the checkout shows a "done" page).
+    #[arg(long)]
+    pub cassa_url: Option<String>,
+    /// Sign pushes with this secret (`X-Cassa-Signature`): the service's
+    /// `intermediary.credentials.push_secret` in cassa.
+    #[arg(long)]
+    pub push_secret: Option<String>,
     /// How long "hanging" calls (amount cents .02) wait.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub hang_for: Duration,
@@ -464,6 +479,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "CASSA_CREATE_RATE_LIMIT",
     "CASSA_PUBLIC_URL",
     "CASSA_POLL_SCHEDULE",
+    "CASSA_SIMULATOR",
     "CASSA_SIMULATOR_URL",
     "CASSA_OUTBOUND_ALLOW",
     "CASSA_SEED_DEMO",
@@ -493,6 +509,15 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Str
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`.
+/// Parses a switch: `on`/`off` (also `true`/`false`, `1`/`0`).
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("{text:?} is not on or off")),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -543,6 +568,11 @@ impl Settings {
             && self.kafka_brokers.trim().is_empty()
     }
 
+    /// Whether the simulator is mounted under `/sim` (`CASSA_SIMULATOR`).
+    pub fn simulator_mounted(&self) -> bool {
+        self.simulator.unwrap_or_else(|| self.embedded())
+    }
+
     /// Parses `cassa serve` settings from an argument list (and the environment).
     pub fn parse_from<I, T>(args: I) -> Result<Settings, clap::Error>
     where
@@ -561,6 +591,38 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The simulator is mounted by default only in the embedded mode.
+    #[test]
+    fn the_simulator_is_mounted_by_default_only_when_embedded() {
+        let embedded = Settings::parse_from(["cassa"]).unwrap();
+        assert!(embedded.simulator_mounted());
+        let off = Settings::parse_from(["cassa", "--simulator", "off"]).unwrap();
+        assert!(!off.simulator_mounted());
+        let pg = ["cassa", "--database-url", "postgres://u:p@127.0.0.1/db"];
+        assert!(!Settings::parse_from(pg).unwrap().simulator_mounted());
+        let brokers = ["cassa", "--kafka-brokers", "127.0.0.1:9092"];
+        assert!(!Settings::parse_from(brokers).unwrap().simulator_mounted());
+        let asked = [
+            "cassa",
+            "--database-url",
+            "postgres://u:p@127.0.0.1/db",
+            "--simulator",
+            "on",
+        ];
+        assert!(Settings::parse_from(asked).unwrap().simulator_mounted());
+    }
+
+    #[test]
+    fn switches_are_on_or_off() {
+        for on in ["on", "ON", "true", "1"] {
+            assert_eq!(parse_switch(on), Ok(true), "{on}");
+        }
+        for off in ["off", "false", "0"] {
+            assert_eq!(parse_switch(off), Ok(false), "{off}");
+        }
+        assert!(parse_switch("maybe").is_err());
+    }
 
     #[test]
     fn durations_parse_and_refuse_garbage() {

@@ -21,7 +21,8 @@ use crate::domain::payment::{
 use crate::domain::status::PaymentStatus;
 use crate::domain::{text, time};
 use crate::store::{
-    Created, HoldRequest, IdempotencyKey, NewPayment, ServiceConfig, Store, StoreError, Tenant,
+    Created, HoldRequest, IdempotencyKey, NewPayment, PaymentCodes, ServiceConfig, Store,
+    StoreError, Tenant,
 };
 use crate::tenancy::Fees;
 
@@ -227,10 +228,67 @@ impl Intake<'_> {
         top_up: Option<Uuid>,
     ) -> Result<Created, IntakeError> {
         let now = time::now();
+        let (service, created_by) = self.admit(&request, user_id, origin, now, top_up).await?;
+        let mut request = request;
+        if request.payment.expire_at.is_none() {
+            // The service's default expiry, in days. Checked as creation checks a given
+            // `expire_at` (a document written another way must not make creation panic
+            // on overflow or write an unreadable timestamp).
+            let days = service.document.get("expire_at").and_then(|d| d.as_i64());
+            let expire_at = days
+                .and_then(chrono::Duration::try_days)
+                .and_then(|d| now.checked_add_signed(d))
+                .filter(|at| *at > now && *at <= time::latest_accepted(now));
+            if days.is_some() && expire_at.is_none() {
+                return Err(FieldError::new(
+                    "service_id",
+                    "the service's default expiry (expire_at, in days) is out of range",
+                )
+                .into());
+            }
+            request.payment.expire_at = expire_at;
+        }
+        let landing_given = request.links.online_payment_landing.is_some();
+        let mut payment = request.into_payment(user_id, self.public_url, now);
+        payment.created_by = Some(created_by);
+        let template = service.document.get("landing_url").and_then(|l| l.as_str());
+        if let (false, Some(template)) = (landing_given, template) {
+            // The service's landing (checked when the service was configured, and again
+            // when the citizen is redirected).
+            payment.links.online_payment_landing.url =
+                Some(crate::tenancy::landing_for(template, payment.id));
+            payment.links.online_payment_landing.method = Some("GET".into());
+        }
+        payment.top_up_account_id = top_up;
+        self.store_new(payment, idempotency).await
+    }
+
+    /// The rules every new payment passes, whoever asks (HTTP, the dispatcher, the
+    /// proxy's adoption): who may set what, its fields, its service and tenant (active,
+    /// taking this type, a top-up only through the top-ups route), its links against
+    /// the outbound policy, its fee and its wallet. The service's configuration, for what
+    /// creation takes from it, and who is recorded as its creator.
+    async fn admit(
+        &self,
+        request: &CreatePayment,
+        user_id: Uuid,
+        origin: Origin<'_>,
+        now: DateTime<Utc>,
+        top_up: Option<Uuid>,
+    ) -> Result<(ServiceConfig, crate::domain::payment::Creator), IntakeError> {
         if let Origin::Caller(caller) = origin {
             request.links.check_setter(caller)?;
         }
         request.validate(now)?;
+        if request.kind == PaymentType::Wallet && matches!(origin, Origin::Platform) {
+            // A wallet is spent only by its owner asking in person: an event on Kafka
+            // proves nothing about who wants the money taken.
+            return Err(FieldError::new(
+                "type",
+                "a WALLET payment is created only by its owner's citizen token, never from Kafka",
+            )
+            .into());
+        }
         let created_by = match origin {
             Origin::Caller(caller) => {
                 caller.check_parties(request.kind, &request.payer, request.debtor.as_ref())?;
@@ -320,41 +378,32 @@ impl Intake<'_> {
                 .into());
             }
         }
-        let mut request = request;
-        if request.payment.expire_at.is_none() {
-            // The service's default expiry, in days. Checked as creation checks a given
-            // `expire_at` (a document written another way must not make creation panic
-            // on overflow or write an unreadable timestamp).
-            let days = service.document.get("expire_at").and_then(|d| d.as_i64());
-            let expire_at = days
-                .and_then(chrono::Duration::try_days)
-                .and_then(|d| now.checked_add_signed(d))
-                .filter(|at| *at > now && *at <= time::latest_accepted(now));
-            if days.is_some() && expire_at.is_none() {
-                return Err(FieldError::new(
-                    "service_id",
-                    "the service's default expiry (expire_at, in days) is out of range",
-                )
-                .into());
-            }
-            request.payment.expire_at = expire_at;
-        }
-        let landing_given = request.links.online_payment_landing.is_some();
-        let mut payment = request.into_payment(user_id, self.public_url, now);
-        payment.created_by = Some(created_by);
-        let template = service.document.get("landing_url").and_then(|l| l.as_str());
-        if let (false, Some(template)) = (landing_given, template) {
-            // The service's landing (checked when the service was configured, and again
-            // when the citizen is redirected).
-            payment.links.online_payment_landing.url =
-                Some(crate::tenancy::landing_for(template, payment.id));
-            payment.links.online_payment_landing.method = Some("GET".into());
-        }
-        payment.top_up_account_id = top_up;
-        self.store_new(payment, idempotency).await
+        Ok((service, created_by))
     }
 
-    /// Stores a payment built elsewhere (an adopted foreign event) and wakes its actor.
+    /// Adopts a payment another system published on Kafka: the rules of `create` (with
+    /// `Origin::Platform`), and its `iuv` and notice code must not be another payment's
+    /// (else its events could act on that payment's debt position).
+    pub async fn adopt(&self, payment: Payment) -> Result<Created, IntakeError> {
+        let request = CreatePayment::describing(&payment);
+        self.admit(
+            &request,
+            payment.user_id,
+            Origin::Platform,
+            time::now(),
+            None,
+        )
+        .await?;
+        let codes = PaymentCodes::of(&payment);
+        if let Some((field, owner)) = self.store.payment_with_code(&codes).await? {
+            if owner != payment.id {
+                return Err(FieldError::new(field, "is already used by another payment").into());
+            }
+        }
+        self.store_new(payment, None).await
+    }
+
+    /// Stores a payment as built (after `create`'s or `adopt`'s checks) and wakes its actor.
     pub async fn store_new(
         &self,
         payment: Payment,
@@ -701,6 +750,45 @@ impl CreatePayment {
                 "must be null for PAGOPA payments",
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The request that would have created `payment`: what an adopted payment is
+    /// checked as.
+    pub fn describing(payment: &Payment) -> CreatePayment {
+        let landing = &payment.links.online_payment_landing;
+        CreatePayment {
+            kind: payment.kind,
+            tenant_id: payment.tenant_id,
+            service_id: payment.service_id,
+            remote_id: payment.remote_id,
+            reason: payment.reason.clone(),
+            payment: CreatePaymentData {
+                amount: payment.payment.amount,
+                currency: payment.payment.currency.clone(),
+                expire_at: payment.payment.expire_at,
+                split: payment.payment.split.clone(),
+            },
+            payer: payment.payer.clone(),
+            debtor: payment.debtor.clone(),
+            locale: payment.locale.clone(),
+            links: CreateLinks {
+                notify: payment
+                    .links
+                    .notify
+                    .iter()
+                    .map(|l| LinkTarget {
+                        url: l.url.clone(),
+                        method: Some(l.method.clone()),
+                    })
+                    .collect(),
+                online_payment_landing: landing.url.as_ref().map(|url| LinkTarget {
+                    url: url.clone(),
+                    method: landing.method.clone(),
+                }),
+            },
+            wallet_account_id: payment.wallet_account_id,
+            user_id: Some(payment.user_id),
         }
     }
 

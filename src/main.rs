@@ -75,11 +75,18 @@ fn main() -> ExitCode {
             .and_then(|()| {
                 actix_web::rt::System::new().block_on(async move {
                     tracing::info!(addr = %args.addr, "simulator listening");
+                    // cassa's origin, from the push address when not given.
+                    let cassa_url = args.cassa_url.or_else(|| {
+                        let notify = url::Url::parse(args.notify_url.as_deref()?).ok()?;
+                        Some(notify.origin().ascii_serialization())
+                    });
                     let config = cassa::simulator::SimulatorConfig {
                         hang_for: args.hang_for,
                         notify_url: args.notify_url,
                         push: true,
                         api_key: args.api_key,
+                        cassa_url,
+                        push_secret: args.push_secret,
                     };
                     Ok(cassa::simulator::serve(args.addr, config).await?)
                 })
@@ -175,6 +182,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         // Only an RS256 public key configured: nothing to mint demo tokens with.
         let tokens = cassa::seed::demo_tokens(&running.auth).unwrap_or_default();
         println!("{}", cassa::seed::banner(&running.public_url, &tokens));
+    }
+    if running.simulator.is_some() {
+        println!(
+            "simulator mounted at {}/sim (a fake intermediary anyone can drive: CASSA_SIMULATOR=off outside a demo)",
+            running.public_url
+        );
     }
     println!(
         "cassa listening on {} ({} database)",

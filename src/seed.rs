@@ -145,6 +145,68 @@ pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, Stri
     .collect()
 }
 
+/// The demo service's push secret: the one its credentials hold, or a new random one
+/// sealed into them. The built-in simulator signs its pushes with it.
+pub async fn demo_push_secret(
+    store: &dyn Store,
+    secret_box: &crate::secrets::SecretBox,
+) -> Result<String, StoreError> {
+    let service = store
+        .service(DEMO_SERVICE)
+        .await?
+        .ok_or_else(|| StoreError::Unexpected(anyhow::anyhow!("the demo service is missing")))?;
+    if let Some(secret) = open_credentials(&service, secret_box)?.push_secret {
+        return Ok(secret);
+    }
+    let secret = crate::secrets::random_base64(32);
+    set_push_secret(store, secret_box, DEMO_SERVICE, &secret).await?;
+    Ok(secret)
+}
+
+/// Seals `secret` as service `service_id`'s push secret, keeping its other credentials.
+pub async fn set_push_secret(
+    store: &dyn Store,
+    secret_box: &crate::secrets::SecretBox,
+    service_id: Uuid,
+    secret: &str,
+) -> Result<(), StoreError> {
+    let unexpected = |e: String| StoreError::Unexpected(anyhow::anyhow!(e));
+    let mut service = store
+        .service(service_id)
+        .await?
+        .ok_or_else(|| unexpected(format!("no service {service_id}")))?;
+    let mut credentials = open_credentials(&service, secret_box)?;
+    credentials.push_secret = Some(secret.to_string());
+    let text = serde_json::to_vec(&credentials).map_err(|e| unexpected(e.to_string()))?;
+    service.credentials = Some(
+        secret_box
+            .seal(&text)
+            .map_err(|e| unexpected(e.to_string()))?,
+    );
+    service.updated_at = crate::domain::time::now();
+    if store.update_service(&service).await? {
+        Ok(())
+    } else {
+        Err(unexpected(format!(
+            "service {service_id} changed while its push secret was set"
+        )))
+    }
+}
+
+/// A service's credentials, opened (empty when it has none).
+fn open_credentials(
+    service: &ServiceConfig,
+    secret_box: &crate::secrets::SecretBox,
+) -> Result<crate::tenancy::Credentials, StoreError> {
+    let Some(sealed) = &service.credentials else {
+        return Ok(Default::default());
+    };
+    let opened = secret_box
+        .open(sealed)
+        .map_err(|e| StoreError::Unexpected(anyhow::anyhow!(e.to_string())))?;
+    serde_json::from_slice(&opened).map_err(|e| StoreError::Unexpected(anyhow::anyhow!(e)))
+}
+
 /// What to print at start-up so a new user can try the demo.
 pub fn banner(public_url: &str, tokens: &[(&'static str, Role, String)]) -> String {
     let mut exports = String::new();

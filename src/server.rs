@@ -1,6 +1,6 @@
 //! Start-up of `cassa serve`: open and migrate the store, seed the demo data, start the
-//! registry (re-arming open payments in the background), mount the API and, in the
-//! embedded mode, the simulator under `/sim`.
+//! registry (re-arming open payments in the background), mount the API and, when
+//! `CASSA_SIMULATOR` is on (by default in the embedded mode), the simulator under `/sim`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -146,12 +146,30 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             Err(e) => tracing::error!(error = %e, "registry unavailable"),
         }
     });
-    let simulator = embedded.then(|| {
+    // The built-in simulator signs its pushes as the demo service expects.
+    let push_secret = if seeded && settings.simulator_mounted() {
+        Some(
+            seed::demo_push_secret(store.as_ref(), &secrets.secret_box)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set the demo push secret: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let simulator = settings.simulator_mounted().then(|| {
         Simulator::new(SimulatorConfig {
-            notify_url: Some(format!("{public_url}/v1/intermediaries/sim/notify")),
+            notify_url: Some(format!(
+                "{public_url}/v1/intermediaries/{}/notify",
+                seed::DEMO_SERVICE
+            )),
+            cassa_url: Some(public_url.clone()),
+            push_secret,
             ..SimulatorConfig::default()
         })
     });
+    if seeded && simulator.is_none() && settings.simulator_url.is_none() {
+        tracing::warn!("the demo service points at {simulator_url}, but the simulator is not mounted (CASSA_SIMULATOR=off): set CASSA_SIMULATOR_URL");
+    }
     let state = web::Data::new(AppState {
         store: store.clone(),
         registry: registry.clone(),
@@ -160,6 +178,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         auth: auth.clone(),
         secret_box: secrets.secret_box.clone(),
         create_limiter: http::ratelimit::RateLimiter::new(settings.create_rate_limit),
+        link_limiter: http::ratelimit::RateLimiter::new(http::LINK_RATE),
+        check_triggers: http::ratelimit::Cooldown::new(http::CHECK_TRIGGER_EVERY),
         configs,
     });
     let mounted = simulator.clone();
@@ -181,7 +201,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     .workers(2)
     .shutdown_timeout(10)
     .run();
-    tracing::info!(%addr, %public_url, database = store.backend(), embedded, kafka = kafka.bootstrap(), "cassa is serving");
+    let simulator_mounted = simulator.is_some();
+    tracing::info!(%addr, %public_url, database = store.backend(), embedded, simulator = simulator_mounted, kafka = kafka.bootstrap(), "cassa is serving");
     Ok(Running {
         addr,
         public_url,

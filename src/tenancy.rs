@@ -197,6 +197,10 @@ pub struct Credentials {
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// The secret the intermediary signs its pushes with (`X-Cassa-Signature`, HMAC-SHA256
+    /// of the body); without it, its pushes are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -206,16 +210,18 @@ impl std::fmt::Debug for Credentials {
             .field("username", &masked.username)
             .field("password", &masked.password)
             .field("api_key", &masked.api_key)
+            .field("push_secret", &masked.push_secret)
             .finish()
     }
 }
 
 impl Credentials {
-    fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 3] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 4] {
         [
             ("username", &mut self.username),
             ("password", &mut self.password),
             ("api_key", &mut self.api_key),
+            ("push_secret", &mut self.push_secret),
         ]
     }
 
@@ -226,12 +232,16 @@ impl Credentials {
             username: mask(&self.username),
             password: mask(&self.password),
             api_key: mask(&self.api_key),
+            push_secret: mask(&self.push_secret),
         }
     }
 
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.username.is_none() && self.password.is_none() && self.api_key.is_none()
+        self.username.is_none()
+            && self.password.is_none()
+            && self.api_key.is_none()
+            && self.push_secret.is_none()
     }
 
     /// Values sent back as the mask take the stored value (a GET → PUT round trip keeps
@@ -684,6 +694,11 @@ pub fn service_schema() -> serde_json::Value {
                         "type": "password", "key": "intermediary.credentials.api_key", "label": "API key",
                         "input": true, "protected": true,
                         "description": "Stored encrypted, never shown again; leave ******** to keep it"
+                    },
+                    {
+                        "type": "password", "key": "intermediary.credentials.push_secret", "label": "Push secret",
+                        "input": true, "protected": true,
+                        "description": "Shared with the intermediary, which signs its pushes with it (X-Cassa-Signature: sha256=<HMAC-SHA256 of the body>); without it pushes are refused. Stored encrypted; leave ******** to keep it"
                     }
                 ]
             },
@@ -959,6 +974,7 @@ mod tests {
             username: Some("u".into()),
             password: Some("secret".into()),
             api_key: None,
+            push_secret: None,
         };
         let mut sent = stored.masked();
         assert_eq!(sent.password.as_deref(), Some(MASK));

@@ -25,7 +25,6 @@ pub async fn advance(
     deps: &Deps,
     mut row: StoredPayment,
     mut check_now: bool,
-    citizen_returned: bool,
 ) -> Result<StoredPayment, StoreError> {
     for _ in 0..MAX_STEPS_PER_DRIVE {
         let now = time::now();
@@ -36,7 +35,7 @@ pub async fn advance(
             break;
         }
         check_now = false;
-        let next = step(deps, &row, now, citizen_returned).await?;
+        let next = step(deps, &row, now).await?;
         let progressed =
             next.payment.status != row.payment.status || next.saga.wind_down != row.saga.wind_down;
         row = next;
@@ -82,7 +81,6 @@ async fn step(
     deps: &Deps,
     row: &StoredPayment,
     now: DateTime<Utc>,
-    citizen_returned: bool,
 ) -> Result<StoredPayment, StoreError> {
     let status = row.payment.status;
     if status.is_final() {
@@ -104,7 +102,7 @@ async fn step(
             create_position(deps, row, now).await
         }
         (PaymentType::Pagopa, PaymentStatus::PaymentPending | PaymentStatus::PaymentStarted) => {
-            check_position(deps, row, now, citizen_returned).await
+            check_position(deps, row, now).await
         }
         // The funds were held in the transaction that created the payment.
         (PaymentType::Wallet, PaymentStatus::CreationPending) => {
@@ -307,9 +305,11 @@ fn position_request(deps: &Deps, payment: &Payment) -> PositionRequest {
             "{}/v1/payments/{}/landing",
             deps.public_url, payment.id
         )),
+        // The intermediary is named by the service whose configuration holds it (and its
+        // push secret).
         notify_url: Some(format!(
-            "{}/v1/intermediaries/default/notify",
-            deps.public_url
+            "{}/v1/intermediaries/{}/notify",
+            deps.public_url, payment.service_id
         )),
     }
 }
@@ -370,7 +370,6 @@ async fn check_position(
     deps: &Deps,
     row: &StoredPayment,
     now: DateTime<Utc>,
-    citizen_returned: bool,
 ) -> Result<StoredPayment, StoreError> {
     let Some(iuv) = row.payment.payment.iuv.clone() else {
         return retry_later(deps, row, "the payment has no iuv".into(), now).await;
@@ -426,8 +425,12 @@ async fn check_position(
                     saga.wind_down = Some(WindDown::Expire);
                     return save(deps, row, payment, saga, Some(now), None).await;
                 }
-                if citizen_returned && payment.status == PaymentStatus::PaymentStarted {
-                    // Back from the checkout without paying.
+                if payment.status == PaymentStatus::PaymentStarted
+                    && !checkout_in_progress(&payment, now)
+                {
+                    // The checkout was left without paying, as the intermediary says, and
+                    // long enough ago that the citizen is not at it any more. Never
+                    // sooner, whoever asks for the check (a landing link proves nothing).
                     transition(&mut payment, PaymentStatus::PaymentPending, now)?;
                 } else {
                     payment.updated_at = now;
@@ -601,13 +604,28 @@ pub async fn cancel(deps: &Deps, row: StoredPayment) -> Result<StoredPayment, Pa
                 // Durable before any compensation runs: a crash still cancels.
                 save(deps, &row, payment, saga, Some(now), None).await?
             };
-            Ok(advance(deps, row, false, false).await?)
+            Ok(advance(deps, row, false).await?)
         }
     }
 }
 
+/// How long a citizen is taken to be at the checkout after opening it: the payment stays
+/// PAYMENT_STARTED (no cancel) while the intermediary has no outcome, and opening it
+/// again meanwhile writes nothing.
+pub const CHECKOUT_SESSION: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Whether the online payment was opened less than `CHECKOUT_SESSION` ago.
+fn checkout_in_progress(payment: &Payment, now: DateTime<Utc>) -> bool {
+    payment
+        .links
+        .online_payment_begin
+        .last_opened_at
+        .is_some_and(|at| now - at < CHECKOUT_SESSION)
+}
+
 /// The citizen opens the online payment: PAYMENT_PENDING → PAYMENT_STARTED; returns the
-/// row and the intermediary's checkout URL.
+/// row and the intermediary's checkout URL. Opened again within `CHECKOUT_SESSION`, it
+/// writes nothing.
 pub async fn start_checkout(
     deps: &Deps,
     row: StoredPayment,
@@ -634,6 +652,11 @@ pub async fn start_checkout(
                 PaymentError::NotReady("the intermediary gave no checkout address yet".into())
             })?;
             let now = time::now();
+            if row.payment.status == PaymentStatus::PaymentStarted
+                && checkout_in_progress(&row.payment, now)
+            {
+                return Ok((row, url));
+            }
             let mut payment = row.payment.clone();
             payment.links.online_payment_begin.last_opened_at = Some(now);
             if payment.status == PaymentStatus::PaymentPending {
@@ -738,6 +761,21 @@ mod tests {
         }
     }
 
+    /// The row after `change` was made to its payment and stored.
+    async fn rewritten(
+        deps: &Deps,
+        row: &StoredPayment,
+        change: impl FnOnce(&mut Payment),
+    ) -> StoredPayment {
+        let mut payment = row.payment.clone();
+        change(&mut payment);
+        let change = crate::store::Change::of(row, payment, row.saga.clone());
+        deps.store
+            .update_payment(row.version, change)
+            .await
+            .unwrap()
+    }
+
     fn position(status: PositionState) -> Position {
         Position {
             iuv: "01234567890123456".into(),
@@ -757,7 +795,7 @@ mod tests {
             .returning(|_| Err(IntermediaryError::Refused("400: bad debtor".into())));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::CreationFailed);
         assert!(row.payment.status_message.unwrap().contains("bad debtor"));
         assert_eq!(row.next_check_at, None);
@@ -772,7 +810,7 @@ mod tests {
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
         let before = time::now();
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::CreationPending);
         assert_eq!(row.saga.attempts, 1);
         let retry = row.next_check_at.unwrap();
@@ -799,7 +837,7 @@ mod tests {
             .returning(|_| Ok(position(PositionState::Pending)));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
         let next = row.next_check_at.unwrap();
         let delay = next - row.payment.updated_at;
@@ -809,7 +847,7 @@ mod tests {
         );
         assert_eq!(row.payment.links.update.next_check_at, Some(next));
         // Not due yet: advancing again does nothing (no intermediary call expected).
-        let again = advance(&deps, row.clone(), false, false).await.unwrap();
+        let again = advance(&deps, row.clone(), false).await.unwrap();
         assert_eq!(again, row);
     }
 
@@ -827,7 +865,7 @@ mod tests {
             .returning(|_| Ok(position(PositionState::Paid)));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         let row = cancel(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::Complete);
         assert_eq!(row.payment.payment.transaction_id.as_deref(), Some("tx"));
@@ -844,7 +882,7 @@ mod tests {
             .returning(|_| Err(IntermediaryError::Transient("timeout".into())));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         let row = cancel(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
         assert_eq!(row.saga.wind_down, Some(WindDown::Cancel));
@@ -852,31 +890,60 @@ mod tests {
         assert_eq!(row.saga.attempts, 1);
     }
 
-    #[actix_rt::test]
-    async fn a_payment_at_the_checkout_when_it_expires_ends_expired() {
+    /// A PAGOPA payment whose citizen just opened the checkout, at an intermediary whose
+    /// position stays pending (`more` adds expectations).
+    async fn at_the_checkout(
+        more: impl FnOnce(&mut MockIntermediary),
+    ) -> (Deps, tempfile::TempDir, StoredPayment) {
         let mut mock = MockIntermediary::new();
         mock.expect_create_position()
             .times(1)
             .returning(|_| Ok(position(PositionState::Pending)));
         mock.expect_position()
             .returning(|_| Ok(position(PositionState::Pending)));
-        mock.expect_cancel_position().times(1).returning(|_| Ok(()));
-        let (deps, _dir) = deps_with(mock).await;
+        more(&mut mock);
+        let (deps, dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         let (row, _) = start_checkout(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+        (deps, dir, row)
+    }
+
+    #[actix_rt::test]
+    async fn a_payment_at_the_checkout_when_it_expires_ends_expired() {
+        let (deps, _dir, row) = at_the_checkout(|mock| {
+            mock.expect_cancel_position().times(1).returning(|_| Ok(()));
+        })
+        .await;
         // Its expiry passes while the citizen is at the checkout.
-        let mut expired = row.payment.clone();
-        expired.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1));
-        let change = crate::store::Change::of(&row, expired, row.saga.clone());
-        let row = deps
-            .store
-            .update_payment(row.version, change)
-            .await
-            .unwrap();
-        let row = advance(&deps, row, true, false).await.unwrap();
+        let row = rewritten(&deps, &row, |p| {
+            p.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1))
+        })
+        .await;
+        let row = advance(&deps, row, true).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::Expired, "{:?}", row.saga);
+    }
+
+    /// Issue 25 point 7: opening the checkout again within `CHECKOUT_SESSION` writes
+    /// nothing, and a check (however triggered) leaves PAYMENT_STARTED while the session
+    /// lasts; once it is over, the intermediary's "pending" brings the payment back.
+    #[actix_rt::test]
+    async fn the_checkout_session_holds_the_status_until_it_is_over() {
+        let (deps, _dir, row) = at_the_checkout(|_| {}).await;
+        let (again, url) = start_checkout(&deps, row.clone()).await.unwrap();
+        assert_eq!(again.version, row.version, "opened again: nothing written");
+        assert!(url.contains("/checkout/"));
+        let row = advance(&deps, row, true).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
+        // The session is over (opened longer ago than it lasts).
+        let row = rewritten(&deps, &row, |p| {
+            p.links.online_payment_begin.last_opened_at =
+                Some(time::now() - CHECKOUT_SESSION - chrono::Duration::seconds(1))
+        })
+        .await;
+        let row = advance(&deps, row, true).await.unwrap();
+        assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
     }
 
     #[actix_rt::test]
@@ -890,7 +957,7 @@ mod tests {
         });
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Wallet, 1001).await;
-        let row = advance(&deps, row, false, false).await.unwrap();
+        let row = advance(&deps, row, false).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentFailed);
         let statuses: Vec<_> = deps
             .store

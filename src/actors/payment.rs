@@ -44,7 +44,7 @@ const START_SPREAD_MS: u64 = 500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentCommand {
     /// Check at the intermediary now (update link, push notification, landing).
-    CheckNow { citizen_returned: bool },
+    CheckNow,
     /// Cancel (runs compensations).
     Cancel,
     /// The citizen opens the online payment.
@@ -600,7 +600,7 @@ impl Handler<Drive> for PaymentActor {
                     }
                 };
                 let result = flow::with_reload(&deps, row, async |deps, row| {
-                    Ok(flow::advance(deps, row, false, false).await?)
+                    Ok(flow::advance(deps, row, false).await?)
                 })
                 .await;
                 result.map_err(|e| {
@@ -654,12 +654,9 @@ impl Handler<Command> for PaymentActor {
                     Err(e) => return (None, Err(e.into())),
                 };
                 let result = match command.0 {
-                    PaymentCommand::CheckNow { citizen_returned } => {
+                    PaymentCommand::CheckNow => {
                         flow::with_reload(&deps, row, async |deps, row| {
-                            Ok((
-                                flow::advance(deps, row, true, citizen_returned).await?,
-                                None,
-                            ))
+                            Ok((flow::advance(deps, row, true).await?, None))
                         })
                         .await
                     }

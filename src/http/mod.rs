@@ -34,6 +34,12 @@ pub struct AppState {
     pub secret_box: crate::secrets::SecretBox,
     /// Per-subject limit of payment creation.
     pub create_limiter: ratelimit::RateLimiter,
+    /// Per-payment limit of the links anyone holding them may open (`online-payment`,
+    /// `landing`): `LINK_RATE` per second each.
+    pub link_limiter: ratelimit::RateLimiter,
+    /// Checks triggered from outside without a token (landings, intermediary pushes):
+    /// one per payment per `CHECK_TRIGGER_EVERY`.
+    pub check_triggers: ratelimit::Cooldown,
     /// Tenants' and services' configurations as creation reads them.
     pub configs: Arc<crate::intake::ConfigCache>,
 }
@@ -49,6 +55,12 @@ impl AppState {
         }
     }
 }
+/// Opening a payment's `online-payment` or `landing` link: this many times per second
+/// per payment and link, beyond that 429.
+pub const LINK_RATE: u32 = 5;
+/// Checks at the intermediary triggered from outside without a token: at most one per
+/// payment this often (polling and the platform's `update` are not limited by it).
+pub const CHECK_TRIGGER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -226,27 +238,47 @@ async fn metrics(
             count.load(std::sync::atomic::Ordering::Relaxed)
         ));
     }
-    let guards = state.deps.intermediaries.guards();
+    let mut guards = state.deps.intermediaries.guards();
+    if let Some(tenant) = caller.narrowed_to() {
+        // Only the intermediaries this tenant's services call.
+        let mut urls = std::collections::HashSet::new();
+        let mut after = None;
+        loop {
+            let page = crate::store::Page { after, limit: 500 };
+            let services = state.store.list_services(Some(tenant), page).await?;
+            urls.extend(services.iter().map(|s| s.intermediary_url.clone()));
+            match services.last() {
+                Some(last) if services.len() == 500 => after = Some(last.id),
+                _ => break,
+            }
+        }
+        guards.retain(|(url, _)| urls.contains(url));
+    }
+    // Labelled by a short name, escaped all the same.
+    let guards: Vec<_> = guards
+        .into_iter()
+        .map(|(url, guard)| (label_value(&crate::intermediary::label(&url)), guard))
+        .collect();
     if !guards.is_empty() {
         text.push_str("# HELP cassa_intermediary_circuit_open 1 while the intermediary's circuit is open or half-open (checks are postponed).\n");
         text.push_str("# TYPE cassa_intermediary_circuit_open gauge\n");
-        for (url, guard) in &guards {
+        for (name, guard) in &guards {
             let open = u8::from(guard.state != crate::intermediary::guard::CircuitState::Closed);
             text.push_str(&format!(
-                "cassa_intermediary_circuit_open{{intermediary=\"{url}\"}} {open}\n"
+                "cassa_intermediary_circuit_open{{intermediary=\"{name}\"}} {open}\n"
             ));
         }
         text.push_str("# HELP cassa_intermediary_calls_total Calls that reached the intermediary.\n# TYPE cassa_intermediary_calls_total counter\n");
-        for (url, guard) in &guards {
+        for (name, guard) in &guards {
             text.push_str(&format!(
-                "cassa_intermediary_calls_total{{intermediary=\"{url}\"}} {}\n",
+                "cassa_intermediary_calls_total{{intermediary=\"{name}\"}} {}\n",
                 guard.calls
             ));
         }
         text.push_str("# HELP cassa_intermediary_rejected_total Calls postponed by the guard, by reason.\n# TYPE cassa_intermediary_rejected_total counter\n");
-        for (url, guard) in &guards {
-            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{url}\",reason=\"circuit_open\"}} {}\n", guard.rejected_open));
-            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{url}\",reason=\"rate_limit\"}} {}\n", guard.rejected_rate));
+        for (name, guard) in &guards {
+            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{name}\",reason=\"circuit_open\"}} {}\n", guard.rejected_open));
+            text.push_str(&format!("cassa_intermediary_rejected_total{{intermediary=\"{name}\",reason=\"rate_limit\"}} {}\n", guard.rejected_rate));
         }
     }
     Ok(HttpResponse::Ok()
@@ -254,8 +286,34 @@ async fn metrics(
         .body(text))
 }
 
+/// A label value as the Prometheus text format wants it: `\\`, `"` and newlines escaped.
+fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value(r#"a"}\b"#), r#"a\"}\\b"#);
+        assert_eq!(label_value("line\nnext"), "line\\nnext");
+        assert_eq!(label_value("plain-1.2:3"), "plain-1.2:3");
+    }
 }

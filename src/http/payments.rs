@@ -89,11 +89,7 @@ pub(super) fn limit_creation(state: &AppState, caller: &Caller) -> Result<(), Ap
         .map_or_else(|| "*".to_string(), |t| t.to_string());
     state
         .create_limiter
-        .check(&format!("{tenant}:{}:{}", caller.role.as_str(), caller.sub))
-        .map_err(|wait| ApiError::TooManyRequests {
-            limit: state.create_limiter.rate().to_string(),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })
+        .admit(&format!("{tenant}:{}:{}", caller.role.as_str(), caller.sub))
 }
 
 #[tracing::instrument(name = "http.create_payment", skip_all)]
@@ -270,14 +266,7 @@ async fn update(
     if payment.status.is_final() {
         return Ok(HttpResponse::Ok().json(payment));
     }
-    let reply = command(
-        &state,
-        payment.id,
-        PaymentCommand::CheckNow {
-            citizen_returned: false,
-        },
-    )
-    .await?;
+    let reply = command(&state, payment.id, PaymentCommand::CheckNow).await?;
     Ok(HttpResponse::Ok().json(reply.payment))
 }
 
@@ -286,6 +275,9 @@ async fn online_payment(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
+    state
+        .link_limiter
+        .admit(&format!("checkout:{}", payment.id))?;
     if payment.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the payment is {}",
@@ -327,13 +319,16 @@ async fn landing(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let payment = load(&state, &path).await?;
-    if !payment.status.is_final() {
+    state
+        .link_limiter
+        .admit(&format!("landing:{}", payment.id))?;
+    // Only a trigger (the intermediary decides the status), and at most one per payment
+    // per `CHECK_TRIGGER_EVERY` from landings and pushes together.
+    if !payment.status.is_final() && state.check_triggers.ready(payment.id) {
         // An immediate check, without making the citizen wait for the intermediary.
         let forward = Forward {
             id: payment.id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: true,
-            },
+            command: PaymentCommand::CheckNow,
         };
         if let Err(e) = state.registry.try_send(forward) {
             tracing::warn!(payment_id = %payment.id, error = %e, "landing check not queued; polling will find the outcome");
@@ -402,32 +397,78 @@ struct IntermediaryPush {
     iud: String,
 }
 
-/// A push from the intermediary: never trusted as such, it only triggers a check.
+/// A push from the intermediary, named by the service whose configuration holds it:
+/// refused (401, one answer for every reason) unless signed with that service's push
+/// secret; then never trusted as such, it only triggers a check (one per payment per
+/// `CHECK_TRIGGER_EVERY`), and it answers 202 whether the payment exists or not.
 async fn intermediary_notify(
     req: HttpRequest,
+    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (push, _): (IntermediaryPush, _) = body::json(&req, payload).await?;
-    let id = Uuid::parse_str(&push.iud)
-        .map_err(|_| ApiError::field("iud", "is not a payment of cassa"))?;
-    let payment = state
-        .store
-        .payment(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no payment with iud {}", push.iud)))?;
-    if !payment.payment.status.is_final() {
-        let forward = Forward {
-            id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: false,
-            },
-        };
-        if let Err(e) = state.registry.try_send(forward) {
-            tracing::warn!(payment_id = %id, error = %e, "push check not queued; polling will find the outcome");
+    let raw = body::read_limited(&req, payload).await?;
+    let service_id = push_sender(&state, &req, &path, &raw).await?;
+    let push: IntermediaryPush = body::parse_json(&req, &raw)?;
+    let payment = match Uuid::parse_str(&push.iud) {
+        Ok(id) => state.store.payment(id).await?,
+        Err(_) => None,
+    };
+    if let Some(row) = payment {
+        let payment = row.payment;
+        if payment.service_id == service_id
+            && !payment.status.is_final()
+            && state.check_triggers.ready(payment.id)
+        {
+            let forward = Forward {
+                id: payment.id,
+                command: PaymentCommand::CheckNow,
+            };
+            if let Err(e) = state.registry.try_send(forward) {
+                tracing::warn!(payment_id = %payment.id, error = %e, "push check not queued; polling will find the outcome");
+            }
         }
     }
     Ok(HttpResponse::Accepted().json(serde_json::json!({"accepted": true})))
+}
+
+/// The service a push comes from: `name` must be a configured service with a push
+/// secret, and the push signed with it.
+async fn push_sender(
+    state: &AppState,
+    req: &HttpRequest,
+    name: &str,
+    body: &[u8],
+) -> Result<Uuid, ApiError> {
+    let refused = || {
+        ApiError::Unauthorized(format!(
+            "a push must name a configured intermediary and carry {}: sha256=<HMAC-SHA256 of the body under its push secret>",
+            crate::intermediary::PUSH_SIGNATURE_HEADER
+        ))
+    };
+    let signature = req
+        .headers()
+        .get(crate::intermediary::PUSH_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(refused)?;
+    let service_id = Uuid::parse_str(name).map_err(|_| refused())?;
+    let service = state
+        .configs
+        .service(state.store.as_ref(), service_id)
+        .await?
+        .ok_or_else(refused)?;
+    let sealed = service.credentials.as_deref().ok_or_else(refused)?;
+    let opened = state.secret_box.open(sealed).map_err(|_| {
+        ApiError::Unexpected(anyhow::anyhow!("stored credentials cannot be opened"))
+    })?;
+    let credentials: crate::tenancy::Credentials = serde_json::from_slice(&opened)
+        .map_err(|_| ApiError::Unexpected(anyhow::anyhow!("stored credentials are unreadable")))?;
+    let secret = credentials.push_secret.ok_or_else(refused)?;
+    if crate::intermediary::push_is_signed(&secret, body, signature) {
+        Ok(service_id)
+    } else {
+        Err(refused())
+    }
 }
 
 #[derive(Serialize)]

@@ -43,6 +43,15 @@ impl RateLimiter {
         self.check_at(caller, Instant::now())
     }
 
+    /// `check` as an answer: a 429 with `Retry-After` when `caller` has no token left.
+    pub fn admit(&self, caller: &str) -> Result<(), super::problem::ApiError> {
+        self.check(caller)
+            .map_err(|wait| super::problem::ApiError::TooManyRequests {
+                limit: self.rate.to_string(),
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
+    }
+
     fn check_at(&self, caller: &str, now: Instant) -> Result<(), Duration> {
         if self.rate == 0 {
             return Ok(());
@@ -65,6 +74,43 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+}
+
+/// At most one event per key per `every` (e.g. one check of a payment per few seconds
+/// from unauthenticated triggers); keys idle for longer are forgotten.
+#[derive(Debug)]
+pub struct Cooldown {
+    every: Duration,
+    last: Mutex<HashMap<uuid::Uuid, Instant>>,
+}
+
+impl Cooldown {
+    /// One per `every` per key.
+    pub fn new(every: Duration) -> Self {
+        Cooldown {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` may act now (and if so, its time starts again).
+    pub fn ready(&self, key: uuid::Uuid) -> bool {
+        self.ready_at(key, Instant::now())
+    }
+
+    fn ready_at(&self, key: uuid::Uuid, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > SWEEP_ABOVE {
+            last.retain(|_, at| now.duration_since(*at) < self.every);
+        }
+        match last.get(&key) {
+            Some(at) if now.duration_since(*at) < self.every => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
         }
     }
 }
@@ -94,6 +140,17 @@ mod tests {
         assert!(limiter
             .check_at("a", t0 + Duration::from_millis(200))
             .is_err());
+    }
+
+    #[test]
+    fn a_cooldown_lets_one_through_per_period_and_key() {
+        let cooldown = Cooldown::new(Duration::from_secs(5));
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let t0 = Instant::now();
+        assert!(cooldown.ready_at(a, t0));
+        assert!(!cooldown.ready_at(a, t0 + Duration::from_secs(4)));
+        assert!(cooldown.ready_at(b, t0 + Duration::from_secs(4)));
+        assert!(cooldown.ready_at(a, t0 + Duration::from_secs(5)));
     }
 
     #[test]

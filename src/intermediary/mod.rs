@@ -247,6 +247,61 @@ impl Intermediaries {
     }
 }
 
+/// Header of an intermediary's push carrying its signature: `sha256=<hex>`, the
+/// HMAC-SHA256 of the body under the service's `push_secret`.
+pub const PUSH_SIGNATURE_HEADER: &str = "X-Cassa-Signature";
+
+/// The `X-Cassa-Signature` value of a push with `body` (what the intermediary sends).
+pub fn sign_push(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `signature` (the header's value) signs `body` under `secret` (compared in
+/// constant time).
+pub fn push_is_signed(secret: &str, body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let Some(sent) = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sent).is_ok()
+}
+
+/// How `/metrics` names an intermediary: its host (and port) and a short hash of its
+/// whole URL, never the URL itself (it may carry a path, a query or worse).
+pub fn label(url: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(url.as_bytes());
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{host}-{:02x}{:02x}{:02x}{:02x}",
+        hash[0], hash[1], hash[2], hash[3]
+    )
+}
+
 impl Intermediaries {
     /// Which intermediary a service's payments call, as the guards tell intermediaries
     /// apart (by URL), or `None` when the service's configuration cannot be read.
@@ -270,5 +325,33 @@ impl Intermediaries {
     pub fn forget_all(&self) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.clear();
+    }
+}
+
+#[cfg(test)]
+mod push_tests {
+    use super::*;
+
+    #[test]
+    fn pushes_verify_only_under_their_secret_and_body() {
+        let signature = sign_push("s3cret", b"{\"iud\":\"x\"}");
+        assert!(signature.starts_with("sha256=") && signature.len() == 7 + 64);
+        assert!(push_is_signed("s3cret", b"{\"iud\":\"x\"}", &signature));
+        assert!(!push_is_signed("other", b"{\"iud\":\"x\"}", &signature));
+        assert!(!push_is_signed("s3cret", b"{\"iud\":\"y\"}", &signature));
+        assert!(!push_is_signed(
+            "s3cret",
+            b"{\"iud\":\"x\"}",
+            &signature[7..]
+        ));
+        assert!(!push_is_signed("s3cret", b"{\"iud\":\"x\"}", "sha256=zz"));
+    }
+
+    #[test]
+    fn labels_name_the_host_and_hide_the_url() {
+        let label = label("http://127.0.0.1:9/x\"} 1\nfake{a=\"\\");
+        assert!(label.starts_with("127.0.0.1:9-") && label.len() == "127.0.0.1:9-".len() + 8);
+        assert_ne!(super::label("http://h/a"), super::label("http://h/b"));
+        assert!(super::label("not a url").starts_with("unknown-"));
     }
 }

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::message::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -206,8 +205,7 @@ pub async fn dispatch(
 /// The running dispatcher.
 pub struct ApplicationDispatcher {
     pub consumer: StreamConsumer<super::BrokerGuard>,
-    pub producer: super::Producer,
-    pub dead_letter_topic: String,
+    pub dead_letters: super::DeadLetters,
 }
 
 impl ApplicationDispatcher {
@@ -253,7 +251,7 @@ impl ApplicationDispatcher {
                 Dispatched::Skipped(why) => tracing::debug!(%why, "application skipped"),
                 Dispatched::Rejected(reason) => {
                     tracing::warn!(%reason, offset = message.offset(), "application dead-lettered");
-                    self.dead_letter(&message, reason).await;
+                    self.dead_letters.send(&message, reason).await;
                 }
             }
             if let Err(e) = self.consumer.store_offset_from_message(&message) {
@@ -261,46 +259,6 @@ impl ApplicationDispatcher {
             }
         }
         tracing::info!("application dispatcher stopped");
-    }
-
-    /// Writes the message to the dead-letter topic with the reason (retried until acknowledged).
-    async fn dead_letter(&self, message: &rdkafka::message::BorrowedMessage<'_>, reason: &str) {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        loop {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "cassa-reason",
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: "cassa-source-topic",
-                    value: Some(message.topic()),
-                })
-                .insert(Header {
-                    key: "cassa-source-partition",
-                    value: Some(&partition),
-                })
-                .insert(Header {
-                    key: "cassa-source-offset",
-                    value: Some(&offset),
-                });
-            let mut record =
-                FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic).headers(headers);
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
-            }
-            match self.producer.send(record, Duration::from_secs(0)).await {
-                Ok(_) => return,
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, "cannot write the dead-letter record; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
     }
 }
 

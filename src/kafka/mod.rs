@@ -44,6 +44,58 @@ impl rdkafka::consumer::ConsumerContext for BrokerGuard {}
 /// cassa's producer.
 pub type Producer = FutureProducer<BrokerGuard>;
 
+/// Where the consumers put the records they refuse: the dead-letter topic, each record
+/// as it came with the reason and its origin in headers.
+#[derive(Clone)]
+pub struct DeadLetters {
+    pub producer: Producer,
+    pub topic: String,
+}
+
+impl DeadLetters {
+    /// Writes `message` to the dead-letter topic with `reason` (retried until
+    /// acknowledged: the consumer does not move past a refused record it could lose).
+    pub async fn send(&self, message: &rdkafka::message::BorrowedMessage<'_>, reason: &str) {
+        use rdkafka::message::{Header, Message, OwnedHeaders};
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        loop {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "cassa-reason",
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: "cassa-source-topic",
+                    value: Some(message.topic()),
+                })
+                .insert(Header {
+                    key: "cassa-source-partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "cassa-source-offset",
+                    value: Some(&offset),
+                });
+            let mut record =
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.producer.send(record, Duration::from_secs(0)).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "cannot write the dead-letter record; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Where cassa's Kafka is and how its topics are laid out.
 pub struct KafkaSetup {
     /// The embedded broker (when no brokers were configured), shared by the clients.
@@ -355,6 +407,10 @@ pub fn start(
     configs: Arc<crate::intake::ConfigCache>,
 ) -> anyhow::Result<KafkaBridge> {
     let (stop, stopped) = watch::channel(false);
+    let dead_letters = DeadLetters {
+        producer: setup.producer.clone(),
+        topic: settings.topics.dead_letter.clone(),
+    };
     let relay = relay::OutboxRelay {
         store: store.clone(),
         producer: setup.producer.clone(),
@@ -409,11 +465,12 @@ pub fn start(
                 .create_with_context(context)
                 .context("cannot create the payments consumer")?;
         consumer.subscribe(&[&settings.topics.payments])?;
-        let (store, registry, public_url, configs, stopped) = (
+        let (store, registry, public_url, configs, dead_letters, stopped) = (
             store.clone(),
             registry.clone(),
             public_url.clone(),
             configs.clone(),
+            dead_letters.clone(),
             stopped.clone(),
         );
         actix::spawn(async move {
@@ -423,7 +480,7 @@ pub fn start(
                 public_url: &public_url,
                 configs: &configs,
             };
-            proxy::run(consumer, intake, stopped).await;
+            proxy::run(consumer, intake, dead_letters, stopped).await;
         });
     }
     if settings.roles.contains(&Role::Dispatcher) {
@@ -434,8 +491,7 @@ pub fn start(
         consumer.subscribe(&[&settings.topics.applications])?;
         let dispatcher = dispatcher::ApplicationDispatcher {
             consumer,
-            producer: setup.producer.clone(),
-            dead_letter_topic: settings.topics.dead_letter.clone(),
+            dead_letters,
         };
         actix::spawn(async move {
             let intake = Intake {

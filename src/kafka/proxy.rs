@@ -3,8 +3,9 @@
 //! (`PaymentsRebalance` tells the registry), and every event is a trigger for the
 //! owner — never applied blindly, since the database is the source of truth. A
 //! `CREATION_PENDING` (or imported `PAYMENT_PENDING`) payment written by another system
-//! for a service with an active config is adopted: stored, given an actor, created at
-//! the intermediary.
+//! for a service cassa has a configuration for is adopted when it passes the rules of
+//! `POST /v1/payments` (`Intake::adopt`): stored, given an actor, created at the
+//! intermediary. One that does not is dead-lettered with the reason.
 
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub enum Proxied {
     Adopted,
     /// Nothing to do; why.
     Ignored(String),
+    /// A foreign payment cassa would handle but that breaks a creation rule: it goes to
+    /// the dead-letter topic with this reason.
+    Refused(String),
 }
 
 /// Handles one event of the `payments` topic.
@@ -105,35 +109,21 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
             payment.status
         )));
     }
-    let Some(service) = intake
+    // Services cassa has no configuration for are another system's to handle.
+    if intake
         .configs
         .service(intake.store, payment.service_id)
         .await?
-    else {
+        .is_none()
+    {
         return Ok(Proxied::Ignored(format!(
             "no configuration for service {}",
             payment.service_id
         )));
-    };
-    if !service.active
-        || service.tenant_id != payment.tenant_id
-        || !service.payment_types.contains(&payment.kind)
-    {
-        return Ok(Proxied::Ignored(
-            "the service's configuration does not take this payment".into(),
-        ));
-    }
-    if payment.kind == crate::domain::payment::PaymentType::Wallet {
-        // Only a wallet's owner, with their own citizen token, spends it
-        // (`Caller::owns_wallet`): whoever can write to the topic could otherwise charge
-        // any wallet.
-        return Ok(Proxied::Ignored(
-            "a WALLET payment is created only by its wallet's owner (POST /v1/payments with their citizen token); one published by another system is not adopted".into(),
-        ));
     }
     if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {
-        return Ok(Proxied::Ignored(
-            "imported PAYMENT_PENDING payment without iuv".into(),
+        return Ok(Proxied::Refused(
+            "payment.iuv: an imported PAYMENT_PENDING payment needs its iuv".into(),
         ));
     }
     // Adopted: cassa's own links, checked at once.
@@ -145,11 +135,12 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
     // Only cassa's own top-up route links a payment to the wallet it credits: a foreign
     // event naming one would mint wallet money on the say-so of whoever published it.
     payment.top_up_account_id = None;
-    match intake.store_new(payment, None).await {
+    match intake.adopt(payment).await {
         Ok(Created::New(_)) => Ok(Proxied::Adopted),
         Ok(_) => Ok(Proxied::Ignored("already adopted".into())),
-        Err(crate::intake::IntakeError::Store(e)) => Err(e),
-        Err(crate::intake::IntakeError::Invalid(e)) => Ok(Proxied::Ignored(e.to_string())),
+        Err(crate::intake::IntakeError::Store(e)) if e.is_transient() => Err(e),
+        // Also a code taken by a concurrent adoption (refused by the store).
+        Err(e) => Ok(Proxied::Refused(e.to_string())),
     }
 }
 
@@ -160,6 +151,7 @@ const BATCH: usize = 256;
 pub async fn run(
     consumer: StreamConsumer<PaymentsRebalance>,
     intake: Intake<'_>,
+    dead_letters: super::DeadLetters,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!("payments consumer started");
@@ -191,7 +183,7 @@ pub async fn run(
         let told = told_resident_owners(&intake, &batch).await;
         for (message, told) in batch.iter().zip(told) {
             if !told {
-                handle(&intake, message).await;
+                handle(&intake, &dead_letters, message).await;
             }
             store_offset(&consumer, message);
         }
@@ -201,7 +193,11 @@ pub async fn run(
 
 /// One event the long way: read, adopted or its owner touched; retried while the
 /// database is unavailable.
-async fn handle(intake: &Intake<'_>, message: &BorrowedMessage<'_>) {
+async fn handle(
+    intake: &Intake<'_>,
+    dead_letters: &super::DeadLetters,
+    message: &BorrowedMessage<'_>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match proxy(intake, message.payload()).await {
@@ -211,6 +207,11 @@ async fn handle(intake: &Intake<'_>, message: &BorrowedMessage<'_>) {
             }
             Ok(Proxied::Ignored(why)) => {
                 tracing::debug!(%why, "payments event ignored");
+                return;
+            }
+            Ok(Proxied::Refused(reason)) => {
+                tracing::warn!(%reason, offset = message.offset(), "foreign payment refused; dead-lettered");
+                dead_letters.send(message, &reason).await;
                 return;
             }
             Ok(Proxied::Touched) => return,

@@ -33,9 +33,17 @@ pub struct SimulatorConfig {
     pub notify_url: Option<String>,
     /// Push "paid" notifications at all (off: the paying is only learnt by polling).
     pub push: bool,
-    /// When set, the intermediary and gateway calls (not the citizen's checkout pages)
-    /// need this `X-Api-Key`, as a real intermediary needs its credentials.
+    /// When set, the intermediary and gateway calls and the test hooks that pay or fail
+    /// a position (not the citizen's checkout pages) need this `X-Api-Key`, as a real
+    /// intermediary needs its credentials.
     pub api_key: Option<String>,
+    /// cassa's public URL: after the checkout the citizen is sent to
+    /// `<cassa_url>/v1/payments/{id}/landing` of the position's payment, never anywhere
+    /// a request names (no open redirect). `None`: a "done" page instead.
+    pub cassa_url: Option<String>,
+    /// The secret its pushes are signed with (`X-Cassa-Signature`), as the service's
+    /// `intermediary.credentials.push_secret` in cassa; `None`: unsigned pushes.
+    pub push_secret: Option<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -45,7 +53,27 @@ impl Default for SimulatorConfig {
             notify_url: None,
             push: true,
             api_key: None,
+            cassa_url: None,
+            push_secret: None,
         }
+    }
+}
+
+/// Whether `url` is an http(s) URL on a loopback address (`127.0.0.0/8`, `[::1]`,
+/// `localhost`): the only place the simulator sends its pushes, so that whoever creates
+/// a position cannot make it call elsewhere.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

@@ -9,7 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::state::{
     cents, ExecuteRequest, NewPosition, Position, PositionStatus, SimError, State, CENTS_HANG,
@@ -130,6 +130,13 @@ async fn create_position(
     body: web::Json<NewPosition>,
 ) -> Result<HttpResponse, SimError> {
     check_key(&state, &req)?;
+    if let Some(url) = body.notify_url.as_deref().filter(|u| !u.is_empty()) {
+        if !super::is_loopback_url(url) {
+            return Err(SimError::BadRequest(
+                "notify_url must be an http(s) URL on a loopback address".into(),
+            ));
+        }
+    }
     let hangs = cents(body.amount_cents) == CENTS_HANG;
     let (position, created) = state.create_position(body.into_inner())?;
     if hangs {
@@ -205,19 +212,31 @@ fn notify_paid(state: &Arc<State>, position: &Position) {
     ) else {
         return;
     };
+    if !super::is_loopback_url(&url) {
+        tracing::warn!(%url, "simulator: not pushing to a non-loopback address");
+        return;
+    }
     let body = serde_json::json!({
         "iuv": position.iuv,
         "iud": position.iud,
         "status": "PAID",
-    });
+    })
+    .to_string();
+    let signature = state
+        .config
+        .push_secret
+        .as_deref()
+        .map(|secret| crate::intermediary::sign_push(secret, body.as_bytes()));
     let client = state.http.clone();
     tokio::spawn(async move {
-        let result = client
+        let mut request = client
             .post(&url)
             .timeout(Duration::from_secs(5))
-            .json(&body)
-            .send()
-            .await;
+            .header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header(crate::intermediary::PUSH_SIGNATURE_HEADER, signature);
+        }
+        let result = request.body(body).send().await;
         match result {
             Ok(resp) if resp.status().is_success() => {
                 tracing::debug!(%url, "simulator: payment notification delivered");
@@ -237,6 +256,7 @@ async fn pay_position(
     req: HttpRequest,
     iuv: web::Path<String>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let position = do_pay(&state, &iuv)?;
     Ok(position_response(StatusCode::OK, &req, &position))
 }
@@ -246,6 +266,7 @@ async fn fail_position(
     req: HttpRequest,
     iuv: web::Path<String>,
 ) -> Result<HttpResponse, SimError> {
+    check_key(&state, &req)?;
     let position = state.fail(&iuv)?;
     Ok(position_response(StatusCode::OK, &req, &position))
 }
@@ -316,37 +337,11 @@ fn html_error(err: &SimError) -> HttpResponse {
     )
 }
 
-/// Query of the checkout page.
-#[derive(Deserialize)]
-struct CheckoutQuery {
-    #[serde(default)]
-    return_url: Option<String>,
-}
-
-/// Body of the checkout forms.
-#[derive(Deserialize)]
-struct CheckoutForm {
-    #[serde(default)]
-    return_url: Option<String>,
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.trim().is_empty())
-}
-
-async fn checkout_page(
-    state: Shared,
-    iuv: web::Path<String>,
-    query: web::Query<CheckoutQuery>,
-) -> HttpResponse {
+async fn checkout_page(state: Shared, iuv: web::Path<String>) -> HttpResponse {
     let Some(position) = state.get_position(&iuv) else {
         return html_error(&SimError::NotFound);
     };
-    let return_url = non_empty(query.into_inner().return_url)
-        .or_else(|| position.return_url.clone())
-        .unwrap_or_default();
     let iuv_e = escape_html(&position.iuv);
-    let ret_e = escape_html(&return_url);
     let status = serde_json::to_value(position.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -354,7 +349,6 @@ async fn checkout_page(
     let form = |action: &str, label: &str| {
         format!(
             "<form method=\"post\" action=\"/sim/checkout/{iuv_e}/{action}\">\
-             <input type=\"hidden\" name=\"return_url\" value=\"{ret_e}\">\
              <button type=\"submit\">{label}</button></form>"
         )
     };
@@ -373,46 +367,35 @@ async fn checkout_page(
     html_page(StatusCode::OK, "pagoPA checkout (simulator)", &body)
 }
 
-/// Answers a checkout form: redirect to the return URL, or a small "done" page.
-fn checkout_done(state: &State, iuv: &str, form: CheckoutForm, done: &str) -> HttpResponse {
-    let return_url = non_empty(form.return_url).or_else(|| {
-        state
-            .get_position(iuv)
-            .and_then(|p| non_empty(p.return_url))
-    });
-    match return_url {
-        Some(url) => match HeaderValue::from_str(&url) {
-            Ok(location) => HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, location))
-                .finish(),
-            Err(_) => html_page(
-                StatusCode::BAD_REQUEST,
-                "Invalid return URL",
-                &format!("<p>{}</p>", escape_html(&url)),
-            ),
-        },
+/// cassa's landing of the position's payment (its iud is the payment id), the only
+/// place the checkout sends the citizen back to.
+fn landing_of(state: &State, iuv: &str) -> Option<String> {
+    let base = state.config.cassa_url.as_deref()?.trim_end_matches('/');
+    let position = state.get_position(iuv)?;
+    let payment = uuid::Uuid::parse_str(&position.iud).ok()?;
+    Some(format!("{base}/v1/payments/{payment}/landing"))
+}
+
+/// Answers a checkout form: back to cassa's landing, or a small "done" page.
+fn checkout_done(state: &State, iuv: &str, done: &str) -> HttpResponse {
+    match landing_of(state, iuv).and_then(|url| HeaderValue::from_str(&url).ok()) {
+        Some(location) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, location))
+            .finish(),
         None => html_page(StatusCode::OK, done, "<p>You can close this page.</p>"),
     }
 }
 
-async fn checkout_pay(
-    state: Shared,
-    iuv: web::Path<String>,
-    form: web::Form<CheckoutForm>,
-) -> HttpResponse {
+async fn checkout_pay(state: Shared, iuv: web::Path<String>) -> HttpResponse {
     match do_pay(&state, &iuv) {
-        Ok(_) => checkout_done(&state, &iuv, form.into_inner(), "Payment done"),
+        Ok(_) => checkout_done(&state, &iuv, "Payment done"),
         Err(err) => html_error(&err),
     }
 }
 
-async fn checkout_fail(
-    state: Shared,
-    iuv: web::Path<String>,
-    form: web::Form<CheckoutForm>,
-) -> HttpResponse {
+async fn checkout_fail(state: Shared, iuv: web::Path<String>) -> HttpResponse {
     match state.fail(&iuv) {
-        Ok(_) => checkout_done(&state, &iuv, form.into_inner(), "Payment failed"),
+        Ok(_) => checkout_done(&state, &iuv, "Payment failed"),
         Err(err) => html_error(&err),
     }
 }

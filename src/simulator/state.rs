@@ -76,8 +76,6 @@ pub(crate) struct NewPosition {
     #[serde(default)]
     pub expire_at: Option<DateTime<Utc>>,
     #[serde(default)]
-    pub return_url: Option<String>,
-    #[serde(default)]
     pub notify_url: Option<String>,
 }
 
@@ -93,7 +91,6 @@ pub(crate) struct Position {
     pub debtor_tax_code: String,
     pub debtor_name: Option<String>,
     pub expire_at: Option<DateTime<Utc>>,
-    pub return_url: Option<String>,
     pub notify_url: Option<String>,
     pub status: PositionStatus,
     pub created_at: DateTime<Utc>,
@@ -224,7 +221,6 @@ impl State {
             debtor_tax_code: req.debtor_tax_code,
             debtor_name: req.debtor_name,
             expire_at: req.expire_at,
-            return_url: req.return_url.filter(|u| !u.is_empty()),
             notify_url: req.notify_url.filter(|u| !u.is_empty()),
             status: PositionStatus::Pending,
             created_at: Utc::now(),

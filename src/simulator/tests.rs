@@ -22,8 +22,13 @@ fn sim() -> Simulator {
         notify_url: None,
         push: true,
         api_key: None,
+        cassa_url: Some(CASSA.into()),
+        push_secret: None,
     })
 }
+
+/// The cassa the simulator of these tests sends citizens back to.
+const CASSA: &str = "http://127.0.0.1:9";
 
 macro_rules! app {
     ($sim:expr) => {{
@@ -298,7 +303,7 @@ async fn pay_and_fail_transitions() {
 async fn checkout_page_shows_escaped_details_and_forms() {
     let app = app!(sim());
     let mut body = position_body("ck", 1234);
-    body["return_url"] = json!("https://portal.example/back?x=1&y=2");
+    body["return_url"] = json!("http://127.0.0.2/back?x=1&y=2");
     let v = json_of(create!(&app, &body).await).await;
     let iuv = v["iuv"].as_str().unwrap();
     let notice = v["notice_code"].as_str().unwrap();
@@ -321,23 +326,22 @@ async fn checkout_page_shows_escaped_details_and_forms() {
     assert!(html.contains(&format!("action=\"/sim/checkout/{iuv}/pay\"")));
     assert!(html.contains(&format!("action=\"/sim/checkout/{iuv}/fail\"")));
     assert!(html.contains(">Pay<") && html.contains(">Fail<"));
-    assert!(html.contains("value=\"https://portal.example/back?x=1&amp;y=2\""));
-
-    // The query parameter wins over the stored return_url.
+    // Neither the position's return_url nor one in the query makes it into the page.
+    assert!(
+        !html.contains("return_url") && !html.contains("127.0.0.2"),
+        "{html}"
+    );
     let resp = call_service(
         &app,
         TestRequest::get()
             .uri(&format!(
-                "/sim/checkout/{iuv}?return_url=https%3A%2F%2Fother.example%2F%22q"
+                "/sim/checkout/{iuv}?return_url=http%3A%2F%2F127.0.0.3%2F%22q"
             ))
             .to_request(),
     )
     .await;
     let html = String::from_utf8(read_body(resp).await.to_vec()).unwrap();
-    assert!(
-        html.contains("value=\"https://other.example/&quot;q\""),
-        "{html}"
-    );
+    assert!(!html.contains("127.0.0.3"), "{html}");
 
     let resp = call_service(
         &app,
@@ -347,10 +351,17 @@ async fn checkout_page_shows_escaped_details_and_forms() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
+/// Issue 25 point 10: the checkout sends the citizen back only to cassa's landing of
+/// the position's payment, whatever return URL the position or the form names (no open
+/// redirect); without a cassa URL, or for a position that is not a cassa payment, a
+/// "done" page.
 #[actix_web::test]
-async fn checkout_forms_redirect_or_show_done_page() {
+async fn checkout_forms_redirect_only_to_cassas_landing_or_show_done_page() {
     let app = app!(sim());
-    let iuv = json_of(create!(&app, &position_body("f1", 100)).await).await["iuv"]
+    let payment = Uuid::new_v4();
+    let mut body = position_body(&payment.simple().to_string(), 100);
+    body["return_url"] = json!("http://127.0.0.2/elsewhere");
+    let iuv = json_of(create!(&app, &body).await).await["iuv"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -359,14 +370,14 @@ async fn checkout_forms_redirect_or_show_done_page() {
         TestRequest::post()
             .uri(&format!("/sim/checkout/{iuv}/pay"))
             .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-            .set_payload("return_url=https%3A%2F%2Fportal.example%2Fdone")
+            .set_payload("return_url=http%3A%2F%2F127.0.0.3%2Fdone")
             .to_request(),
     )
     .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         resp.headers().get(header::LOCATION).unwrap(),
-        "https://portal.example/done"
+        &format!("{CASSA}/v1/payments/{payment}/landing")
     );
     let (_, v) = send!(
         &app,
@@ -560,6 +571,8 @@ async fn works_over_real_http() {
             notify_url: Some(format!("http://{hook_addr}/hook/default")),
             push: true,
             api_key: None,
+            cassa_url: None,
+            push_secret: None,
         },
     )
     .unwrap();
@@ -595,7 +608,8 @@ async fn works_over_real_http() {
         .unwrap();
     assert!(html.contains("12.34 EUR"));
 
-    // Submitting the form redirects (303) to the return_url: reqwest follows it.
+    // No cassa URL configured: the position's return_url is not followed, the form
+    // answers a "done" page.
     let resp = client
         .post(format!("{checkout}/pay"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -604,9 +618,8 @@ async fn works_over_real_http() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(resp.url().path(), "/sim/stats");
-    let stats: SimulatorStats = resp.json().await.unwrap();
-    assert_eq!(stats.positions_created, 1);
+    assert_eq!(resp.url().path(), format!("/sim/checkout/{iuv}/pay"));
+    assert!(resp.text().await.unwrap().contains("Payment done"));
 
     // Position without notify_url: notified at the configured URL.
     let resp = client
@@ -654,4 +667,99 @@ async fn works_over_real_http() {
 
     handle.stop(true).await;
     hook_handle.stop(true).await;
+}
+
+/// Issue 25 point 10: with an API key, the hooks that pay or fail a position need it as
+/// the intermediary calls do; without it nothing changes.
+#[actix_web::test]
+async fn pay_and_fail_hooks_honour_the_api_key() {
+    let keyed = Simulator::new(SimulatorConfig {
+        api_key: Some("k-123".into()),
+        ..SimulatorConfig::default()
+    });
+    let app = app!(keyed);
+    let req = TestRequest::post()
+        .uri("/sim/positions")
+        .insert_header(("X-Api-Key", "k-123"))
+        .set_json(position_body("keyed", 100))
+        .to_request();
+    let iuv = json_of(call_service(&app, req).await).await["iuv"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for action in ["pay", "fail"] {
+        for key in [None, Some("wrong")] {
+            let mut req = TestRequest::post().uri(&format!("/sim/positions/{iuv}/{action}"));
+            if let Some(key) = key {
+                req = req.insert_header(("X-Api-Key", key));
+            }
+            let (status, _) = send!(&app, req).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{action} with {key:?}");
+        }
+    }
+    let (_, v) = send!(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/sim/positions/{iuv}"))
+            .insert_header(("X-Api-Key", "k-123"))
+    )
+    .await;
+    assert_eq!(v["status"], "PENDING");
+    let (status, v) = send!(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/sim/positions/{iuv}/pay"))
+            .insert_header(("X-Api-Key", "k-123"))
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["status"], "PAID");
+}
+
+/// Issue 25 point 10: a position's `notify_url` must be on a loopback address (an
+/// http(s) URL); anything else is refused and no position is created.
+#[actix_web::test]
+async fn a_notify_url_off_loopback_is_refused() {
+    let sim = sim();
+    let app = app!(sim);
+    for url in ["ftp://127.0.0.1/hook", "not a url", "http:///nohost"] {
+        let mut body = position_body(&format!("n-{url}"), 100);
+        body["notify_url"] = json!(url);
+        let resp = create!(&app, &body).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{url}");
+    }
+    assert_eq!(sim.stats().positions_created, 0);
+    let mut body = position_body("n-ok", 100);
+    body["notify_url"] = json!("http://127.0.0.1:9/hook");
+    assert_eq!(create!(&app, &body).await.status(), StatusCode::CREATED);
+}
+
+/// Which push addresses count as loopback (classified only: nothing is called).
+#[test]
+fn only_loopback_addresses_are_push_targets() {
+    for url in [
+        "http://127.0.0.1:8080/v1/intermediaries/sim/notify",
+        "https://127.1.2.3/x",
+        "http://[::1]:9/x",
+        "http://localhost/x",
+        "http://LOCALHOST:1/x",
+    ] {
+        assert!(is_loopback_url(url), "{url}");
+    }
+    for url in [
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://192.168.1.1/x",
+        "http://0.0.0.0/x",
+        "http://[::2]/x",
+        "http://[::ffff:10.0.0.1]/x",
+        "http://example.org/x",
+        "http://localhost.example.org/x",
+        "http://127.0.0.1.nip.io/x",
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "127.0.0.1/x",
+    ] {
+        assert!(!is_loopback_url(url), "{url}");
+    }
 }

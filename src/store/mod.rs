@@ -125,6 +125,9 @@ pub struct Change {
     /// Write an outbox event (every status change does; bookkeeping-only updates don't).
     pub emit_event: bool,
     pub hold: Option<HoldAction>,
+    /// The payment's iuv or notice code is new with this change: recorded with it in
+    /// `payment_codes` (such a change is not batched with the plain writes).
+    pub new_codes: bool,
 }
 
 impl Change {
@@ -132,7 +135,9 @@ impl Change {
     /// changed.
     pub fn of(current: &StoredPayment, payment: Payment, saga: SagaState) -> Self {
         let emit_event = payment.status != current.payment.status;
+        let new_codes = PaymentCodes::of(&payment) != PaymentCodes::of(&current.payment);
         Change {
+            new_codes,
             next_check_at: payment.links.update.next_check_at,
             payment,
             saga,
@@ -151,6 +156,44 @@ impl Change {
     /// writes lock a row shared with other payments, so they are not grouped.
     pub fn touches_account(&self) -> bool {
         self.hold.is_some() || self.credits_top_up()
+    }
+
+    /// Whether it writes only its own payment's row and event (batched with others).
+    pub fn is_plain(&self) -> bool {
+        !self.touches_account() && !self.new_codes
+    }
+}
+
+/// A payment's codes at the intermediary: the `iuv` and the notice code, each unique
+/// across payments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentCodes {
+    pub iuv: Option<String>,
+    pub notice_code: Option<String>,
+}
+
+impl PaymentCodes {
+    /// The codes `payment` carries.
+    pub fn of(payment: &Payment) -> Self {
+        PaymentCodes {
+            iuv: payment.payment.iuv.clone(),
+            notice_code: payment.payment.notice_code.clone(),
+        }
+    }
+
+    /// (kind as stored, field name, code) of each code present.
+    pub fn entries(&self) -> Vec<(&'static str, &'static str, &str)> {
+        [
+            ("iuv", "payment.iuv", self.iuv.as_deref()),
+            (
+                "notice_code",
+                "payment.notice_code",
+                self.notice_code.as_deref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(kind, field, code)| code.map(|c| (kind, field, c)))
+        .collect()
     }
 }
 
@@ -459,6 +502,11 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Reads a wallet account.
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
+    /// The first of `codes` another payment already holds: its field name and holder.
+    async fn payment_with_code(
+        &self,
+        codes: &PaymentCodes,
+    ) -> Result<Option<(&'static str, Uuid)>, StoreError>;
     /// Credits an account by the platform, once per key, with its journal entry in the
     /// same transaction.
     async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError>;

@@ -636,6 +636,41 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Records the payment's iuv and notice code as its own. With `exclusive`, a
+            /// code another payment holds fails the write (an adoption that lost a race).
+            async fn record_codes(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                payment: &Payment,
+                exclusive: bool,
+            ) -> Result<(), StoreError> {
+                for (kind, field, code) in PaymentCodes::of(payment).entries() {
+                    let inserted = sqlx::query(
+                        "INSERT INTO payment_codes (kind, code, payment_id) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(kind)
+                    .bind(code)
+                    .bind(payment.id)
+                    .execute(&mut *conn)
+                    .await?;
+                    if exclusive && inserted.rows_affected() == 0 {
+                        let holder: Option<Uuid> = sqlx::query_scalar(
+                            "SELECT payment_id FROM payment_codes WHERE kind = $1 AND code = $2",
+                        )
+                        .bind(kind)
+                        .bind(code)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if holder != Some(payment.id) {
+                            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                                "{field} is already used by another payment"
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
+
             /// Inserts a payment row unless its id or remote_id exists; whether it did.
             async fn insert_payment_row(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -720,6 +755,7 @@ macro_rules! sql_store {
                         "payment {} could not be inserted", payment.id
                     )));
                 }
+                Self::record_codes(&mut *conn, &payment, true).await?;
                 Self::insert_event(&mut *conn, &payment, now, 1).await?;
                 Ok((Created::New(StoredPayment { payment, version: 1, saga, next_check_at }), true))
             }
@@ -743,7 +779,7 @@ macro_rules! sql_store {
                 expected_version: i64,
                 change: Change,
             ) -> Result<StoredPayment, StoreError> {
-                let Change { payment, saga, next_check_at, emit_event, hold } = change;
+                let Change { payment, saga, next_check_at, emit_event, hold, new_codes } = change;
                 let now = payment.updated_at;
                 let updated = sqlx::query(
                     "UPDATE payments SET status = $1, updated_at = $2, next_check_at = $3, version = version + 1, \
@@ -767,6 +803,11 @@ macro_rules! sql_store {
                 }
                 if payment.status == PaymentStatus::Complete {
                     Self::credit_top_up(&mut *conn, &payment, now).await?;
+                }
+                if new_codes {
+                    // Codes the intermediary gave: it is the authority on them, so a
+                    // holder found here does not stop the update.
+                    Self::record_codes(&mut *conn, &payment, false).await?;
                 }
                 if emit_event {
                     Self::insert_event(&mut *conn, &payment, now, expected_version + 1).await?;
@@ -868,7 +909,7 @@ macro_rules! sql_store {
                     .enumerate()
                     .filter_map(|(i, job)| match job {
                         Job::Update(version, change, _)
-                            if ids.insert(change.payment.id) && !change.touches_account() =>
+                            if ids.insert(change.payment.id) && change.is_plain() =>
                         {
                             Some((i, *version, change))
                         }
@@ -1301,6 +1342,25 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::row_to_account).transpose()
             }
 
+            async fn payment_with_code(
+                &self,
+                codes: &PaymentCodes,
+            ) -> Result<Option<(&'static str, Uuid)>, StoreError> {
+                for (kind, field, code) in codes.entries() {
+                    let holder: Option<Uuid> = sqlx::query_scalar(
+                        "SELECT payment_id FROM payment_codes WHERE kind = $1 AND code = $2",
+                    )
+                    .bind(kind)
+                    .bind(code)
+                    .fetch_optional(&self.read)
+                    .await?;
+                    if let Some(holder) = holder {
+                        return Ok(Some((field, holder)));
+                    }
+                }
+                Ok(None)
+            }
+
             async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
                 let key = format!("deposit:{}:{}", deposit.scope, deposit.key);
                 match self.deposit_once(&key, deposit).await {
@@ -1526,9 +1586,13 @@ fn update_events<'a>(
         .collect()
 }
 
-/// A create with nothing to undo when refused: no idempotency key, remote_id or hold.
+/// A create with nothing to undo when refused: no idempotency key, remote_id, hold or
+/// codes (an adopted payment's iuv).
 fn is_plain(new: &NewPayment) -> bool {
-    new.idempotency.is_none() && new.payment.remote_id.is_none() && new.hold.is_none()
+    new.idempotency.is_none()
+        && new.payment.remote_id.is_none()
+        && new.hold.is_none()
+        && PaymentCodes::of(&new.payment).entries().is_empty()
 }
 
 /// A write for the group commit, with where its answer goes.
@@ -1548,7 +1612,7 @@ impl Job {
     fn is_plain(&self) -> bool {
         match self {
             Job::Create(new, _) => is_plain(new),
-            Job::Update(_, change, _) => !change.touches_account(),
+            Job::Update(_, change, _) => change.is_plain(),
             Job::MarkPublished(..) => true,
         }
     }

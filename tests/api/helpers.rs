@@ -98,6 +98,8 @@ impl TestDatabase {
 /// A simulator on its own port.
 pub struct TestSimulator {
     pub base: String,
+    /// The `X-Api-Key` it requires, if any (its test hooks need it too).
+    pub api_key: Option<String>,
 }
 
 impl TestSimulator {
@@ -126,10 +128,12 @@ impl TestSimulator {
             hang_for: Duration::from_secs(3),
             notify_url: None,
             push,
-            api_key,
+            api_key: api_key.clone(),
+            cassa_url: None,
+            push_secret: Some(TEST_PUSH_SECRET.into()),
         };
         actix_rt::spawn(simulator::server(listener, config).unwrap());
-        TestSimulator { base }
+        TestSimulator { base, api_key }
     }
 
     pub fn start() -> Self {
@@ -145,8 +149,18 @@ impl TestSimulator {
             .unwrap()
     }
 
+    /// A request to the simulator, with its API key if it has one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(key) => request.header("X-Api-Key", key),
+            None => request,
+        }
+    }
+
     pub async fn position(&self, iuv: &str) -> Value {
-        reqwest::get(format!("{}/positions/{iuv}", self.base))
+        self.request(reqwest::Method::GET, &format!("/positions/{iuv}"))
+            .send()
             .await
             .unwrap()
             .json()
@@ -155,8 +169,8 @@ impl TestSimulator {
     }
 
     pub async fn pay(&self, iuv: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/positions/{iuv}/pay", self.base))
+        let r = self
+            .request(reqwest::Method::POST, &format!("/positions/{iuv}/pay"))
             .send()
             .await
             .unwrap();
@@ -178,6 +192,8 @@ pub struct TestApp {
 /// The HS256 secret every test instance uses (so tests can mint tokens).
 pub const TEST_JWT_SECRET: &str = "cassa-test-secret-0123456789abcdef";
 /// The credential key every test instance uses (32 bytes, base64).
+/// What the test simulators sign their pushes with (the demo service's push secret).
+pub const TEST_PUSH_SECRET: &str = "cassa-test-push-secret";
 pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// What the tests' instances may call and redirect to: the simulators and notify
@@ -319,6 +335,16 @@ impl TestApp {
         let mut settings = test_settings(&db.url, &sim.base);
         tune(&mut settings);
         let running = server::start(&settings, overrides).await.unwrap();
+        // The demo service takes the test simulator's signed pushes.
+        let secret_box = cassa::secrets::SecretBox::from_setting(TEST_SECRET_KEY).unwrap();
+        cassa::seed::set_push_secret(
+            running.store.as_ref(),
+            &secret_box,
+            DEMO_SERVICE,
+            TEST_PUSH_SECRET,
+        )
+        .await
+        .unwrap();
         actix_rt::spawn(running.server);
         let kafka = running.kafka;
         TestApp {

@@ -380,6 +380,45 @@ async fn every_state_change_is_published_on_payments_with_its_own_event_id(broke
         .all(|e| e["event_created_at"].as_str().unwrap().ends_with(":00")));
 }
 
+/// A payment another system publishes on `payments`: `body` (a create request) as a
+/// v2 event of a payment in `status`, with a fresh id.
+fn foreign_event(mut body: Value, status: &str) -> (Uuid, Value) {
+    let id = Uuid::new_v4();
+    let now = cassa::domain::time::format(&cassa::domain::time::now());
+    let event = body.as_object_mut().unwrap();
+    event.insert("id".into(), json!(id));
+    event
+        .entry("user_id")
+        .or_insert_with(|| json!(Uuid::new_v4()));
+    event.insert("created_at".into(), json!(now));
+    event.insert("updated_at".into(), json!(now));
+    event.insert("status".into(), json!(status));
+    event.insert("event_id".into(), json!(Uuid::new_v4()));
+    event.insert("event_version".into(), json!("2.0"));
+    event.insert("event_created_at".into(), json!(now));
+    event.insert("app_id".into(), json!("payment-dispatcher:1.4.0"));
+    event["payment"]["iud"] = json!(id.simple().to_string());
+    event["links"] =
+        json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]});
+    (id, body)
+}
+
+/// Waits until payment `id` can be read.
+async fn wait_until_adopted(app: &TestApp, id: Uuid) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.get(&format!("/v1/payments/{id}")).await;
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the foreign payment was not adopted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
     let (app, topics) = TestApp::spawn_on(Backend::Sqlite, broker).await;
     let id = Uuid::new_v4();
@@ -410,6 +449,159 @@ async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
         .unwrap()
         .starts_with(&app.base));
     assert_eq!(app.sim.stats().await.positions_created, 1);
+}
+
+/// Publishes `events` on `payments` under one key (one partition: handled in order),
+/// then waits until the last one, `last` (a good payment), is adopted.
+async fn publish_then_adopt(app: &TestApp, key: &str, events: &[&Value], last: Uuid) {
+    for event in events {
+        produce(
+            app.kafka.bootstrap(),
+            "payments",
+            key,
+            event.to_string().as_bytes(),
+        )
+        .await;
+    }
+    wait_until_adopted(app, last).await;
+}
+
+/// The dead-lettered records (reason, payload), once there are `count`.
+async fn dead_letters(app: &TestApp, count: usize) -> Vec<(String, Vec<u8>)> {
+    let dead = read_until(
+        &reader(app.kafka.bootstrap(), "cassa-dead-letter"),
+        20,
+        |seen| seen.len() >= count,
+    )
+    .await;
+    dead.into_iter()
+        .map(|(_, payload, headers)| {
+            let reason = headers
+                .into_iter()
+                .find(|(k, _)| k == "cassa-reason")
+                .unwrap()
+                .1;
+            (reason, payload)
+        })
+        .collect()
+}
+
+/// The reasons of the dead-lettered records, once there are `count`.
+async fn dead_letter_reasons(app: &TestApp, count: usize) -> Vec<String> {
+    dead_letters(app, count)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect()
+}
+
+/// Issue 25 point 3: a forged foreign WALLET payment naming the demo citizen's wallet
+/// (any `user_id`, even the owner's) and one that breaks a field rule of
+/// `POST /v1/payments` are refused and dead-lettered with the reason; the wallet keeps
+/// its money, neither payment exists, and the next good event is still adopted.
+#[actix_rt::test]
+async fn forged_foreign_payments_are_refused_and_dead_lettered() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let before = app.account().await;
+    // One key: one partition, handled in order.
+    let key = "forged-under-test";
+    let mut wallet = wallet_body("50.00");
+    wallet["user_id"] = json!(Uuid::new_v4());
+    let (wallet_id, wallet) = foreign_event(wallet, "CREATION_PENDING");
+    let mut owners = wallet_body("50.00");
+    owners["user_id"] = json!(cassa::seed::DEMO_CITIZEN);
+    let (owners_id, owners) = foreign_event(owners, "CREATION_PENDING");
+    let (bad_url_id, mut bad_url) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
+    bad_url["links"]["notify"][0]["url"] = json!("javascript:alert(1)");
+    let (good_id, good) = foreign_event(pagopa_body("6.00"), "CREATION_PENDING");
+    publish_then_adopt(&app, key, &[&wallet, &owners, &bad_url, &good], good_id).await;
+    for id in [wallet_id, owners_id, bad_url_id] {
+        assert_eq!(app.get(&format!("/v1/payments/{id}")).await.status(), 404);
+    }
+    let after = app.account().await;
+    assert_eq!(after["balance"], before["balance"], "{after}");
+    assert_eq!(after["available"], before["available"], "{after}");
+    let reasons = dead_letter_reasons(&app, 3).await;
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("type: a WALLET payment"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("type: a WALLET payment"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].starts_with("links.notify[0].url"), "{reasons:?}");
+}
+
+/// Issue 25 point 3: a forged foreign PAYMENT_PENDING payment reusing a victim's iuv and
+/// notice code is refused and dead-lettered (so nobody can cancel the victim's debt
+/// position through it), and an event naming the victim's own id only triggers a check:
+/// it changes nothing of the victim's payment.
+async fn a_foreign_payment_cannot_take_another_payments_iuv(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let victim = app.create(&pagopa_body("120.00")).await;
+    let victim_id = victim["id"].as_str().unwrap().to_string();
+    let victim = app.wait_for(&victim_id, "PAYMENT_PENDING", 15).await;
+    let iuv = victim["payment"]["iuv"].as_str().unwrap().to_string();
+    let notice = victim["payment"]["notice_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = "iuv-under-test";
+    let mut squatter = pagopa_body("1.00");
+    squatter["payment"]["iuv"] = json!(iuv);
+    squatter["payment"]["notice_code"] = json!(notice);
+    let (squatter_id, squatter) = foreign_event(squatter, "PAYMENT_PENDING");
+    // Only the notice code: refused as well.
+    let mut notice_only = pagopa_body("1.00");
+    notice_only["payment"]["iuv"] = json!(format!("X{}", Uuid::new_v4().simple()));
+    notice_only["payment"]["notice_code"] = json!(notice);
+    let (notice_only_id, notice_only) = foreign_event(notice_only, "PAYMENT_PENDING");
+    // The victim's own id with another iuv and amount: a trigger, never applied.
+    let mut rewrite = victim.clone();
+    rewrite["payment"]["iuv"] = json!("SQUATTED");
+    rewrite["payment"]["amount"] = json!(1.0);
+    rewrite["event_id"] = json!(Uuid::new_v4());
+    rewrite["event_version"] = json!("2.0");
+    rewrite["event_created_at"] = rewrite["updated_at"].clone();
+    rewrite["app_id"] = json!("payment-dispatcher:1.4.0");
+    let (good_id, good) = foreign_event(pagopa_body("6.00"), "CREATION_PENDING");
+    publish_then_adopt(
+        &app,
+        key,
+        &[&squatter, &notice_only, &rewrite, &good],
+        good_id,
+    )
+    .await;
+    for id in [squatter_id, notice_only_id] {
+        assert_eq!(app.get(&format!("/v1/payments/{id}")).await.status(), 404);
+    }
+    let reasons = dead_letter_reasons(&app, 2).await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(
+        reasons[0], "payment.iuv: is already used by another payment",
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons[1], "payment.notice_code: is already used by another payment",
+        "{reasons:?}"
+    );
+    let now = app.get_payment(&victim_id).await;
+    assert_eq!(now["payment"]["iuv"], json!(iuv));
+    assert_eq!(now["payment"]["amount"], json!(120.0));
+    assert_eq!(now["status"], "PAYMENT_PENDING");
+    assert_eq!(app.sim.position(&iuv).await["status"], "PENDING");
+}
+
+#[actix_rt::test]
+async fn a_foreign_payment_cannot_take_another_payments_iuv_on_sqlite() {
+    a_foreign_payment_cannot_take_another_payments_iuv(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn a_foreign_payment_cannot_take_another_payments_iuv_on_postgres() {
+    a_foreign_payment_cannot_take_another_payments_iuv(Backend::Postgres).await;
 }
 
 /// A platform endpoint recording what it receives.

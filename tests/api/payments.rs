@@ -145,6 +145,85 @@ async fn the_intermediary_push_alone_completes_a_payment() {
     app.wait_for(&id, "COMPLETE", 10).await;
 }
 
+/// Issue 25 point 8: 300 pushes that are unsigned, wrongly signed or for a name that is
+/// not a configured intermediary are all refused alike (401) and make no intermediary
+/// call; signed pushes answer 202 whether the payment exists or not, and a burst of them
+/// makes one check.
+#[actix_rt::test]
+async fn only_signed_pushes_trigger_checks_and_at_most_one_per_few_seconds() {
+    let (app, id, pending) = quiet_pending_payment("8.00").await;
+    let calls_before = app.sim.stats().await.status_calls;
+    let push = |name: String, body: String, signature: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(app.url(&format!("/v1/intermediaries/{name}/notify")))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Cassa-Signature", signature);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let service = cassa::seed::DEMO_SERVICE.to_string();
+    let known = json!({"iud": id}).to_string();
+    let unknown = json!({"iud": uuid::Uuid::new_v4()}).to_string();
+    let sign = |body: &str| cassa::intermediary::sign_push(TEST_PUSH_SECRET, body.as_bytes());
+    let mut answers = std::collections::HashSet::new();
+    for i in 0..300 {
+        let body = if i % 2 == 0 { &known } else { &unknown };
+        let (status, text) = match i % 5 {
+            0 => push("anything".into(), body.clone(), None).await,
+            1 => push(service.clone(), body.clone(), None).await,
+            2 => push(service.clone(), body.clone(), Some(sign("another body"))).await,
+            3 => {
+                let wrong = cassa::intermediary::sign_push("not the secret", body.as_bytes());
+                push(service.clone(), body.clone(), Some(wrong)).await
+            }
+            // Signed, but for another name.
+            _ => {
+                push(
+                    uuid::Uuid::new_v4().to_string(),
+                    body.clone(),
+                    Some(sign(body)),
+                )
+                .await
+            }
+        };
+        assert_eq!(status, 401, "{text}");
+        answers.insert(text);
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "one answer for every refusal: {answers:?}"
+    );
+    assert_eq!(
+        app.sim.stats().await.status_calls,
+        calls_before,
+        "no intermediary call"
+    );
+    assert_eq!(app.get_payment(&id).await["status"], "PAYMENT_PENDING");
+
+    // Signed: the same answer for a payment that exists and one that does not.
+    let (status, for_unknown) = push(service.clone(), unknown.clone(), Some(sign(&unknown))).await;
+    assert_eq!(status, 202);
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    for _ in 0..20 {
+        let (status, text) = push(service.clone(), known.clone(), Some(sign(&known))).await;
+        assert_eq!((status, &text), (202, &for_unknown));
+    }
+    app.wait_for(&id, "COMPLETE", 10).await;
+    assert_eq!(
+        app.sim.stats().await.status_calls - calls_before,
+        1,
+        "twenty pushes, one check"
+    );
+}
+
 #[actix_rt::test]
 async fn transient_intermediary_errors_are_retried_until_created() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -219,9 +298,10 @@ async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
     assert_eq!(app.sim.position(iuv).await["status"], "CANCELED");
 }
 
-#[actix_rt::test]
-async fn landing_redirects_to_the_platform_and_checks() {
-    // No push and hourly polls: only the citizen's return can trigger the check.
+/// A cassa whose intermediary never pushes and that polls hourly (only what a test
+/// triggers checks a payment), with a PAGOPA payment of `amount` already PAYMENT_PENDING:
+/// the app, the payment's id and the payment.
+async fn quiet_pending_payment(amount: &str) -> (TestApp, String, Value) {
     let app = TestApp::spawn_full(
         Backend::Sqlite,
         |s| s.poll_schedule = "*:1h".parse().unwrap(),
@@ -229,11 +309,18 @@ async fn landing_redirects_to_the_platform_and_checks() {
         false,
     )
     .await;
-    let id = app.create(&pagopa_body("4.00")).await["id"]
+    let id = app.create(&pagopa_body(amount)).await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 15).await;
+    (app, id, pending)
+}
+
+#[actix_rt::test]
+async fn landing_redirects_to_the_platform_and_checks() {
+    // No push and hourly polls: only the citizen's return can trigger the check.
+    let (app, id, pending) = quiet_pending_payment("4.00").await;
     app.sim
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
@@ -243,6 +330,46 @@ async fn landing_redirects_to_the_platform_and_checks() {
     assert_eq!(r.headers()["location"], "http://platform.example/landing");
     app.wait_for(&id, "COMPLETE", 5).await;
     assert!(app.sim.stats().await.status_calls > before);
+}
+
+/// Issue 25 point 7: 25 rounds of `/online-payment` + `/landing` by anyone holding the
+/// links. The checkout opened again writes nothing, the landing never moves
+/// PAYMENT_STARTED back (the citizen is at the checkout: no cancel sneaks in), both are
+/// rate-limited per payment (429), and the landings trigger at most one check per few
+/// seconds: one status event in all, a couple of intermediary calls.
+#[actix_rt::test]
+async fn reopening_the_checkout_and_landing_write_nothing_new() {
+    let (app, id, _) = quiet_pending_payment("4.00").await;
+    let events_before = app.events(&id).await.len();
+    let calls_before = app.sim.stats().await.status_calls;
+    let (mut redirects, mut limited) = (0, 0);
+    for _ in 0..25 {
+        for link in ["online-payment", "landing"] {
+            match app
+                .get(&format!("/v1/payments/{id}/{link}"))
+                .await
+                .status()
+                .as_u16()
+            {
+                302 => redirects += 1,
+                429 => limited += 1,
+                other => panic!("{link}: {other}"),
+            }
+        }
+    }
+    assert!(
+        redirects >= 2 && limited > 0,
+        "{redirects} 302, {limited} 429"
+    );
+    let events = app.events(&id).await;
+    let new: Vec<&str> = events[events_before..]
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(new, ["PAYMENT_STARTED"]);
+    assert_eq!(app.get_payment(&id).await["status"], "PAYMENT_STARTED");
+    let calls = app.sim.stats().await.status_calls - calls_before;
+    assert!(calls <= 2, "{calls} intermediary calls");
 }
 
 async fn list_filters_and_paginates(backend: Backend) {

@@ -163,6 +163,12 @@ impl Store for MemoryStore {
     async fn account(&self, _: Uuid) -> Result<Option<Account>, StoreError> {
         Err(unsupported())
     }
+    async fn payment_with_code(
+        &self,
+        _: &cassa::store::PaymentCodes,
+    ) -> Result<Option<(&'static str, Uuid)>, StoreError> {
+        Err(unsupported())
+    }
     async fn deposit(&self, _: &DepositRequest) -> Result<Deposited, StoreError> {
         Err(unsupported())
     }
@@ -815,9 +821,7 @@ async fn a_command_drops_the_created_row() {
     let reply = registry
         .send(Forward {
             id,
-            command: PaymentCommand::CheckNow {
-                citizen_returned: false,
-            },
+            command: PaymentCommand::CheckNow,
         })
         .await
         .unwrap()

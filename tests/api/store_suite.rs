@@ -1281,3 +1281,65 @@ async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_sqlite() {
 async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_postgres() {
     remote_ids_become_per_tenant_keeping_what_is_stored(Backend::Postgres).await;
 }
+
+/// Issue 25 point 3: a payment's iuv and notice code are recorded when the intermediary
+/// gives them (the update that sets them) and found by `payment_with_code`; a new
+/// payment that names a code another holds (an adoption that lost the race with the
+/// check) fails whole: no row, no event.
+async fn codes_are_recorded_and_never_shared(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let victim = match store
+        .create_payment(new_payment(sample("PAGOPA", "25.00"), false))
+        .await
+        .unwrap()
+    {
+        Created::New(row) => row,
+        other => panic!("{other:?}"),
+    };
+    let iuv = format!("RF{}", Uuid::new_v4().simple());
+    let mut pending = victim.payment.clone();
+    pending.payment.iuv = Some(iuv.clone());
+    pending.payment.notice_code = Some(format!("3{iuv}"));
+    pending.status = PaymentStatus::PaymentPending;
+    let change = Change::of(&victim, pending, victim.saga.clone());
+    assert!(change.new_codes && !change.is_plain());
+    store.update_payment(victim.version, change).await.unwrap();
+    let codes = cassa::store::PaymentCodes {
+        iuv: Some(iuv.clone()),
+        notice_code: None,
+    };
+    assert_eq!(
+        store.payment_with_code(&codes).await.unwrap(),
+        Some(("payment.iuv", victim.payment.id))
+    );
+    let only_notice = cassa::store::PaymentCodes {
+        iuv: Some("unused".into()),
+        notice_code: Some(format!("3{iuv}")),
+    };
+    assert_eq!(
+        store.payment_with_code(&only_notice).await.unwrap(),
+        Some(("payment.notice_code", victim.payment.id))
+    );
+
+    let mut squatter = sample("PAGOPA", "1.00");
+    squatter.status = PaymentStatus::PaymentPending;
+    squatter.payment.iuv = Some(iuv.clone());
+    let squatter_id = squatter.id;
+    let refused = store.create_payment(new_payment(squatter, false)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unexpected(e)) if e.to_string().contains("payment.iuv")),
+        "{refused:?}"
+    );
+    assert!(store.payment(squatter_id).await.unwrap().is_none());
+    assert!(store.payment_events(squatter_id).await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn codes_are_recorded_and_never_shared_on_sqlite() {
+    codes_are_recorded_and_never_shared(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn codes_are_recorded_and_never_shared_on_postgres() {
+    codes_are_recorded_and_never_shared(Backend::Postgres).await;
+}

@@ -147,9 +147,10 @@ async fn the_circuit_opens_while_the_intermediary_is_down_and_closes_when_it_is_
                 .to_string(),
         );
     }
-    let open = format!("cassa_intermediary_circuit_open{{intermediary=\"{sim_base}\"}} ");
+    let name = cassa::intermediary::label(&sim_base);
+    let open = format!("cassa_intermediary_circuit_open{{intermediary=\"{name}\"}} ");
     let rejected = format!(
-        "cassa_intermediary_rejected_total{{intermediary=\"{sim_base}\",reason=\"circuit_open\"}} "
+        "cassa_intermediary_rejected_total{{intermediary=\"{name}\",reason=\"circuit_open\"}} "
     );
     let metrics = || async { app.get("/metrics").await.text().await.unwrap() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
