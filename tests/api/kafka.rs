@@ -398,8 +398,10 @@ fn foreign_event(mut body: Value, status: &str) -> (Uuid, Value) {
     event.insert("event_created_at".into(), json!(now));
     event.insert("app_id".into(), json!("payment-dispatcher:1.4.0"));
     event["payment"]["iud"] = json!(id.simple().to_string());
-    event["links"] =
-        json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]});
+    event.insert(
+        "links".into(),
+        json!({"notify": [{"url": "http://127.0.0.1:9/n", "method": "POST", "sent_at": null}]}),
+    );
     (id, body)
 }
 
