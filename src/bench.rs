@@ -732,25 +732,13 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     }
     let latency = events.latencies().await;
     let (http, raw) = (http.summary(), raw.summary());
-    let ratio = if raw.per_sec > 0.0 {
-        http.per_sec / raw.per_sec
-    } else {
-        0.0
-    };
+    let ratio = ratio(http.per_sec, raw.per_sec);
     report(
         &args.out,
         "create",
         &[
             ("database", url.split(':').next().unwrap_or("?").to_string()),
-            (
-                "broker",
-                if brokers.is_empty() {
-                    "embedded"
-                } else {
-                    "apache"
-                }
-                .to_string(),
-            ),
+            ("broker", broker_name(&brokers).to_string()),
             ("event_latency_p50_ms", format!("{:.1}", latency.p50_ms)),
             ("event_latency_p99_ms", format!("{:.1}", latency.p99_ms)),
             ("concurrency", args.concurrency.to_string()),
@@ -819,6 +807,24 @@ fn bench_settings(
     let settings = crate::config::Settings::parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
     let topics = settings.topics.clone();
     Ok((settings, topics))
+}
+
+/// The `broker` figure: which Kafka a bench ran against.
+fn broker_name(brokers: &str) -> &'static str {
+    if brokers.is_empty() {
+        "embedded"
+    } else {
+        "apache"
+    }
+}
+
+/// `measured` against the same run's `baseline` (0 without a baseline).
+fn ratio(measured: f64, baseline: f64) -> f64 {
+    if baseline > 0.0 {
+        measured / baseline
+    } else {
+        0.0
+    }
 }
 
 /// An Opencity application waiting for a payment (event_version 2.0), for the demo service.
@@ -922,25 +928,13 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     let raw = on_client_thread(move || async move { raw_inserts(&raw_url, clients, window).await })
         .await?
         .summary();
-    let ratio = if raw.per_sec > 0.0 {
-        per_sec / raw.per_sec
-    } else {
-        0.0
-    };
+    let ratio = ratio(per_sec, raw.per_sec);
     report(
         &args.out,
         "dispatch",
         &[
             ("database", url.split(':').next().unwrap_or("?").to_string()),
-            (
-                "broker",
-                if brokers.is_empty() {
-                    "embedded"
-                } else {
-                    "apache"
-                }
-                .to_string(),
-            ),
+            ("broker", broker_name(&brokers).to_string()),
             ("events", args.events.to_string()),
             ("applications_per_sec", format!("{per_sec:.0}")),
             ("raw_insert_per_sec", format!("{:.0}", raw.per_sec)),

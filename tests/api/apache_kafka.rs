@@ -384,6 +384,33 @@ async fn shared(client: &reqwest::Client, bases: &[&String], total: u64) {
     }
 }
 
+/// `count` PAGOPA payments created through each of `bases` in turn (amounts from
+/// `first_euros` up, so each is its own); their ids.
+async fn create_round_robin(
+    client: &reqwest::Client,
+    bases: &[String],
+    count: usize,
+    first_euros: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let r = client
+            .post(format!("{}/v1/payments", bases[i % bases.len()]))
+            .json(&pagopa_body(&format!("{}.00", first_euros + i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids
+}
+
 /// Asks the process to stop (SIGTERM, a graceful stop) and waits for it.
 fn terminate(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill")
@@ -431,22 +458,7 @@ async fn three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_re
     shared(&client, &bases.iter().collect::<Vec<_>>(), 12).await;
 
     // Payments through every instance: each position is created once.
-    let mut ids = Vec::new();
-    for i in 0..24 {
-        let r = client
-            .post(format!("{}/v1/payments", bases[i % 3]))
-            .json(&pagopa_body(&format!("{}.00", 20 + i)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let mut ids = create_round_robin(&client, &bases, 24, 20).await;
     for id in &ids {
         wait_for_status(&client, &bases[0], id, "PAYMENT_PENDING", 60).await;
     }
@@ -554,22 +566,7 @@ async fn with_the_kip_848_protocol_two_instances_share_partitions_and_hand_them_
     wait_ready(&client, &bases[1]).await;
     // Incremental assignment: b's share moves from a without a's stopping the rest.
     shared(&client, &[&bases[0], &bases[1]], 6).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        let r = client
-            .post(format!("{}/v1/payments", bases[i % 2]))
-            .json(&pagopa_body(&format!("{}.00", 30 + i)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = create_round_robin(&client, &bases, 8, 30).await;
     let mut iuvs = Vec::new();
     for id in &ids {
         let pending = wait_for_status(&client, &bases[1], id, "PAYMENT_PENDING", 60).await;
