@@ -227,6 +227,16 @@ const ENTRY_COLUMNS: &str =
                              held_after_cents, reason, created_at";
 
 /// A journal entry to write, with the account's balance and held money after it.
+/// What crediting an account once per key did.
+#[derive(Debug, PartialEq)]
+enum Credit {
+    /// Credited: the account after.
+    Made(Account),
+    /// That key credited before; nothing more.
+    AlreadyMade,
+    NoAccount,
+}
+
 struct NewEntry<'a> {
     account_id: Uuid,
     key: &'a str,
@@ -560,8 +570,7 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            /// Credits an account, once per `key`: the account after, or `None` when that
-            /// key credited before (nothing is credited again) or the account is unknown.
+            /// Credits an account, once per `key`.
             async fn credit(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 account_id: Uuid,
@@ -570,9 +579,9 @@ macro_rules! sql_store {
                 amount_cents: i64,
                 reason: Option<&str>,
                 at: DateTime<Utc>,
-            ) -> Result<Option<Account>, StoreError> {
+            ) -> Result<Credit, StoreError> {
                 if Self::entry_by_key(&mut *conn, key).await?.is_some() {
-                    return Ok(None);
+                    return Ok(Credit::AlreadyMade);
                 }
                 let sql = format!(
                     "UPDATE accounts SET balance_cents = balance_cents + $1, updated_at = $2 WHERE id = $3 \
@@ -585,7 +594,7 @@ macro_rules! sql_store {
                     .fetch_optional(&mut *conn)
                     .await?;
                 let Some(account) = row.as_ref().map(Self::row_to_account).transpose()? else {
-                    return Ok(None);
+                    return Ok(Credit::NoAccount);
                 };
                 Self::journal(&mut *conn, NewEntry {
                     account_id,
@@ -598,7 +607,7 @@ macro_rules! sql_store {
                     reason,
                     at,
                 }).await?;
-                Ok(Some(account))
+                Ok(Credit::Made(account))
             }
 
             /// Credits a completed top-up's wallet with its amount, once (keyed by the
@@ -625,7 +634,7 @@ macro_rules! sql_store {
                     at,
                 )
                 .await?;
-                if credited.is_none() {
+                if credited == Credit::NoAccount {
                     // The account was checked when the top-up was created and accounts
                     // are never deleted: this is a bug, and the payment must not be
                     // recorded COMPLETE without its credit.
@@ -1082,8 +1091,9 @@ macro_rules! sql_store {
             }
 
             /// A deposit in one transaction: the replay of the one its key made, or a new
-            /// credit with its journal entry.
-            async fn deposit_once(&self, key: &str, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
+            /// credit with its journal entry; `None` when a concurrent one with the key
+            /// got there first.
+            async fn deposit_once(&self, key: &str, deposit: &DepositRequest) -> Result<Option<Deposited>, StoreError> {
                 let mut tx = self.write.begin().await?;
                 if let Some((amount, reason, account_id)) = Self::entry_by_key(&mut tx, key).await? {
                     tx.rollback().await?;
@@ -1091,12 +1101,12 @@ macro_rules! sql_store {
                         && reason.as_deref() == Some(deposit.reason.as_str())
                         && account_id == deposit.account_id;
                     if !same {
-                        return Ok(Deposited::KeyReused);
+                        return Ok(Some(Deposited::KeyReused));
                     }
-                    return Ok(match self.account(deposit.account_id).await? {
+                    return Ok(Some(match self.account(deposit.account_id).await? {
                         Some(account) => Deposited::Replayed(account),
                         None => Deposited::NoAccount,
-                    });
+                    }));
                 }
                 let credited = Self::credit(
                     &mut tx,
@@ -1109,13 +1119,19 @@ macro_rules! sql_store {
                 )
                 .await?;
                 match credited {
-                    Some(account) => {
+                    Credit::Made(account) => {
                         tx.commit().await?;
-                        Ok(Deposited::Credited(account))
+                        Ok(Some(Deposited::Credited(account)))
                     }
-                    None => {
+                    // A concurrent deposit with this key committed since the look above
+                    // (each statement sees the latest commits): replayed on a new look.
+                    Credit::AlreadyMade => {
                         tx.rollback().await?;
-                        Ok(Deposited::NoAccount)
+                        Ok(None)
+                    }
+                    Credit::NoAccount => {
+                        tx.rollback().await?;
+                        Ok(Some(Deposited::NoAccount))
                     }
                 }
             }
@@ -1363,11 +1379,21 @@ macro_rules! sql_store {
 
             async fn deposit(&self, deposit: &DepositRequest) -> Result<Deposited, StoreError> {
                 let key = format!("deposit:{}:{}", deposit.scope, deposit.key);
-                match self.deposit_once(&key, deposit).await {
-                    // A concurrent deposit with this key committed first (its journal
-                    // entry is unique): this one is answered as its replay.
-                    Err(e) if is_unique_violation(&e) => self.deposit_once(&key, deposit).await,
-                    other => other,
+                // A concurrent deposit with this key committed first (its journal entry
+                // is unique): the second look answers this one as its replay.
+                for _ in 0..2 {
+                    match self.deposit_once(&key, deposit).await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => {}
+                        Err(e) if is_unique_violation(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                match self.deposit_once(&key, deposit).await? {
+                    Some(done) => Ok(done),
+                    None => Err(StoreError::Unexpected(anyhow::anyhow!(
+                        "deposit key {key} raced three times"
+                    ))),
                 }
             }
 
