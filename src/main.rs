@@ -34,7 +34,7 @@ fn explain(error: clap::Error) -> String {
         .and_then(|rest| rest.split([' ', '\'']).next())
         .map(|flag| format!("CASSA_{}", flag.replace('-', "_").to_ascii_uppercase()));
     match flag {
-        Some(var) if config::KNOWN_ENV.contains(&var.as_str()) => {
+        Some(var) if config::known_env().contains(&var) => {
             format!("{}\n(setting {var} or its flag)", text.trim_end())
         }
         _ => text,
@@ -177,7 +177,7 @@ async fn ledger_check(database_url: &str) -> anyhow::Result<usize> {
 }
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
-    let running = cassa::server::start(&settings, Default::default()).await?;
+    let mut running = cassa::server::start(&settings, Default::default()).await?;
     if running.seeded {
         // Only an RS256 public key configured: nothing to mint demo tokens with.
         let tokens = cassa::seed::demo_tokens(&running.auth).unwrap_or_default();
@@ -194,7 +194,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         running.public_url,
         running.store.backend()
     );
-    running.server.await?;
+    let stopped = (&mut running.server).await;
+    cassa::server::drain(&running, &settings).await;
+    stopped?;
     Ok(())
 }
 

@@ -123,7 +123,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         .passivate_after
         .map(|after| crate::actors::Wheel::for_passivation(after, settings.max_resident));
     let mut registry = PaymentRegistry::new(deps.clone(), arbiters, ownership)
-        .with_call_rate(settings.intermediary_rate_limit);
+        .with_call_rate(settings.intermediary_rate_limit)
+        .with_handover(handover_grace(settings));
     if let Some(wheel) = wheel {
         registry = registry.with_wheel(wheel);
     }
@@ -214,4 +215,26 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         kafka,
         auth,
     })
+}
+
+/// How long a step of a payment may still take on the instance that just lost it: one
+/// intermediary call's time limit and a second for its write.
+pub fn handover_grace(settings: &Settings) -> std::time::Duration {
+    settings.intermediary_timeout + std::time::Duration::from_secs(1)
+}
+
+/// A graceful stop, once the HTTP server has stopped: every payment actor finishes the
+/// step it is in (so no other instance repeats it), then the Kafka consumers leave the
+/// group. Bounded: a step is bounded by the intermediary time limit.
+pub async fn drain(running: &Running, settings: &Settings) {
+    let deadline = handover_grace(settings) + std::time::Duration::from_secs(2);
+    match tokio::time::timeout(deadline, running.registry.send(crate::actors::Drain)).await {
+        Ok(Ok(stopped)) => tracing::info!(stopped, "payment actors stopped"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the payment registry is gone"),
+        Err(_) => tracing::warn!(
+            ?deadline,
+            "payment actors still busy at the deadline; stopping anyway"
+        ),
+    }
+    running.kafka.stop();
 }

@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 
 pub use payment::{CommandReply, PaymentActor, PaymentCommand};
 pub use registry::{
-    Ensure, Forward, GetOwnedPartitions, GetStats, Ownership, PartitionsAssigned,
+    Drain, Ensure, Forward, GetOwnedPartitions, GetStats, Ownership, PartitionsAssigned,
     PartitionsRevoked, PaymentRegistry, RearmOpen, RegistryStats, Touch, TouchSeen, Wheel,
 };
 

@@ -154,6 +154,14 @@ pub struct PaymentRegistry {
     /// Pace the overdue checks actors find when they start under each intermediary's
     /// call rate (set by `with_call_rate`); all shards share them.
     pacers: Option<Arc<Pacers>>,
+    /// How long the previous owner of a partition may still be finishing a step on one
+    /// of its payments after losing it (set by `with_handover`).
+    handover: Option<Duration>,
+    /// Partitions just assigned, until when their payments are left to the previous
+    /// owner's step in flight.
+    settling: HashMap<i32, tokio::time::Instant>,
+    /// Stopping: nothing new is spawned for owned payments.
+    draining: bool,
 }
 
 impl PaymentRegistry {
@@ -179,7 +187,35 @@ impl PaymentRegistry {
             wheel_busy: false,
             wheel_cursor: None,
             pacers: None,
+            handover: None,
+            settling: HashMap::new(),
+            draining: false,
         }
+    }
+
+    /// A rebalance revokes a partition without waiting for its actors to finish the step
+    /// they are in (an intermediary call, then its write): the new owner leaves the
+    /// partition's payments alone for `grace` (one call's time limit and its write)
+    /// after the assignment, so it does not call the intermediary a second time for the
+    /// same step. Payments this instance creates itself start at once.
+    pub fn with_handover(mut self, grace: Duration) -> Self {
+        self.handover = Some(grace);
+        self
+    }
+
+    /// How much longer payment `id`'s partition is settling after its assignment.
+    fn settling_for(&mut self, id: Uuid) -> Option<Duration> {
+        let Ownership::Partitions { count, .. } = &self.ownership else {
+            return None;
+        };
+        let partition = Ownership::partition_of(id, *count);
+        let until = *self.settling.get(&partition)?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            self.settling.remove(&partition);
+            return None;
+        }
+        Some(left)
     }
 
     /// Paces the checks missed while no actor ran (found at start-up, when partitions are
@@ -202,6 +238,9 @@ impl PaymentRegistry {
     /// no actor, up to the resident cap.
     fn turn_wheel(&mut self, ctx: &mut Context<Self>) {
         let Some(wheel) = self.wheel else { return };
+        if self.draining {
+            return;
+        }
         let room = wheel.max_resident.saturating_sub(self.actors.len());
         if self.wheel_busy || room == 0 {
             return;
@@ -245,7 +284,10 @@ impl PaymentRegistry {
                     if act.actors.len() >= wheel.max_resident {
                         break;
                     }
-                    if act.ownership.owns(id) && !act.actors.contains_key(&id) {
+                    if act.ownership.owns(id)
+                        && !act.actors.contains_key(&id)
+                        && act.settling_for(id).is_none()
+                    {
                         act.stats.woken += 1;
                         act.ensure_with(id, Some(timing), None, ctx);
                     }
@@ -358,7 +400,7 @@ impl Handler<Ensure> for PaymentRegistry {
 
     fn handle(&mut self, Ensure(id, row): Ensure, ctx: &mut Context<Self>) {
         // The owner picks up payments it does not own from their events.
-        if self.ownership.owns(id) {
+        if self.ownership.owns(id) && !self.draining {
             let timing = row.as_deref().map(PaymentTiming::from);
             self.ensure_with(id, timing, row, ctx);
         }
@@ -375,13 +417,20 @@ impl Handler<Touch> for PaymentRegistry {
     type Result = ();
 
     fn handle(&mut self, Touch(id): Touch, ctx: &mut Context<Self>) {
-        if !self.ownership.owns(id) {
+        if !self.ownership.owns(id) || self.draining {
             return;
         }
         let fresh = !self
             .actors
             .get(&id)
             .is_some_and(|r| !r.transient && r.addr.upgrade().is_some());
+        if fresh {
+            if let Some(left) = self.settling_for(id) {
+                // The previous owner may be in a step of this payment: look again later.
+                ctx.notify_later(Touch(id), left);
+                return;
+            }
+        }
         let addr = self.ensure(id, ctx);
         if !fresh {
             if let Err(e) = addr.try_send(Reload(None)) {
@@ -453,9 +502,25 @@ impl Handler<PartitionsAssigned> for PaymentRegistry {
             }
             Ownership::All => return,
         };
+        let gained: Vec<i32> = msg
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| !owned.contains(p))
+            .collect();
         owned.extend(msg.partitions.iter().copied());
-        tracing::info!(partitions = ?msg.partitions, "partitions assigned; loading their open payments");
-        ctx.notify(RearmOpen);
+        match self.handover {
+            Some(grace) if !gained.is_empty() => {
+                let until = tokio::time::Instant::now() + grace;
+                self.settling.extend(gained.iter().map(|p| (*p, until)));
+                tracing::info!(partitions = ?msg.partitions, ?grace, "partitions assigned; loading their open payments once the previous owner's steps are done");
+                ctx.notify_later(RearmOpen, grace);
+            }
+            _ => {
+                tracing::info!(partitions = ?msg.partitions, "partitions assigned; loading their open payments");
+                ctx.notify(RearmOpen);
+            }
+        }
     }
 }
 
@@ -477,6 +542,7 @@ impl Handler<PartitionsRevoked> for PaymentRegistry {
         };
         for p in &partitions {
             owned.remove(p);
+            self.settling.remove(p);
         }
         let count = *count;
         let revoked: HashSet<i32> = partitions.iter().copied().collect();
@@ -649,6 +715,9 @@ impl Handler<RearmOpen> for PaymentRegistry {
             .into_actor(self)
             .map(|ids, act, ctx| {
                 let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids?;
+                if act.draining {
+                    ids.clear();
+                }
                 ids.retain(|(id, _)| act.ownership.owns(*id) && !act.actors.contains_key(id));
                 let count = ids.len();
                 for (tick, chunk) in ids.chunks(REARM_CHUNK).enumerate() {
@@ -683,5 +752,31 @@ impl Handler<GetStats> for PaymentRegistry {
             Ownership::Partitions { owned, .. } => Some(owned.len()),
         };
         MessageResult(stats)
+    }
+}
+
+/// The instance is stopping: every resident actor finishes the step it is in (the
+/// `Passivate` queues behind it) and stops, and nothing new is spawned for owned
+/// payments. Answers how many actors were stopped, once all have. Until the consumers
+/// leave the group, no other instance owns these payments, so none repeats a step.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain;
+
+impl Handler<Drain> for PaymentRegistry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        let resident: Vec<Addr<PaymentActor>> = self
+            .actors
+            .values()
+            .filter_map(|r| r.addr.upgrade())
+            .collect();
+        Box::pin(async move {
+            let count = resident.len();
+            futures::future::join_all(resident.iter().map(|addr| addr.send(Passivate))).await;
+            count
+        })
     }
 }

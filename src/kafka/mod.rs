@@ -3,6 +3,7 @@
 //! and ownership of payments by partition). `KafkaBridge::start` wires them for
 //! `cassa serve`.
 
+pub mod closing;
 pub mod dispatcher;
 pub mod embedded;
 pub mod partition;
@@ -110,12 +111,24 @@ pub struct KafkaSetup {
 pub struct KafkaBridge {
     pub setup: KafkaSetup,
     stop: watch::Sender<bool>,
+    /// See `proxy::PaymentsRebalance::incremental`.
+    incremental: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl KafkaBridge {
     /// The bootstrap address in use.
     pub fn bootstrap(&self) -> &str {
         &self.setup.bootstrap
+    }
+
+    /// Whether the `payments` group assigns partitions incrementally (KIP-848's
+    /// consumer protocol does; the classic one with cassa's assignors does not): `None`
+    /// until the first assignment.
+    pub fn incremental_rebalance(&self) -> Option<bool> {
+        match self.incremental.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            protocol => Some(protocol == 2),
+        }
     }
 
     /// Stops the consumers and the relay.
@@ -453,12 +466,14 @@ pub fn start(
         config
     };
 
+    let incremental = Arc::new(std::sync::atomic::AtomicU8::new(0));
     if settings.roles.contains(&Role::Proxy) {
         let context = proxy::PaymentsRebalance {
             registry: registry.clone(),
             topic: settings.topics.payments.clone(),
             partitions: setup.payments_partitions,
             _broker: setup.embedded.clone(),
+            incremental: incremental.clone(),
         };
         let consumer: StreamConsumer<proxy::PaymentsRebalance> =
             consumer_config(&settings.kafka_group)
@@ -480,7 +495,8 @@ pub fn start(
                 public_url: &public_url,
                 configs: &configs,
             };
-            proxy::run(consumer, intake, dead_letters, stopped).await;
+            let consumer = closing::Closing::new(consumer, "payments");
+            proxy::run(&consumer, intake, dead_letters, stopped).await;
         });
     }
     if settings.roles.contains(&Role::Dispatcher) {
@@ -490,7 +506,7 @@ pub fn start(
                 .context("cannot create the applications consumer")?;
         consumer.subscribe(&[&settings.topics.applications])?;
         let dispatcher = dispatcher::ApplicationDispatcher {
-            consumer,
+            consumer: closing::Closing::new(consumer, "applications"),
             dead_letters,
         };
         actix::spawn(async move {
@@ -503,5 +519,9 @@ pub fn start(
             dispatcher.run(intake, stopped).await;
         });
     }
-    Ok(KafkaBridge { setup, stop })
+    Ok(KafkaBridge {
+        setup,
+        stop,
+        incremental,
+    })
 }

@@ -547,18 +547,20 @@ async fn credentials_never_appear_in_answers_logs_events_or_the_database_file() 
     // its logs (stderr).
     let printed_path = dir.path().join("cassa.out");
     let printed = std::fs::File::create(&printed_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cassa"))
-        .arg("serve")
-        .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("CASSA_DATABASE_URL", &db_url)
-        .env("CASSA_KAFKA_EMBEDDED_PORT", kafka_port.to_string())
-        .env("CASSA_POLL_SCHEDULE", "*:1s")
-        .env("CASSA_LOG", "debug")
-        .env("CASSA_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
-        .stdout(printed)
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = crate::restart::Spawned(
+        Command::new(env!("CARGO_BIN_EXE_cassa"))
+            .arg("serve")
+            .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CASSA_DATABASE_URL", &db_url)
+            .env("CASSA_KAFKA_EMBEDDED_PORT", kafka_port.to_string())
+            .env("CASSA_POLL_SCHEDULE", "*:1s")
+            .env("CASSA_LOG", "debug")
+            .env("CASSA_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
+            .stdout(printed)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let mint = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_cassa"))
             .arg("token")

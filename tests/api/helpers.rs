@@ -615,6 +615,9 @@ impl TestApp {
 /// one), run by `scripts/kafka-cluster` in a temporary directory; stopped when dropped.
 pub struct KafkaCluster {
     pub bootstrap: String,
+    /// Clusters of tests' own run one at a time: three more JVMs at once on a small
+    /// machine slow every broker down past its registration deadline.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     /// `key=value` lines the script printed (`sasl_username`, `sasl_password`, …).
     pub printed: Vec<(String, String)>,
     dir: tempfile::TempDir,
@@ -627,6 +630,10 @@ impl KafkaCluster {
 
     /// Starts `nodes` nodes (and waits until they are registered).
     pub fn start(nodes: u32, sasl: bool) -> Self {
+        static OWN_CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let one_at_a_time = OWN_CLUSTERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec![
             "start".to_string(),
@@ -659,6 +666,7 @@ impl KafkaCluster {
             .unwrap();
         KafkaCluster {
             bootstrap,
+            _one_at_a_time: one_at_a_time,
             printed,
             dir,
         }

@@ -17,28 +17,56 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Child {
+/// A child process of a test, killed when dropped: a test that fails midway leaves no
+/// `cassa serve` (or broker) running after it.
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Spawned {
     start_cassa_with(db_url, port, sim_base, &[])
 }
 
 /// Starts `cassa serve` as its own process, with extra environment.
-pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cassa"))
-        .arg("serve")
-        .envs(key_env())
-        .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("CASSA_DATABASE_URL", db_url)
-        .env("CASSA_SIMULATOR_URL", sim_base)
-        .env("CASSA_SEED_DEMO", "true")
-        .env("CASSA_POLL_SCHEDULE", "*:1s")
-        .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
-        .env("CASSA_LOG", "warn")
-        // Last, so a test may override the defaults above.
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Spawned {
+    Spawned(
+        Command::new(env!("CARGO_BIN_EXE_cassa"))
+            .arg("serve")
+            .envs(key_env())
+            .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CASSA_DATABASE_URL", db_url)
+            .env("CASSA_SIMULATOR_URL", sim_base)
+            .env("CASSA_SEED_DEMO", "true")
+            .env("CASSA_POLL_SCHEDULE", "*:1s")
+            .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
+            .env("CASSA_LOG", "warn")
+            // Last, so a test may override the defaults above.
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {

@@ -45,12 +45,14 @@ async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
     let sim =
         TestSimulator::serve_without_push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let kafka_port = free_port();
-    let mut broker = Command::new(env!("CARGO_BIN_EXE_cassa"))
-        .args(["dev-kafka", "--port", &kafka_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut broker = crate::restart::Spawned(
+        Command::new(env!("CARGO_BIN_EXE_cassa"))
+            .args(["dev-kafka", "--port", &kafka_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let bootstrap = format!("127.0.0.1:{kafka_port}");
     let client = admin_client();
     let ports = [free_port(), free_port()];
