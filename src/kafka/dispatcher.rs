@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use futures::FutureExt;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use serde::Deserialize;
 use serde_json::Value;
@@ -204,12 +205,18 @@ pub async fn dispatch(
 
 /// The running dispatcher.
 pub struct ApplicationDispatcher {
-    pub consumer: StreamConsumer<super::BrokerGuard>,
+    pub consumer: super::closing::Closing<super::BrokerGuard>,
     pub dead_letters: super::DeadLetters,
 }
 
+/// Applications taken from the consumer's queue at once, at most.
+const BATCH: usize = 256;
+
 impl ApplicationDispatcher {
-    /// Consumes until `stop` turns true.
+    /// Consumes until `stop` turns true. What is already fetched is dispatched as one
+    /// batch: its creates run together, so the store's group commit writes them in a
+    /// few transactions instead of one each; offsets are stored only once every
+    /// application of the batch has its payment committed (or is dead-lettered).
     pub async fn run(self, intake: Intake<'_>, mut stop: watch::Receiver<bool>) {
         tracing::info!("application dispatcher started");
         loop {
@@ -217,7 +224,7 @@ impl ApplicationDispatcher {
                 m = self.consumer.recv() => m,
                 _ = stop.changed() => break,
             };
-            let message = match message {
+            let first = match message {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "applications consumer error");
@@ -225,40 +232,63 @@ impl ApplicationDispatcher {
                     continue;
                 }
             };
-            let mut backoff = Duration::from_millis(200);
-            let outcome = loop {
-                match dispatch(&intake, message.payload()).await {
-                    Ok(outcome) => break outcome,
-                    Err(e) if !e.is_transient() => {
-                        // Retrying the same event would fail the same way forever.
-                        break Dispatched::Rejected(format!("cannot be stored: {e}"));
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "applications consumer error");
+                        break;
                     }
-                    Err(e) => {
-                        // The database is down: keep this message, try again.
-                        tracing::warn!(error = %e, ?backoff, "cannot store the payment; retrying the application");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            };
-            match &outcome {
-                Dispatched::Created(id) => {
-                    tracing::info!(payment_id = %id, "application dispatched")
-                }
-                Dispatched::AlreadyDone(id) => {
-                    tracing::debug!(payment_id = %id, "application already has its payment")
-                }
-                Dispatched::Skipped(why) => tracing::debug!(%why, "application skipped"),
-                Dispatched::Rejected(reason) => {
-                    tracing::warn!(%reason, offset = message.offset(), "application dead-lettered");
-                    self.dead_letters.send(&message, reason).await;
+                    None => break,
                 }
             }
-            if let Err(e) = self.consumer.store_offset_from_message(&message) {
-                tracing::warn!(error = %e, "cannot store the applications offset");
+            let outcomes = futures::future::join_all(
+                batch
+                    .iter()
+                    .map(|message| dispatch_until_stored(&intake, message.payload())),
+            )
+            .await;
+            for (message, outcome) in batch.iter().zip(outcomes) {
+                match &outcome {
+                    Dispatched::Created(id) => {
+                        tracing::info!(payment_id = %id, "application dispatched")
+                    }
+                    Dispatched::AlreadyDone(id) => {
+                        tracing::debug!(payment_id = %id, "application already has its payment")
+                    }
+                    Dispatched::Skipped(why) => tracing::debug!(%why, "application skipped"),
+                    Dispatched::Rejected(reason) => {
+                        tracing::warn!(%reason, offset = message.offset(), "application dead-lettered");
+                        self.dead_letters.send(message, reason).await;
+                    }
+                }
+                if let Err(e) = self.consumer.store_offset_from_message(message) {
+                    tracing::warn!(error = %e, "cannot store the applications offset");
+                }
             }
         }
         tracing::info!("application dispatcher stopped");
+    }
+}
+
+/// Dispatches one application, retrying while the database is unavailable (the message
+/// is kept: its offset waits for this).
+async fn dispatch_until_stored(intake: &Intake<'_>, payload: Option<&[u8]>) -> Dispatched {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match dispatch(intake, payload).await {
+            Ok(outcome) => return outcome,
+            // Retrying the same event would fail the same way forever.
+            Err(e) if !e.is_transient() => {
+                return Dispatched::Rejected(format!("cannot be stored: {e}"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "cannot store the payment; retrying the application");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
     }
 }
 
