@@ -16,12 +16,16 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::ClientContext;
 use tokio::sync::watch;
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
 use crate::actors::{PartitionsAssigned, PartitionsRevoked, PaymentRegistry, Touch, TouchSeen};
 use crate::domain::payment::{app_id, PaymentEvent};
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
 use crate::intake::Intake;
 use crate::store::{Created, StoreError};
+use rdkafka::consumer::RebalanceProtocol;
 
 /// Forwards the group's partition assignments to the registry.
 pub struct PaymentsRebalance {
@@ -31,6 +35,9 @@ pub struct PaymentsRebalance {
     pub partitions: i32,
     /// Keeps an embedded broker alive until this consumer is closed.
     pub _broker: super::BrokerGuard,
+    /// Whether the group's last assignment was incremental (KIP-848 or a cooperative
+    /// assignor) or eager: 0 not yet assigned, 1 eager, 2 incremental.
+    pub incremental: Arc<AtomicU8>,
 }
 
 impl ClientContext for PaymentsRebalance {}
@@ -52,8 +59,14 @@ impl ConsumerContext for PaymentsRebalance {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            let protocol = match rdkafka::consumer::Consumer::rebalance_protocol(consumer) {
+                RebalanceProtocol::Cooperative => 2,
+                RebalanceProtocol::Eager => 1,
+                RebalanceProtocol::None => 0,
+            };
+            self.incremental.store(protocol, Ordering::Relaxed);
             self.registry.do_send(PartitionsAssigned {
                 count: self.partitions,
                 partitions: self.partitions_of(list),
@@ -149,7 +162,7 @@ const BATCH: usize = 256;
 
 /// Consumes `payments` until `stop` turns true. Offsets are stored after handling.
 pub async fn run(
-    consumer: StreamConsumer<PaymentsRebalance>,
+    consumer: &StreamConsumer<PaymentsRebalance>,
     intake: Intake<'_>,
     dead_letters: super::DeadLetters,
     mut stop: watch::Receiver<bool>,
@@ -185,7 +198,7 @@ pub async fn run(
             if !told {
                 handle(&intake, &dead_letters, message).await;
             }
-            store_offset(&consumer, message);
+            store_offset(consumer, message);
         }
     }
     tracing::info!("payments consumer stopped");
