@@ -450,58 +450,34 @@ pub struct SimulatorArgs {
     pub api_key: Option<String>,
 }
 
-/// Every `CASSA_*` variable cassa reads.
-pub const KNOWN_ENV: &[&str] = &[
-    "CASSA_HTTP_ADDR",
-    "CASSA_DATABASE_URL",
-    "CASSA_KAFKA_BROKERS",
-    "CASSA_KAFKA_EMBEDDED_PORT",
-    "CASSA_KAFKA_GROUP",
-    "CASSA_KAFKA_PARTITIONS",
-    "CASSA_KAFKA_SESSION_TIMEOUT",
-    "CASSA_KAFKA_SECURITY_PROTOCOL",
-    "CASSA_KAFKA_SASL_MECHANISM",
-    "CASSA_KAFKA_SASL_USERNAME",
-    "CASSA_KAFKA_SASL_PASSWORD",
-    "CASSA_KAFKA_SSL_CA_LOCATION",
-    "CASSA_KAFKA_CONFIG",
-    "CASSA_KAFKA_GROUP_PROTOCOL",
-    "CASSA_INSTANCE_ID",
-    "CASSA_TOPIC_APPLICATIONS",
-    "CASSA_TOPIC_PAYMENTS",
-    "CASSA_TOPIC_DEAD_LETTER",
-    "CASSA_ROLES",
-    "CASSA_JWT_SECRET",
-    "CASSA_JWT_PUBLIC_KEY",
-    "CASSA_JWT_AUDIENCE",
-    "CASSA_JWT_ISSUER",
-    "CASSA_SECRET_KEY",
-    "CASSA_CREATE_RATE_LIMIT",
-    "CASSA_PUBLIC_URL",
-    "CASSA_POLL_SCHEDULE",
-    "CASSA_SIMULATOR",
-    "CASSA_SIMULATOR_URL",
-    "CASSA_OUTBOUND_ALLOW",
-    "CASSA_SEED_DEMO",
-    "CASSA_INTERMEDIARY_TIMEOUT",
-    "CASSA_ARBITERS",
-    "CASSA_PASSIVATE_AFTER",
-    "CASSA_INTERMEDIARY_RATE_LIMIT",
-    "CASSA_INTERMEDIARY_MAX_IN_FLIGHT",
-    "CASSA_CIRCUIT_FAILURES",
-    "CASSA_CIRCUIT_OPEN_FOR",
-    "CASSA_MAX_RESIDENT",
-    "CASSA_LOG",
-    "CASSA_LOG_FORMAT",
-];
+/// Every `CASSA_*` variable cassa reads: the `env` of every flag of every command,
+/// taken from the parser itself so no list can fall behind it.
+pub fn known_env() -> Vec<String> {
+    fn walk(command: &clap::Command, names: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
+                if !names.iter().any(|known| known == name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, names);
+        }
+    }
+    let mut names = Vec::new();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut names);
+    names
+}
 
 /// Refuses `CASSA_*` variables cassa does not know (a typo would silently be ignored).
 pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
+    let known = known_env();
     for (name, _) in vars {
-        if name.starts_with("CASSA_") && !KNOWN_ENV.contains(&name.as_str()) {
+        if name.starts_with("CASSA_") && !known.contains(&name) {
             return Err(format!(
                 "unknown setting {name}: known settings are {}",
-                KNOWN_ENV.join(", ")
+                known.join(", ")
             ));
         }
     }
@@ -644,6 +620,15 @@ mod tests {
         let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter())
             .unwrap_err();
         assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
+        // Every flag's variable is known, those added last included.
+        for name in [
+            "CASSA_JWT_MAX_LIFETIME",
+            "CASSA_JWT_TAX_CODE_CLAIM",
+            "CASSA_KAFKA_GROUP_PROTOCOL",
+            "CASSA_LOG",
+        ] {
+            assert!(known_env().iter().any(|k| k == name), "{name}");
+        }
     }
 
     #[test]
