@@ -1,4 +1,4 @@
-//! Who is calling (CONTRACTS.md §4): `Authorization: Bearer <JWT>`, HS256 with the
+//! Who is calling (docs/security.md): `Authorization: Bearer <JWT>`, HS256 with the
 //! configured secret or RS256 with a configured public key. `exp` is required (30 s of
 //! leeway for clock skew), `alg: none` cannot even be parsed, and each algorithm is only
 //! ever checked with its own key, so an HS256 token "signed" with the RSA public key is

@@ -1,5 +1,5 @@
 //! cassa: a payment orchestrator for e-government platforms. One supervised actor per
-//! open payment; see `ARCHITECTURE.md` in the design folder.
+//! open payment; see `docs/architecture.md`.
 
 pub mod actors;
 pub mod auth;

@@ -1,4 +1,4 @@
-//! The embedded demo data (CONTRACTS.md "Embedded demo data"): a tenant, a service
+//! The embedded demo data (the README walkthrough uses it): a tenant, a service
 //! config taking PAGOPA and WALLET payments at the simulator, a wallet top-up service,
 //! and a funded wallet.
 //! Idempotent: several instances may all seed.

@@ -201,7 +201,7 @@ async fn finish(
     save(deps, row, payment, saga, next, hold).await
 }
 
-/// The body POSTed to the platform's notify URLs (CONTRACTS.md §3).
+/// The body POSTed to the platform's notify URLs (docs/kafka.md).
 fn outcome(payment: &Payment) -> serde_json::Value {
     let ok = payment.status == PaymentStatus::Complete;
     let message = payment

@@ -1,5 +1,5 @@
 //! The payment as other systems see it: the Opencity Italia payment, `event_version`
-//! "2.0" (CONTRACTS.md §1), plus the rules that change it. The JSON form here is both
+//! "2.0" (the `Payment` schema of openapi.json), plus the rules that change it. The JSON form here is both
 //! the HTTP representation and the body of every event on the `payments` topic.
 
 use chrono::{DateTime, Utc};
