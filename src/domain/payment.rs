@@ -1,6 +1,6 @@
 //! The payment as other systems see it: the Opencity Italia payment, `event_version`
-//! "2.0" (the `Payment` schema of openapi.json), plus the rules that change it. The JSON form here is both
-//! the HTTP representation and the body of every event on the `payments` topic.
+//! "2.0" (the `Payment` schema of openapi.json), plus the rules that change it. The JSON
+//! form here is both the HTTP representation and the body of every event on the `payments` topic.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
