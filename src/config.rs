@@ -135,16 +135,26 @@ impl KeyArgs {
         }
     }
 
-    /// The secrets and the token authenticator these settings describe.
+    /// The secrets and the token authenticator these settings describe (kept secrets
+    /// are generated when missing: the service's start).
     pub fn resolve(
         &self,
     ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
+        self.resolve_keeping(crate::secrets::Keep::CreateIfMissing)
+    }
+
+    /// `resolve`, saying whether missing kept secrets may be generated.
+    pub fn resolve_keeping(
+        &self,
+        keep: crate::secrets::Keep,
+    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
         let pem = self.public_key_pem()?;
-        let resolved = crate::secrets::resolve(
+        let resolved = crate::secrets::resolve_keeping(
             &self.database.database_url,
             self.jwt_secret.as_deref(),
             pem.is_some(),
             self.secret_key.as_deref(),
+            keep,
         )
         .map_err(|e| e.to_string())?;
         let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?
@@ -320,7 +330,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `sqlite://file.db` (created if missing) or `postgres://user:pass@host/db`.
-    #[arg(long, env = "CASSA_DATABASE_URL", default_value = "sqlite://cassa.db")]
+    #[arg(long, env = "CASSA_DATABASE_URL", default_value = "sqlite://cassa.db", value_parser = parse_database_url)]
     pub database_url: String,
 }
 
@@ -328,7 +338,7 @@ pub struct DatabaseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address the HTTP API listens on.
-    #[arg(long, env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -484,6 +494,46 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Str
     Ok(())
 }
 
+/// A database URL of a kind cassa speaks, refused by its scheme alone (the rest may hold
+/// a password, so it is not echoed).
+pub fn parse_database_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.starts_with("sqlite:")
+        || text.starts_with("postgres://")
+        || text.starts_with("postgresql://")
+    {
+        return Ok(text.to_string());
+    }
+    let scheme = text.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+    Err(format!(
+        "unsupported database {}: use sqlite://FILE or postgres://USER:PASSWORD@HOST/DATABASE",
+        if scheme.is_empty() {
+            "URL (no scheme)".to_string()
+        } else {
+            format!("scheme {scheme:?}")
+        }
+    ))
+}
+
+/// `host:port` to listen on: an address, or a name resolved here (`localhost:8080`),
+/// IPv4 first.
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not host:port that resolves here: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 /// Parses `250ms`, `5s`, `2m`, `1h`.
 /// Parses a switch: `on`/`off` (also `true`/`false`, `1`/`0`).
 pub fn parse_switch(text: &str) -> Result<bool, String> {
@@ -608,6 +658,25 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names_and_database_urls_their_scheme() {
+        let addr = parse_listen_addr("localhost:8080").unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 8080, "{addr}");
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:9000").unwrap(),
+            "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_listen_addr("localhost").is_err(), "a port is needed");
+        assert!(parse_database_url("sqlite://cassa.db").is_ok());
+        assert!(parse_database_url("postgres://u:p@127.0.0.1/db").is_ok());
+        let err = parse_database_url("mysql://root:hunter2@127.0.0.1/db").unwrap_err();
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the password is not echoed: {err}"
+        );
     }
 
     #[test]

@@ -202,7 +202,8 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 
 /// `cassa token`: prints a token minted from the configured (or kept embedded) secret.
 fn token(args: &config::TokenArgs) -> Result<(), String> {
-    let (_, auth) = args.keys.resolve()?;
+    // The service's keys or none: new ones would mint tokens the service refuses.
+    let (_, auth) = args.keys.resolve_keeping(cassa::secrets::Keep::MustExist)?;
     let sub = match (&args.sub, args.role) {
         (Some(sub), _) => sub.clone(),
         (None, cassa::auth::Role::Citizen) => {

@@ -153,6 +153,31 @@ pub fn resolve(
     has_public_key: bool,
     secret_key: Option<&str>,
 ) -> Result<Resolved, SecretError> {
+    resolve_keeping(
+        database_url,
+        jwt_secret,
+        has_public_key,
+        secret_key,
+        Keep::CreateIfMissing,
+    )
+}
+
+/// Whether missing kept secrets may be generated: the service does; a command that only
+/// uses them (`cassa token`) must find the service's, or its tokens would be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    CreateIfMissing,
+    MustExist,
+}
+
+/// `resolve`, saying whether kept secrets may be created.
+pub fn resolve_keeping(
+    database_url: &str,
+    jwt_secret: Option<&str>,
+    has_public_key: bool,
+    secret_key: Option<&str>,
+    keep: Keep,
+) -> Result<Resolved, SecretError> {
     let configured_box = secret_key.map(SecretBox::from_setting).transpose()?;
     if let Some(secret) = jwt_secret {
         if secret.len() < 16 {
@@ -174,7 +199,7 @@ pub fn resolve(
         match sqlite_file(database_url) {
             Some(file) => {
                 let path = kept_secrets_path(&file);
-                (load_or_create(&path)?, Some(path))
+                (load_or_create(&path, keep)?, Some(path))
             }
             None => (
                 KeptSecrets {
@@ -213,11 +238,17 @@ pub fn resolve(
 }
 
 /// Reads the kept secrets, or generates and writes them (readable by the owner only).
-fn load_or_create(path: &Path) -> Result<KeptSecrets, SecretError> {
+fn load_or_create(path: &Path, keep: Keep) -> Result<KeptSecrets, SecretError> {
     let unreadable =
         |e: &dyn std::fmt::Display| SecretError::Config(format!("{}: {e}", path.display()));
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| unreadable(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && keep == Keep::MustExist => {
+            Err(SecretError::Config(format!(
+                "no kept keys at {}: this is not the database `cassa serve` uses (pass the same --database-url / CASSA_DATABASE_URL), or it has not started on it yet; with configured keys pass CASSA_JWT_SECRET",
+                path.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let kept = KeptSecrets {
                 jwt_secret: random_base64(32),
@@ -303,6 +334,23 @@ mod tests {
         assert_eq!(first.jwt_secret, second.jwt_secret);
         let sealed = first.secret_box.seal(b"x").unwrap();
         assert_eq!(second.secret_box.open(&sealed).unwrap(), b"x");
+    }
+
+    /// `cassa token` on a database the service never kept keys for refuses, naming the
+    /// setting, and writes nothing; once the service kept them it mints with the same.
+    #[test]
+    fn a_command_that_only_uses_the_kept_secrets_never_makes_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let err = resolve_keeping(&url, None, false, None, Keep::MustExist)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--database-url"), "{err}");
+        assert!(!kept_secrets_path(&dir.path().join("c.db")).exists());
+        let served = resolve(&url, None, false, None).unwrap();
+        let used = resolve_keeping(&url, None, false, None, Keep::MustExist).unwrap();
+        assert_eq!(served.jwt_secret, used.jwt_secret);
     }
 
     #[test]

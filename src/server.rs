@@ -9,7 +9,7 @@ use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::actors::{Deps, PaymentRegistry, RearmOpen};
+use crate::actors::{Deps, PaymentRegistry};
 use crate::config::{Role, Settings};
 use crate::http::{self, AppState};
 use crate::intermediary::{Intermediaries, Intermediary};
@@ -138,15 +138,8 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         public_url.clone(),
         configs.clone(),
     )?;
-    // Serving HTTP does not wait for the open payments to be re-armed.
-    let rearm = registry.clone();
-    actix::spawn(async move {
-        match rearm.send(RearmOpen).await {
-            Ok(Ok(n)) => tracing::info!(open_payments = n, "open payments found at start-up"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot re-arm open payments"),
-            Err(e) => tracing::error!(error = %e, "registry unavailable"),
-        }
-    });
+    // Nothing is re-armed here: the instance owns no payment until the group assigns it
+    // partitions, and each assignment re-arms (and logs) the open payments it brings.
     // The built-in simulator signs its pushes as the demo service expects.
     let push_secret = if seeded && settings.simulator_mounted() {
         Some(

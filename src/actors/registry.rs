@@ -714,7 +714,9 @@ impl Handler<RearmOpen> for PaymentRegistry {
             }
             .into_actor(self)
             .map(|ids, act, ctx| {
-                let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids?;
+                let mut ids: Vec<(Uuid, Option<PaymentTiming>)> = ids.inspect_err(|e| {
+                    tracing::error!(error = %e, "cannot re-arm the open payments");
+                })?;
                 if act.draining {
                     ids.clear();
                 }
@@ -728,7 +730,10 @@ impl Handler<RearmOpen> for PaymentRegistry {
                         }
                     });
                 }
-                tracing::info!(open_payments = count, "re-arming open payments");
+                tracing::info!(
+                    open_payments = count,
+                    "re-arming the open payments of the owned partitions"
+                );
                 Ok(count)
             }),
         )
