@@ -166,7 +166,11 @@ impl State {
     pub fn new(config: SimulatorConfig) -> Self {
         Self {
             config,
-            http: reqwest::Client::new(),
+            // Pushes go to loopback only: a redirect must not take them anywhere else.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
             inner: Mutex::new(Inner::default()),
         }
     }
