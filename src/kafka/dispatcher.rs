@@ -176,8 +176,11 @@ pub async fn dispatch(
         Err(e) => return Ok(Dispatched::Rejected(format!("{}: {}", e.path(), e.inner()))),
     };
     // Already dispatched? (A redelivery may come after the payment's expiry, when the
-    // same event would no longer validate.)
+    // same event would no longer validate.) Application ids are unique per tenant: the
+    // tenant also lets the (tenant_id, remote_id) index answer, where the id alone
+    // scanned the listing's index, slower with every payment stored.
     let filter = crate::store::PaymentFilter {
+        tenant_id: Some(event.tenant_id),
         remote_id: Some(event.id),
         ..Default::default()
     };

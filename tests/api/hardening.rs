@@ -96,6 +96,47 @@ async fn another_tenant_cannot_take_an_application_id_on_postgres() {
     another_tenant_cannot_take_an_application_id(Backend::Postgres).await;
 }
 
+/// Point 6 over Kafka: tenant B's payment for application id X does not make the
+/// dispatcher take tenant A's application X as already dispatched; A gets its payment.
+#[actix_rt::test]
+async fn another_tenants_application_id_does_not_swallow_an_application_from_kafka() {
+    use crate::kafka::{application, payments_of, produce};
+
+    let (app, topics) = TestApp::spawn_on(Backend::Sqlite, Broker::Embedded).await;
+    let (tenant_b, service_b) = other_tenant(&app).await;
+    let id = Uuid::new_v4();
+    let mut body_b = citizen_body("3.00");
+    body_b["tenant_id"] = json!(tenant_b);
+    body_b["service_id"] = json!(service_b);
+    body_b["remote_id"] = json!(id);
+    let platform_b = token(Role::System, Some(tenant_b), "platform-b");
+    let (status, b) = post_payment(&app, &platform_b, &body_b).await;
+    assert_eq!(status, 202, "{b}");
+
+    let event = application(id, json!(16.5)).to_string();
+    produce(
+        app.kafka.bootstrap(),
+        &topics.applications,
+        "a",
+        event.as_bytes(),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while payments_of(&app, id).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tenant A's application got no payment"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let payments = payments_of(&app, id).await;
+    let a = payments
+        .iter()
+        .find(|p| p["tenant_id"] == json!(DEMO_TENANT))
+        .unwrap();
+    assert_eq!(a["payment"]["amount"], json!(16.5));
+}
+
 /// Point 4: an operator's 250.00 fine in the citizen's name cannot be cancelled by the
 /// citizen (403, still pending, the debt position still open); the citizen cancels what
 /// they created. Who created each is kept with the payment (and in its events).

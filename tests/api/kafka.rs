@@ -142,7 +142,7 @@ pub fn foreign_payment(id: Uuid, user: Uuid, amount: &str) -> Value {
     event
 }
 
-async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
+pub async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
     let page: Value = app
         .get(&format!("/v1/payments?remote_id={remote_id}"))
         .await
