@@ -809,4 +809,97 @@ mod tests {
             .is_err());
         assert!(resolver(None).resolve(name("unknown.test")).await.is_err());
     }
+
+    /// A loopback server answering every request with `response` (then closing), and
+    /// how many connections it took.
+    async fn answering(response: Vec<u8>) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::Relaxed);
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(&response).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn guarded_client() -> reqwest::Client {
+        let resolver = GuardedResolver {
+            private_ok: None,
+            fixed: Some(Arc::default()),
+            refused: Arc::default(),
+        };
+        client_builder(resolver, Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// A 3xx is an answer, not a hop: the credentials sent with the call never reach the
+    /// host it points at.
+    #[tokio::test]
+    async fn outbound_calls_follow_no_redirect() {
+        let (elsewhere, hits) =
+            answering(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
+        let redirect = format!(
+            "HTTP/1.1 302 Found\r\nlocation: http://{elsewhere}/steal\r\ncontent-length: 0\r\n\r\n"
+        );
+        let (first, _) = answering(redirect.into_bytes()).await;
+        let answer = guarded_client()
+            .get(format!("http://{first}/position"))
+            .header("Ocp-Apim-Subscription-Key", "secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302);
+        assert_eq!(hits.load(Ordering::Relaxed), 0, "the redirect was followed");
+    }
+
+    /// Answers over `RESPONSE_MAX` are refused whether they announce their length or not.
+    #[tokio::test]
+    async fn answers_over_the_cap_are_refused_announced_or_not() {
+        let client = guarded_client();
+        let read = |addr: std::net::SocketAddr| {
+            let client = client.clone();
+            async move {
+                let response = client.get(format!("http://{addr}/")).send().await.unwrap();
+                read_capped(response).await
+            }
+        };
+        let announced = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            RESPONSE_MAX + 1
+        );
+        let (addr, _) = answering(announced.into_bytes()).await;
+        let err = read(addr).await.unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+
+        // No length: the body ends when the connection closes, one byte past the cap.
+        let mut unannounced = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        unannounced.extend(std::iter::repeat_n(b'x', RESPONSE_MAX + 1));
+        let (addr, _) = answering(unannounced).await;
+        let err = read(addr).await.unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+
+        let mut at_the_cap =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {RESPONSE_MAX}\r\n\r\n").into_bytes();
+        at_the_cap.extend(std::iter::repeat_n(b'x', RESPONSE_MAX));
+        let (addr, _) = answering(at_the_cap).await;
+        assert_eq!(read(addr).await.unwrap().len(), RESPONSE_MAX);
+    }
 }
