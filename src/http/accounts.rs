@@ -435,12 +435,21 @@ async fn deposit(
             format!("must say why, in 1 to {REASON_MAX} characters"),
         ));
     }
+    // The wallet limit of the tenant's top-up service holds for the platform's credits
+    // too (a refund included): the wallet is the same e-money whoever fills it.
+    let balance_max = match account.tenant_id {
+        Some(tenant) => top_up_service(&state, tenant)
+            .await?
+            .map(|(_, fees)| fees.balance_max_cents),
+        None => None,
+    };
     let request = DepositRequest {
         account_id: account.id,
         amount_cents: deposit.amount.cents(),
         reason: reason.to_string(),
         scope: format!("{}:{}", caller.role.as_str(), caller.sub),
         key,
+        balance_max_cents: balance_max,
     };
     match state.store.deposit(&request).await? {
         Deposited::Credited(account) | Deposited::Replayed(account) => {
@@ -450,5 +459,14 @@ async fn deposit(
             "this Idempotency-Key was already used for another deposit; use a new key".into(),
         )),
         Deposited::NoAccount => Err(ApiError::NotFound(format!("no account {}", account.id))),
+        Deposited::OverLimit { balance_cents } => Err(ApiError::field(
+            "amount",
+            format!(
+                "the wallet may hold at most {} (it holds {}): credit at most {}",
+                format_cents(balance_max.unwrap_or_default()),
+                format_cents(balance_cents),
+                format_cents((balance_max.unwrap_or_default() - balance_cents).max(0))
+            ),
+        )),
     }
 }

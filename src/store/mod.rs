@@ -325,6 +325,10 @@ pub struct DepositRequest {
     /// The caller's scope and `Idempotency-Key`: the same key credits once.
     pub scope: String,
     pub key: String,
+    /// The most the wallet may hold (its tenant's top-up service's `balance_max`):
+    /// checked against the balance in the crediting transaction, so a replay of a
+    /// deposit already made is still answered as such.
+    pub balance_max_cents: Option<i64>,
 }
 
 /// What a deposit did.
@@ -338,6 +342,9 @@ pub enum Deposited {
     KeyReused,
     /// No such account.
     NoAccount,
+    /// It would take the wallet past `balance_max_cents`; nothing was credited. The
+    /// balance before it.
+    OverLimit { balance_cents: i64 },
 }
 
 /// A hold still held after its payment ended.

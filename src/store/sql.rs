@@ -1119,6 +1119,16 @@ macro_rules! sql_store {
                 )
                 .await?;
                 match credited {
+                    Credit::Made(account)
+                        if deposit
+                            .balance_max_cents
+                            .is_some_and(|max| account.balance_cents > max) =>
+                    {
+                        tx.rollback().await?;
+                        Ok(Some(Deposited::OverLimit {
+                            balance_cents: account.balance_cents - deposit.amount_cents,
+                        }))
+                    }
                     Credit::Made(account) => {
                         tx.commit().await?;
                         Ok(Some(Deposited::Credited(account)))

@@ -456,6 +456,31 @@ async fn wallet_limits(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The platform's credits keep to the limit too: 600.00 more would make 10 100.00.
+    let deposit = |key: &'static str, amount: &'static str| {
+        let url = app.url(&format!("/v1/accounts/{DEMO_ACCOUNT}/deposits"));
+        let client = app.client.clone();
+        async move {
+            let r = client
+                .post(url)
+                .header("Idempotency-Key", key)
+                .json(&json!({"amount": amount, "reason": "Rimborso"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, problem) = deposit("over", "600.00").await;
+    assert_refused(status, &problem, "amount");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("10000.00"),
+        "{problem}"
+    );
+    assert_eq!(wallet(app.store.as_ref()).await, (950_000, 0));
+    // A deposit already made is still answered as made, at the limit or not.
+    let (status, account) = deposit("limits", "8500.00").await;
+    assert_eq!(status, 200, "{account}");
     let (status, problem) = top_up("500.01").await;
     assert_refused(status, &problem, "amount");
     assert!(
@@ -996,6 +1021,7 @@ async fn run_ops(store: &dyn Store, db_url: &str, ops: &[Op]) -> Result<(), Test
                         reason: "Correzione".into(),
                         scope: "admin:test".into(),
                         key: format!("{}-{step}", account.id),
+                        balance_max_cents: None,
                     })
                     .await
                     .unwrap();
