@@ -515,9 +515,39 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
     let (owners_id, owners) = foreign_event(owners, "CREATION_PENDING");
     let (bad_url_id, mut bad_url) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
     bad_url["links"]["notify"][0]["url"] = json!("javascript:alert(1)");
+    // Nor is a negative amount, a payer without a tax code's shape, or a service cassa
+    // does not know adopted (the first two are no v2 payment; the last is not cassa's):
+    // skipped, and the next event is still handled.
+    let (bad_amount_id, mut bad_amount) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
+    bad_amount["payment"]["amount"] = json!(-5.0);
+    let (bad_payer_id, mut bad_payer) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
+    bad_payer["payer"]["tax_identification_number"] = json!("NOT-A-TAX-CODE");
+    let (no_service_id, mut no_service) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
+    no_service["service_id"] = json!(Uuid::new_v4());
     let (good_id, good) = foreign_event(pagopa_body("6.00"), "CREATION_PENDING");
-    publish_then_adopt(&app, key, &[&wallet, &owners, &bad_url, &good], good_id).await;
-    for id in [wallet_id, owners_id, bad_url_id] {
+    publish_then_adopt(
+        &app,
+        key,
+        &[
+            &wallet,
+            &owners,
+            &bad_url,
+            &bad_amount,
+            &bad_payer,
+            &no_service,
+            &good,
+        ],
+        good_id,
+    )
+    .await;
+    for id in [
+        wallet_id,
+        owners_id,
+        bad_url_id,
+        bad_amount_id,
+        bad_payer_id,
+        no_service_id,
+    ] {
         assert_eq!(app.get(&format!("/v1/payments/{id}")).await.status(), 404);
     }
     let after = app.account().await;
