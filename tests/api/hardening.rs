@@ -86,15 +86,7 @@ async fn another_tenant_cannot_take_an_application_id(backend: Backend) {
     assert!(!again.to_string().contains(b["id"].as_str().unwrap()));
 }
 
-#[actix_rt::test]
-async fn another_tenant_cannot_take_an_application_id_on_sqlite() {
-    another_tenant_cannot_take_an_application_id(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn another_tenant_cannot_take_an_application_id_on_postgres() {
-    another_tenant_cannot_take_an_application_id(Backend::Postgres).await;
-}
+on_both_databases!(another_tenant_cannot_take_an_application_id);
 
 /// Point 6 over Kafka: tenant B's payment for application id X does not make the
 /// dispatcher take tenant A's application X as already dispatched; A gets its payment.
@@ -194,15 +186,7 @@ async fn a_debtor_cannot_cancel_the_municipalitys_fine(backend: Backend) {
     assert!(r.status().is_success(), "{}", r.status());
 }
 
-#[actix_rt::test]
-async fn a_debtor_cannot_cancel_the_municipalitys_fine_on_sqlite() {
-    a_debtor_cannot_cancel_the_municipalitys_fine(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_debtor_cannot_cancel_the_municipalitys_fine_on_postgres() {
-    a_debtor_cannot_cancel_the_municipalitys_fine(Backend::Postgres).await;
-}
+on_both_databases!(a_debtor_cannot_cancel_the_municipalitys_fine);
 
 /// Payments stored in the database now.
 async fn payment_count(app: &TestApp) -> usize {
@@ -250,15 +234,7 @@ async fn a_citizen_cannot_create_debts_in_anyones_name(backend: Backend) {
     assert_eq!(payment_count(&app).await, 2);
 }
 
-#[actix_rt::test]
-async fn a_citizen_cannot_create_debts_in_anyones_name_on_sqlite() {
-    a_citizen_cannot_create_debts_in_anyones_name(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_citizen_cannot_create_debts_in_anyones_name_on_postgres() {
-    a_citizen_cannot_create_debts_in_anyones_name(Backend::Postgres).await;
-}
+on_both_databases!(a_citizen_cannot_create_debts_in_anyones_name);
 
 /// Writes `document` (plain JSON text, which the store reads as it reads packed text)
 /// as payment `id`'s stored document, behind cassa's back.
@@ -385,15 +361,7 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
     assert_eq!(app.get_payment(&ids[1]).await["type"], "PAGOPA");
 }
 
-#[actix_rt::test]
-async fn an_unreadable_timestamp_never_takes_a_listing_down_on_sqlite() {
-    an_unreadable_timestamp_never_takes_a_listing_down(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn an_unreadable_timestamp_never_takes_a_listing_down_on_postgres() {
-    an_unreadable_timestamp_never_takes_a_listing_down(Backend::Postgres).await;
-}
+on_both_databases!(an_unreadable_timestamp_never_takes_a_listing_down);
 
 /// Point 12: amounts with more than two decimals, even ones `f64` rounds to two; control
 /// and bidirectional characters in free text; payer fields beyond pagoPA's lengths: each
@@ -472,15 +440,7 @@ async fn amounts_free_text_and_payer_lengths_are_checked(backend: Backend) {
     assert_eq!(status, 202, "{created}");
 }
 
-#[actix_rt::test]
-async fn amounts_free_text_and_payer_lengths_are_checked_on_sqlite() {
-    amounts_free_text_and_payer_lengths_are_checked(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn amounts_free_text_and_payer_lengths_are_checked_on_postgres() {
-    amounts_free_text_and_payer_lengths_are_checked(Backend::Postgres).await;
-}
+on_both_databases!(amounts_free_text_and_payer_lengths_are_checked);
 
 /// Point 12: an operator cannot learn whether a service id exists in another tenant:
 /// a chosen id is refused alike whether it is free or taken there, and nothing changes.

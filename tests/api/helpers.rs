@@ -25,6 +25,20 @@ pub enum Backend {
     Postgres,
 }
 
+/// Whether PostgreSQL tests cannot run here (`TEST_PG_URL` unset): says so on the
+/// terminal itself (libtest captures only the print macros), naming the test.
+pub fn postgres_skipped(test: &str) -> bool {
+    if std::env::var_os("TEST_PG_URL").is_some() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: TEST_PG_URL is unset (bash .ci/run sets it up)"
+    );
+    true
+}
+
 /// A fresh database; the temp dir lives as long as this.
 pub struct TestDatabase {
     pub url: String,

@@ -73,15 +73,7 @@ async fn same_key_same_payment(backend: Backend) {
     assert_eq!(app.sim.stats().await.positions_created, 2);
 }
 
-#[actix_rt::test]
-async fn idempotency_on_sqlite() {
-    same_key_same_payment(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn idempotency_on_postgres() {
-    same_key_same_payment(Backend::Postgres).await;
-}
+on_both_databases!(same_key_same_payment);
 
 #[actix_rt::test]
 async fn one_payment_per_remote_id() {

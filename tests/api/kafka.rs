@@ -626,15 +626,7 @@ async fn a_foreign_payment_cannot_take_another_payments_iuv(backend: Backend) {
     assert_eq!(app.sim.position(&iuv).await["status"], "PENDING");
 }
 
-#[actix_rt::test]
-async fn a_foreign_payment_cannot_take_another_payments_iuv_on_sqlite() {
-    a_foreign_payment_cannot_take_another_payments_iuv(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_foreign_payment_cannot_take_another_payments_iuv_on_postgres() {
-    a_foreign_payment_cannot_take_another_payments_iuv(Backend::Postgres).await;
-}
+on_both_databases!(a_foreign_payment_cannot_take_another_payments_iuv);
 
 /// A platform endpoint recording what it receives.
 struct Platform {

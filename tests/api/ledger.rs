@@ -22,25 +22,6 @@ use uuid::Uuid;
 use crate::helpers::*;
 use crate::restart::{free_port, start_cassa_with, wait_ready};
 
-/// Tests `$name::sqlite` and `$name::postgres`, each running `$name(backend)`.
-macro_rules! on_both_databases {
-    ($name:ident) => {
-        mod $name {
-            use crate::helpers::Backend;
-
-            #[actix_rt::test]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await;
-            }
-
-            #[actix_rt::test]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await;
-            }
-        }
-    };
-}
-
 const PAYER: &str = r#"{"type": "human", "tax_identification_number": "RSSMRA80A01H501U", "name": "Mario", "family_name": "Rossi"}"#;
 
 fn citizen() -> reqwest::Client {

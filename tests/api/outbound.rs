@@ -202,7 +202,7 @@ fn service_at(url: &str) -> Value {
 
 /// Each refused URL as a notify link, a landing link, an intermediary URL and a
 /// service's landing: 400 naming the field, nothing stored, the traps untouched.
-async fn refused_when_written(backend: Backend) {
+async fn refused_urls_are_400_when_written(backend: Backend) {
     let g = Guarded::start(backend).await;
     let system = client_with(Some(&token(Role::System, None, "platform")));
     let operator = client_with(Some(&token(Role::Operator, Some(DEMO_TENANT), "op")));
@@ -247,20 +247,12 @@ async fn refused_when_written(backend: Backend) {
     assert_eq!(g.hits(), 0, "a refused URL reached a trap");
 }
 
-#[actix_rt::test]
-async fn refused_urls_are_400_when_written_on_sqlite() {
-    refused_when_written(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn refused_urls_are_400_when_written_on_postgres() {
-    refused_when_written(Backend::Postgres).await;
-}
+on_both_databases!(refused_urls_are_400_when_written);
 
 /// The same URLs planted in the database (a foreign payment adopted from Kafka, a row
 /// edited by hand): notify fails visibly, intermediaries are never called, /landing
 /// does not redirect, and the traps receive nothing.
-async fn refused_when_called(backend: Backend) {
+async fn planted_urls_are_refused_when_called(backend: Backend) {
     let g = Guarded::start(backend).await;
     let urls = g.refused_urls();
 
@@ -392,15 +384,7 @@ async fn refused_when_called(backend: Backend) {
     assert_eq!(g.hits(), 0, "a refused URL reached a trap");
 }
 
-#[actix_rt::test]
-async fn planted_urls_are_refused_when_called_on_sqlite() {
-    refused_when_called(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn planted_urls_are_refused_when_called_on_postgres() {
-    refused_when_called(Backend::Postgres).await;
-}
+on_both_databases!(planted_urls_are_refused_when_called);
 
 /// Hosts an admin opens for the tenant work end to end, through the guard's resolver:
 /// a notify link and an intermediary on names that resolve to loopback, named exactly

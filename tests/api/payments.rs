@@ -99,15 +99,7 @@ async fn pagopa_round_trip(backend: Backend) {
     assert_eq!(stats.duplicate_creates, 0);
 }
 
-#[actix_rt::test]
-async fn pagopa_round_trip_on_sqlite() {
-    pagopa_round_trip(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn pagopa_round_trip_on_postgres() {
-    pagopa_round_trip(Backend::Postgres).await;
-}
+on_both_databases!(pagopa_round_trip);
 
 #[actix_rt::test]
 async fn a_payment_paid_at_the_intermediary_is_found_by_polling_alone() {
@@ -448,12 +440,4 @@ async fn list_filters_and_paginates(backend: Backend) {
     }
 }
 
-#[actix_rt::test]
-async fn list_filters_and_paginates_on_sqlite() {
-    list_filters_and_paginates(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn list_filters_and_paginates_on_postgres() {
-    list_filters_and_paginates(Backend::Postgres).await;
-}
+on_both_databases!(list_filters_and_paginates);

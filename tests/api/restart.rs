@@ -81,7 +81,7 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     panic!("cassa at {base} did not become ready");
 }
 
-async fn kill_and_restart(backend: Backend) {
+async fn kill_9_and_restart_resumes_open_payments(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     // The simulator's port is reserved but not served yet: the first process's calls
     // to the intermediary hang and time out, so every payment is still open when it
@@ -158,12 +158,4 @@ async fn kill_and_restart(backend: Backend) {
     second.wait().unwrap();
 }
 
-#[actix_rt::test]
-async fn kill_9_and_restart_resumes_open_payments_on_sqlite() {
-    kill_and_restart(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn kill_9_and_restart_resumes_open_payments_on_postgres() {
-    kill_and_restart(Backend::Postgres).await;
-}
+on_both_databases!(kill_9_and_restart_resumes_open_payments);

@@ -80,7 +80,7 @@ fn new_payment(payment: Payment, hold: bool) -> NewPayment {
     }
 }
 
-async fn suite(backend: Backend) {
+async fn store_contract(backend: Backend) {
     let (store, _db) = open_store(backend).await;
 
     // Create: row + one outbox event.
@@ -244,15 +244,7 @@ async fn suite(backend: Backend) {
     );
 }
 
-#[actix_rt::test]
-async fn store_contract_on_sqlite() {
-    suite(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn store_contract_on_postgres() {
-    suite(Backend::Postgres).await;
-}
+on_both_databases!(store_contract);
 
 async fn due_payments_page_in_order(backend: Backend) {
     let (store, _db) = open_store(backend).await;
@@ -294,15 +286,7 @@ async fn due_payments_page_in_order(backend: Backend) {
     assert_eq!(all.len(), 4);
 }
 
-#[actix_rt::test]
-async fn due_payments_page_in_order_on_sqlite() {
-    due_payments_page_in_order(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn due_payments_page_in_order_on_postgres() {
-    due_payments_page_in_order(Backend::Postgres).await;
-}
+on_both_databases!(due_payments_page_in_order);
 
 /// Start-up re-arms every open payment from `open_payment_timings`: all of them, soonest
 /// check first, finished ones left out. More rows than sqlx passes from SQLite's thread at
@@ -353,15 +337,7 @@ async fn open_payments_are_listed_soonest_first(backend: Backend) {
     assert_eq!(store.open_payment_ids().await.unwrap(), expected);
 }
 
-#[actix_rt::test]
-async fn open_payments_are_listed_soonest_first_on_sqlite() {
-    open_payments_are_listed_soonest_first(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn open_payments_are_listed_soonest_first_on_postgres() {
-    open_payments_are_listed_soonest_first(Backend::Postgres).await;
-}
+on_both_databases!(open_payments_are_listed_soonest_first);
 
 /// The listing pages newest first, and payments created in the same instant are ordered
 /// by id: a page boundary between them neither repeats nor skips one.
@@ -403,15 +379,7 @@ async fn the_listing_pages_through_equal_timestamps(backend: Backend) {
     assert_eq!(listed, expected);
 }
 
-#[actix_rt::test]
-async fn the_listing_pages_through_equal_timestamps_on_sqlite() {
-    the_listing_pages_through_equal_timestamps(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn the_listing_pages_through_equal_timestamps_on_postgres() {
-    the_listing_pages_through_equal_timestamps(Backend::Postgres).await;
-}
+on_both_databases!(the_listing_pages_through_equal_timestamps);
 
 /// Concurrent writes (on SQLite, committed together by the group commit): a refused
 /// create (remote_id taken, idempotency key replayed or reused), a version conflict or a
@@ -713,15 +681,7 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
     }
 }
 
-#[actix_rt::test]
-async fn concurrent_writes_answer_each_alone_on_sqlite() {
-    concurrent_writes_answer_each_alone(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn concurrent_writes_answer_each_alone_on_postgres() {
-    concurrent_writes_answer_each_alone(Backend::Postgres).await;
-}
+on_both_databases!(concurrent_writes_answer_each_alone);
 
 /// PostgreSQL draws an event's `seq` before its transaction commits, so a later `seq` can
 /// commit first. The relay must not pass an event still being written: it would never
@@ -998,15 +958,7 @@ async fn documents_and_events_are_stored_packed(backend: Backend) {
     assert_eq!(history[1]["status"], "CANCELED");
 }
 
-#[actix_rt::test]
-async fn documents_and_events_are_stored_packed_on_sqlite() {
-    documents_and_events_are_stored_packed(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn documents_and_events_are_stored_packed_on_postgres() {
-    documents_and_events_are_stored_packed(Backend::Postgres).await;
-}
+on_both_databases!(documents_and_events_are_stored_packed);
 
 /// A document and an event stored as JSON text, before they were packed, come through the
 /// migration that turns their columns into bytes and read as they were.
@@ -1178,15 +1130,7 @@ async fn every_accepted_timestamp_reads_back_from_the_store(backend: Backend) {
     assert_eq!(listed.len(), 42, "every one listed, none left out");
 }
 
-#[actix_rt::test]
-async fn every_accepted_timestamp_reads_back_from_the_store_on_sqlite() {
-    every_accepted_timestamp_reads_back_from_the_store(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn every_accepted_timestamp_reads_back_from_the_store_on_postgres() {
-    every_accepted_timestamp_reads_back_from_the_store(Backend::Postgres).await;
-}
+on_both_databases!(every_accepted_timestamp_reads_back_from_the_store);
 
 /// Issue 25 point 6, migration `20261201000030`: a database holding a payment with a
 /// `remote_id` from before it (SQLite rebuilds the table) keeps that payment whole, and
@@ -1272,15 +1216,7 @@ async fn remote_ids_become_per_tenant_keeping_what_is_stored(backend: Backend) {
     }
 }
 
-#[actix_rt::test]
-async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_sqlite() {
-    remote_ids_become_per_tenant_keeping_what_is_stored(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn remote_ids_become_per_tenant_keeping_what_is_stored_on_postgres() {
-    remote_ids_become_per_tenant_keeping_what_is_stored(Backend::Postgres).await;
-}
+on_both_databases!(remote_ids_become_per_tenant_keeping_what_is_stored);
 
 /// Issue 25 point 3: a payment's iuv and notice code are recorded when the intermediary
 /// gives them (the update that sets them) and found by `payment_with_code`; a new
@@ -1334,12 +1270,4 @@ async fn codes_are_recorded_and_never_shared(backend: Backend) {
     assert!(store.payment_events(squatter_id).await.unwrap().is_empty());
 }
 
-#[actix_rt::test]
-async fn codes_are_recorded_and_never_shared_on_sqlite() {
-    codes_are_recorded_and_never_shared(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn codes_are_recorded_and_never_shared_on_postgres() {
-    codes_are_recorded_and_never_shared(Backend::Postgres).await;
-}
+on_both_databases!(codes_are_recorded_and_never_shared);

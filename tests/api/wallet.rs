@@ -92,15 +92,7 @@ async fn wallet_outcomes(backend: Backend) {
     );
 }
 
-#[actix_rt::test]
-async fn wallet_outcomes_on_sqlite() {
-    wallet_outcomes(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn wallet_outcomes_on_postgres() {
-    wallet_outcomes(Backend::Postgres).await;
-}
+on_both_databases!(wallet_outcomes);
 
 #[actix_rt::test]
 async fn deposits_top_up_the_balance() {
