@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Deps, PaymentError};
 use crate::domain::payment::{Payment, PaymentType};
-use crate::domain::saga::WindDown;
+use crate::domain::saga::{undo_before_pivot, Compensation, WindDown};
 use crate::domain::schedule;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
@@ -468,20 +468,39 @@ async fn wind_down(
         (WindDown::Expire, false) => (PaymentStatus::Expired, "expired unpaid"),
     };
     let message = Some(message.to_string());
-    if row.payment.kind == PaymentType::Wallet {
-        // The ledger is local: releasing the hold and ending are one transaction.
-        let payment = row.payment.clone();
-        return finish(
-            deps,
-            row,
-            payment,
-            status,
-            message,
-            now,
-            Some(HoldAction::Release),
-        )
-        .await;
+    // What to undo is the saga's declaration (domain/saga.rs); each flow has one
+    // compensation before its pivot, which ends the payment when it succeeds.
+    match undo_before_pivot(row.payment.kind).first() {
+        Some(Compensation::ReleaseHold) => {
+            // The ledger is local: releasing the hold and ending are one transaction.
+            let payment = row.payment.clone();
+            finish(
+                deps,
+                row,
+                payment,
+                status,
+                message,
+                now,
+                Some(HoldAction::Release),
+            )
+            .await
+        }
+        Some(Compensation::CancelPosition) => {
+            cancel_position(deps, row, status, message, now).await
+        }
+        None => finish(deps, row, row.payment.clone(), status, message, now, None).await,
     }
+}
+
+/// The compensation of a created debt position: cancelled at the intermediary, then the
+/// payment ends as `status` (or, paid meanwhile, is checked at once to record that).
+async fn cancel_position(
+    deps: &Deps,
+    row: &StoredPayment,
+    status: PaymentStatus,
+    message: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
     let intermediary = match deps
         .intermediaries
         .for_service(row.payment.service_id)

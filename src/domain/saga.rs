@@ -90,6 +90,15 @@ pub fn compensations(kind: PaymentType, done: usize) -> Vec<Compensation> {
         .collect()
 }
 
+/// What undoes a flow wound down before its pivot (a cancel, an expiry), in order.
+pub fn undo_before_pivot(kind: PaymentType) -> Vec<Compensation> {
+    let pivot = steps(kind)
+        .iter()
+        .position(|s| s.kind() == StepKind::Pivot)
+        .unwrap_or(0);
+    compensations(kind, pivot)
+}
+
 /// Why a payment is being wound down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +180,14 @@ mod tests {
         );
         // past the pivot nothing is undone
         assert_eq!(compensations(PaymentType::Wallet, 2), vec![]);
+        assert_eq!(
+            undo_before_pivot(PaymentType::Pagopa),
+            vec![Compensation::CancelPosition]
+        );
+        assert_eq!(
+            undo_before_pivot(PaymentType::Wallet),
+            vec![Compensation::ReleaseHold]
+        );
     }
 
     #[test]
