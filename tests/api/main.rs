@@ -36,6 +36,7 @@ mod helpers;
 mod idempotency;
 mod kafka;
 mod ledger;
+mod memory_store;
 mod metrics;
 mod outbound;
 mod payments;
