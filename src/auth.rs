@@ -20,11 +20,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::field::FieldError;
 use crate::domain::payment::{Creator, Payer, Payment, PaymentType};
 use crate::domain::tax_code::TaxCode;
 use crate::http::problem::ApiError;
 use crate::http::AppState;
-use crate::intake::FieldError;
 use crate::store::Account;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::actors::{Ensure, PaymentRegistry};
 use crate::auth::Caller;
+use crate::domain::field::FieldError;
 use crate::domain::money::Money;
 use crate::domain::payment::{
     Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
@@ -31,24 +32,6 @@ pub const REASON_MAX: usize = 140;
 /// Namespace of the user ids cassa derives from a payer's tax code when the caller is
 /// not authenticated as a citizen.
 const PAYER_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7373_612d_7061_7965_722d_6e73_0001);
-
-/// A field that breaks a rule: names the field and says what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {detail}")]
-pub struct FieldError {
-    pub field: String,
-    pub detail: String,
-}
-
-impl FieldError {
-    /// A broken rule of `field`.
-    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            detail: detail.into(),
-        }
-    }
-}
 
 /// Why a payment was not created.
 #[derive(Debug, thiserror::Error)]

@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::field::FieldError;
 use crate::domain::money::Money;
 use crate::domain::payment::PaymentType;
 use crate::domain::tax_code::TaxCode;
-use crate::intake::FieldError;
 
 /// Longest name or reason.
 pub const NAME_MAX: usize = 255;

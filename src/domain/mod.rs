@@ -1,6 +1,7 @@
 //! Pure types and rules of cassa: no I/O, no clock reads except where a function says so.
 //! Everything else in the crate depends on this module; it depends on nothing else.
 
+pub mod field;
 pub mod money;
 pub mod payment;
 pub mod saga;

@@ -6,6 +6,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
+use crate::domain::field::FieldError;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -50,43 +51,16 @@ pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedBody(format!("the body is not valid JSON: {inner}"))
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            ApiError::MalformedBody(format!("the body is not valid JSON: {}", e.inner()))
         } else {
-            let detail = strip_position(&inner.to_string());
-            ApiError::field(field_of(&path, &detail), detail)
+            ApiError::from(FieldError::from_json(e))
         }
     })?;
     deserializer
         .end()
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
-}
-
-/// The full name of the failing field: serde reports missing and unknown fields at
-/// their parent's path, naming the field itself in the message.
-fn field_of(path: &str, detail: &str) -> String {
-    let parent = if path == "." { "" } else { path };
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| detail.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
-    match named {
-        Some(name) if parent.is_empty() => name.to_string(),
-        Some(name) if !parent.ends_with(name) => format!("{parent}.{name}"),
-        _ if parent.is_empty() => "body".to_string(),
-        _ => parent.to_string(),
-    }
-}
-
-/// serde_json appends " at line 1 column 42" to messages: useful for syntax errors only.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 /// Reads and parses a JSON body.
@@ -102,11 +76,7 @@ pub async fn json<T: DeserializeOwned>(
 /// Reads a JSON value (e.g. a merged PATCH document) into `T`, naming the field that
 /// fails as a body would.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let detail = strip_position(&e.into_inner().to_string());
-        ApiError::field(field_of(&path, &detail), detail)
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| ApiError::from(FieldError::from_json(e)))
 }
 
 /// Reads a `PATCH` body: a JSON merge patch (RFC 7396), which must be an object.

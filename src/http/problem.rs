@@ -162,8 +162,8 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<crate::intake::FieldError> for ApiError {
-    fn from(e: crate::intake::FieldError) -> Self {
+impl From<crate::domain::field::FieldError> for ApiError {
+    fn from(e: crate::domain::field::FieldError) -> Self {
         ApiError::InvalidField {
             field: e.field,
             detail: e.detail,

@@ -294,7 +294,7 @@ async fn write(
             if same_intermediary {
                 e
             } else {
-                crate::intake::FieldError::new(
+                crate::domain::field::FieldError::new(
                     e.field,
                     "is the mask, but the intermediary changed: send the credentials for the new one",
                 )

@@ -173,7 +173,11 @@ pub async fn dispatch(
     }
     let event: ApplicationEvent = match serde_path_to_error::deserialize(value) {
         Ok(e) => e,
-        Err(e) => return Ok(Dispatched::Rejected(format!("{}: {}", e.path(), e.inner()))),
+        Err(e) => {
+            return Ok(Dispatched::Rejected(
+                crate::domain::field::FieldError::from_json(e).to_string(),
+            ))
+        }
     };
     // Already dispatched? (A redelivery may come after the payment's expiry, when the
     // same event would no longer validate.) Application ids are unique per tenant: the

@@ -89,16 +89,47 @@ pub enum Proxied {
     Refused(String),
 }
 
+/// The fields of a `payments` event that say whose it is, read before the whole event
+/// so that one cassa would adopt but that breaks the format can be refused by name.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    id: uuid::Uuid,
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    status: Option<PaymentStatus>,
+    #[serde(default)]
+    service_id: Option<uuid::Uuid>,
+}
+
+/// A `payments` event's format error as `field: reason`. The event flattens its payment,
+/// and serde loses the path through a flattened struct: the payment alone is read again
+/// to find the field.
+fn format_error(value: serde_json::Value, error: serde_json::Error) -> String {
+    use crate::domain::field::FieldError;
+    match serde_path_to_error::deserialize::<_, crate::domain::payment::Payment>(value.clone()) {
+        Err(e) => FieldError::from_json(e).to_string(),
+        Ok(_) => match serde_path_to_error::deserialize::<_, PaymentEvent>(value) {
+            Err(e) => FieldError::from_json(e).to_string(),
+            Ok(_) => error.to_string(),
+        },
+    }
+}
+
 /// Handles one event of the `payments` topic.
 pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxied, StoreError> {
     let Some(payload) = payload else {
         return Ok(Proxied::Ignored("empty message".into()));
     };
-    let event: PaymentEvent = match serde_json::from_slice(payload) {
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return Ok(Proxied::Ignored(format!("not JSON: {e}"))),
+    };
+    let envelope: Envelope = match serde_json::from_value(value.clone()) {
         Ok(e) => e,
         Err(e) => return Ok(Proxied::Ignored(format!("not a v2 payment event: {e}"))),
     };
-    let id = event.payment.id;
+    let id = envelope.id;
     // Only whether it exists: the timing read skips the document.
     if intake.store.payment_timing(id).await?.is_some() {
         // Waits while the registry's mailbox is full: consumption pauses (back-pressure).
@@ -107,33 +138,41 @@ pub async fn proxy(intake: &Intake<'_>, payload: Option<&[u8]>) -> Result<Proxie
         }
         return Ok(Proxied::Touched);
     }
-    if event.app_id == app_id() {
+    if envelope.app_id == app_id() {
         return Ok(Proxied::Ignored(
             "cassa's own event for a payment not in this database".into(),
         ));
     }
-    let mut payment = event.payment;
-    if !matches!(
-        payment.status,
-        PaymentStatus::CreationPending | PaymentStatus::PaymentPending
-    ) {
-        return Ok(Proxied::Ignored(format!(
-            "foreign payment in status {}",
-            payment.status
-        )));
+    match envelope.status {
+        Some(PaymentStatus::CreationPending | PaymentStatus::PaymentPending) => {}
+        Some(other) => {
+            return Ok(Proxied::Ignored(format!(
+                "foreign payment in status {other}"
+            )))
+        }
+        None => return Ok(Proxied::Ignored("no status".into())),
     }
     // Services cassa has no configuration for are another system's to handle.
+    let Some(service_id) = envelope.service_id else {
+        return Ok(Proxied::Ignored("no service_id".into()));
+    };
     if intake
         .configs
-        .service(intake.store, payment.service_id)
+        .service(intake.store, service_id)
         .await?
         .is_none()
     {
         return Ok(Proxied::Ignored(format!(
-            "no configuration for service {}",
-            payment.service_id
+            "no configuration for service {service_id}"
         )));
     }
+    // From here the event is one cassa would adopt: a format error is refused by the
+    // field it names, like a body of `POST /v1/payments`, not dropped in silence.
+    let event: PaymentEvent = match serde_json::from_value(value.clone()) {
+        Ok(e) => e,
+        Err(e) => return Ok(Proxied::Refused(format_error(value, e))),
+    };
+    let mut payment = event.payment;
     if payment.status == PaymentStatus::PaymentPending && payment.payment.iuv.is_none() {
         return Ok(Proxied::Refused(
             "payment.iuv: an imported PAYMENT_PENDING payment needs its iuv".into(),

@@ -515,9 +515,9 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
     let (owners_id, owners) = foreign_event(owners, "CREATION_PENDING");
     let (bad_url_id, mut bad_url) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
     bad_url["links"]["notify"][0]["url"] = json!("javascript:alert(1)");
-    // Nor is a negative amount, a payer without a tax code's shape, or a service cassa
-    // does not know adopted (the first two are no v2 payment; the last is not cassa's):
-    // skipped, and the next event is still handled.
+    // Nor is a negative amount or a payer without a tax code's shape adopted (refused by
+    // the field, as the API would), nor a service cassa does not know (another system's
+    // payment: skipped); the next event is still handled.
     let (bad_amount_id, mut bad_amount) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
     bad_amount["payment"]["amount"] = json!(-5.0);
     let (bad_payer_id, mut bad_payer) = foreign_event(pagopa_body("5.00"), "CREATION_PENDING");
@@ -553,8 +553,8 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
     let after = app.account().await;
     assert_eq!(after["balance"], before["balance"], "{after}");
     assert_eq!(after["available"], before["available"], "{after}");
-    let reasons = dead_letter_reasons(&app, 3).await;
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let reasons = dead_letter_reasons(&app, 5).await;
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     assert!(
         reasons[0].starts_with("type: a WALLET payment"),
         "{reasons:?}"
@@ -564,6 +564,11 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
         "{reasons:?}"
     );
     assert!(reasons[2].starts_with("links.notify[0].url"), "{reasons:?}");
+    assert!(reasons[3].starts_with("payment.amount"), "{reasons:?}");
+    assert!(
+        reasons[4].starts_with("payer.tax_identification_number"),
+        "{reasons:?}"
+    );
 }
 
 /// Issue 25 point 3: a forged foreign PAYMENT_PENDING payment reusing a victim's iuv and
