@@ -5,6 +5,8 @@
 use cassa::auth::Role;
 use cassa::seed::{DEMO_SERVICE, DEMO_TENANT};
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -238,7 +240,7 @@ on_both_databases!(a_citizen_cannot_create_debts_in_anyones_name);
 
 /// Writes `document` (plain JSON text, which the store reads as it reads packed text)
 /// as payment `id`'s stored document, behind cassa's back.
-async fn overwrite_document(app: &TestApp, backend: Backend, id: &str, document: &Value) {
+async fn overwrite_document(db_url: &str, backend: Backend, id: &str, document: &Value) {
     use sqlx::Connection;
     let id = Uuid::parse_str(id).unwrap();
     let text = document.to_string();
@@ -246,7 +248,7 @@ async fn overwrite_document(app: &TestApp, backend: Backend, id: &str, document:
     let sql = "UPDATE payments SET document = $1, version = version + 1 WHERE id = $2";
     let updated = match backend {
         Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&app._db.url).await.unwrap();
+            let mut conn = sqlx::SqliteConnection::connect(db_url).await.unwrap();
             let done = sqlx::query(sql)
                 .bind(text)
                 .bind(id)
@@ -255,7 +257,7 @@ async fn overwrite_document(app: &TestApp, backend: Backend, id: &str, document:
             done.unwrap().rows_affected()
         }
         Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&app._db.url).await.unwrap();
+            let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
             let done = sqlx::query(sql)
                 .bind(text.into_bytes())
                 .bind(id)
@@ -321,7 +323,7 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
     let bad = ids[2].clone();
     let mut document = app.wait_for(&bad, "PAYMENT_PENDING", 15).await;
     document["payment"]["expire_at"] = json!("+10000-01-01T00:30:00+01:00");
-    overwrite_document(&app, backend, &bad, &document).await;
+    overwrite_document(&app._db.url, backend, &bad, &document).await;
 
     let operator = demo_operator();
     let system = token(Role::System, None, "platform");
@@ -362,6 +364,110 @@ async fn an_unreadable_timestamp_never_takes_a_listing_down(backend: Backend) {
 }
 
 on_both_databases!(an_unreadable_timestamp_never_takes_a_listing_down);
+
+/// Point 2, after a restart: a `cassa` process started over a database holding an
+/// unreadable row serves every listing without it, logs the row's id (for an operator
+/// to repair) and counts it, and the row's actor does not fail in a loop: its retries
+/// back off, so a few seconds bring a few warnings, not one a second.
+async fn an_unreadable_row_is_reported_after_a_restart_and_the_rest_served(backend: Backend) {
+    use crate::restart::{free_port, start_cassa, start_cassa_logging, wait_ready};
+    let db = TestDatabase::new(backend).await;
+    let sim = TestSimulator::start();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let citizen = client_with(Some(&citizen_token()));
+    let first = start_cassa(&db.url, port, &sim.base);
+    wait_ready(&citizen, &base).await;
+    let mut ids = Vec::new();
+    for amount in ["1.00", "2.00", "3.00"] {
+        let r = citizen
+            .post(format!("{base}/v1/payments"))
+            .json(&citizen_body(amount))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut documents = Vec::new();
+    for id in &ids {
+        documents.push(wait_for_status(&citizen, &base, id, "PAYMENT_PENDING", 20).await);
+    }
+    drop(first); // kill -9
+    let bad = ids[1].clone();
+    let mut document = documents[1].clone();
+    document["payment"]["expire_at"] = json!("+10000-01-01T00:30:00+01:00");
+    overwrite_document(&db.url, backend, &bad, &document).await;
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _second = start_cassa_logging(&db.url, port, &sim.base, log.path());
+    wait_ready(&citizen, &base).await;
+    let observed_from = std::time::Instant::now();
+    let listing: Value = citizen
+        .get(format!("{base}/v1/payments"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut seen: Vec<&str> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    seen.sort();
+    let mut readable = vec![ids[0].as_str(), ids[2].as_str()];
+    readable.sort();
+    assert_eq!(seen, readable);
+    let r = citizen
+        .get(format!("{base}/v1/payments/{bad}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let metrics = admin_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cassa_unreadable_payments_total "))
+        .unwrap();
+    assert!(counted.parse::<u64>().unwrap() >= 1, "{counted}");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("a stored payment cannot be read") && l.contains(&bad)),
+        "{text}"
+    );
+    // A window of observation: what is asserted is how often the bad row fails.
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window.saturating_sub(observed_from.elapsed())).await;
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let failures = text
+        .lines()
+        .filter(|l| l.contains("cannot read the payment"))
+        .count();
+    assert!(
+        failures <= 4,
+        "{failures} failures of the bad row in {window:?}, a loop:\n{text}"
+    );
+    // The readable payments are still served and followed.
+    wait_for_status(&citizen, &base, &ids[2], "PAYMENT_PENDING", 20).await;
+}
+
+on_both_databases!(an_unreadable_row_is_reported_after_a_restart_and_the_rest_served);
 
 /// Point 12: amounts with more than two decimals, even ones `f64` rounds to two; control
 /// and bidirectional characters in free text; payer fields beyond pagoPA's lengths: each

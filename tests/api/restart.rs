@@ -50,23 +50,45 @@ pub fn start_cassa(db_url: &str, port: u16, sim_base: &str) -> Spawned {
 /// Starts `cassa serve` as its own process, with extra environment.
 pub fn start_cassa_with(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Spawned {
     Spawned(
-        Command::new(env!("CARGO_BIN_EXE_cassa"))
-            .arg("serve")
-            .envs(key_env())
-            .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CASSA_DATABASE_URL", db_url)
-            .env("CASSA_SIMULATOR_URL", sim_base)
-            .env("CASSA_SEED_DEMO", "true")
-            .env("CASSA_POLL_SCHEDULE", "*:1s")
-            .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
-            .env("CASSA_LOG", "warn")
-            // Last, so a test may override the defaults above.
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
+        cassa_command(db_url, port, sim_base, env)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     )
+}
+
+/// Starts `cassa serve` at `CASSA_LOG=info`, its log going to `log`.
+pub fn start_cassa_logging(
+    db_url: &str,
+    port: u16,
+    sim_base: &str,
+    log: &std::path::Path,
+) -> Spawned {
+    let file = std::fs::File::create(log).unwrap();
+    Spawned(
+        cassa_command(db_url, port, sim_base, &[("CASSA_LOG", "info")])
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn cassa_command(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cassa"));
+    command
+        .arg("serve")
+        .envs(key_env())
+        .env("CASSA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("CASSA_DATABASE_URL", db_url)
+        .env("CASSA_SIMULATOR_URL", sim_base)
+        .env("CASSA_SEED_DEMO", "true")
+        .env("CASSA_POLL_SCHEDULE", "*:1s")
+        .env("CASSA_INTERMEDIARY_TIMEOUT", "500ms")
+        .env("CASSA_LOG", "warn")
+        // Last, so a test may override the defaults above.
+        .envs(env.iter().copied())
+        .stdout(Stdio::null());
+    command
 }
 
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
