@@ -210,6 +210,14 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     })
 }
 
+/// Method and path of every route the server can mount, the simulator's included (it
+/// is mounted only when asked): what the router answers, for tests to walk.
+pub fn route_list() -> Vec<(actix_web::http::Method, String)> {
+    let mut all = http::route_list();
+    all.extend(crate::simulator::route_list());
+    all
+}
+
 /// How long a step of a payment may still take on the instance that just lost it: one
 /// intermediary call's time limit and a second for its write.
 pub fn handover_grace(settings: &Settings) -> std::time::Duration {

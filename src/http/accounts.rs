@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::body;
 use super::payments::{accepted, idempotency_key, limit_creation, request_hash, LIST_LIMIT_MAX};
 use super::problem::ApiError;
+use super::routes::{endpoint, Endpoint};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::money::{cents_as_decimal, format_cents, Money};
@@ -22,13 +23,16 @@ use crate::store::{
     Page, PaymentFilter,
 };
 use crate::tenancy::Fees;
+use actix_web::http::Method;
 
 /// Mounts the account routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/accounts/{id}", web::get().to(get))
-        .route("/v1/accounts/{id}/movements", web::get().to(movements))
-        .route("/v1/accounts/{id}/top-ups", web::post().to(top_up))
-        .route("/v1/accounts/{id}/deposits", web::post().to(deposit));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::GET, "/v1/accounts/{id}", get),
+        endpoint(Method::GET, "/v1/accounts/{id}/movements", movements),
+        endpoint(Method::POST, "/v1/accounts/{id}/top-ups", top_up),
+        endpoint(Method::POST, "/v1/accounts/{id}/deposits", deposit),
+    ]
 }
 
 /// What a top-up payment is for, as the citizen and the intermediary see it.

@@ -7,18 +7,21 @@ pub mod notice;
 pub mod payments;
 pub mod problem;
 pub mod ratelimit;
+pub mod routes;
 pub mod services;
 pub mod tenants;
 
 use std::sync::Arc;
 
 use actix::Addr;
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
 use crate::actors::PaymentRegistry;
 use crate::auth::Role;
 use crate::store::Store;
 use problem::ApiError;
+use routes::{endpoint, Endpoint};
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -65,16 +68,29 @@ pub const CHECK_TRIGGER_EVERY: std::time::Duration = std::time::Duration::from_s
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
+/// Every cassa route (not the simulator's).
+fn endpoints() -> Vec<Endpoint> {
+    let mut all = vec![
+        endpoint(Method::GET, "/healthz", healthz),
+        endpoint(Method::GET, "/readyz", readyz),
+        endpoint(Method::GET, "/openapi.json", openapi),
+        endpoint(Method::GET, "/metrics", metrics),
+    ];
+    all.extend(payments::endpoints());
+    all.extend(accounts::endpoints());
+    all.extend(tenants::endpoints());
+    all.extend(services::endpoints());
+    all
+}
+
 /// Mounts every cassa route (not the simulator).
 pub fn app_config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/metrics", web::get().to(metrics))
-        .configure(payments::configure)
-        .configure(accounts::configure)
-        .configure(tenants::configure)
-        .configure(services::configure);
+    routes::mount(cfg, endpoints());
+}
+
+/// Method and path of every cassa route (not the simulator's).
+pub fn route_list() -> Vec<(Method, String)> {
+    routes::listed("", endpoints())
 }
 
 /// The Content-Security-Policy of every HTML page: nothing loaded from anywhere, no

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::body;
 use super::problem::ApiError;
+use super::routes::{endpoint, Endpoint};
 use super::AppState;
 use crate::actors::{Forward, PaymentCommand};
 use crate::auth::{Caller, Role};
@@ -22,6 +23,7 @@ use crate::domain::status::PaymentStatus;
 use crate::domain::time;
 use crate::intake::{user_id_for, CreatePayment, Origin};
 use crate::store::{Created, Cursor, IdempotencyKey, PaymentFilter};
+use actix_web::http::Method;
 
 /// Longest `Idempotency-Key`.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -29,24 +31,32 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const LIST_LIMIT_MAX: i64 = 500;
 const LIST_LIMIT_DEFAULT: i64 = 50;
 
-/// Mounts the payment routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1/payments")
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/{id}", web::get().to(get))
-            .route("/{id}/cancel", web::post().to(cancel))
-            .route("/{id}/update", web::post().to(update))
-            .route("/{id}/online-payment", web::get().to(online_payment))
-            .route("/{id}/landing", web::get().to(landing))
-            .route("/{id}/receipt", web::get().to(receipt))
-            .route("/{id}/notice", web::get().to(super::notice::notice)),
-    )
-    .route(
-        "/v1/intermediaries/{name}/notify",
-        web::post().to(intermediary_notify),
-    );
+/// The payment routes.
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::POST, "/v1/payments", create),
+        endpoint(Method::GET, "/v1/payments", list),
+        endpoint(Method::GET, "/v1/payments/{id}", get),
+        endpoint(Method::POST, "/v1/payments/{id}/cancel", cancel),
+        endpoint(Method::POST, "/v1/payments/{id}/update", update),
+        endpoint(
+            Method::GET,
+            "/v1/payments/{id}/online-payment",
+            online_payment,
+        ),
+        endpoint(Method::GET, "/v1/payments/{id}/landing", landing),
+        endpoint(Method::GET, "/v1/payments/{id}/receipt", receipt),
+        endpoint(
+            Method::GET,
+            "/v1/payments/{id}/notice",
+            super::notice::notice,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/intermediaries/{name}/notify",
+            intermediary_notify,
+        ),
+    ]
 }
 
 pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {

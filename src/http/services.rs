@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::body;
 use super::problem::ApiError;
+use super::routes::{endpoint, Endpoint};
 use super::tenants::{
     changed_meanwhile, parse_page, parse_uuid, refuse_null_active, to_page, CONFIG_READERS,
 };
@@ -19,19 +20,19 @@ use crate::auth::Caller;
 use crate::domain::time;
 use crate::store::{Page, ServiceConfig};
 use crate::tenancy::{self, Credentials, ServiceBody};
+use actix_web::http::Method;
 
 /// Mounts the service-config routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1/services")
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/schema", web::get().to(schema))
-            .route("/{id}", web::get().to(get))
-            .route("/{id}", web::put().to(replace))
-            .route("/{id}", web::patch().to(patch))
-            .route("/{id}", web::delete().to(delete)),
-    );
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::POST, "/v1/services", create),
+        endpoint(Method::GET, "/v1/services", list),
+        endpoint(Method::GET, "/v1/services/schema", schema),
+        endpoint(Method::GET, "/v1/services/{id}", get),
+        endpoint(Method::PUT, "/v1/services/{id}", replace),
+        endpoint(Method::PATCH, "/v1/services/{id}", patch),
+        endpoint(Method::DELETE, "/v1/services/{id}", delete),
+    ]
 }
 
 /// A service config as the API shows it: its document, credentials masked.

@@ -10,11 +10,13 @@ use uuid::Uuid;
 
 use super::body;
 use super::problem::ApiError;
+use super::routes::{endpoint, Endpoint};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::time;
 use crate::store::{Page, Tenant};
 use crate::tenancy::{self, TenantBody};
+use actix_web::http::Method;
 
 /// Largest page of a configuration list.
 pub const CONFIG_LIST_MAX: i64 = 500;
@@ -24,17 +26,16 @@ const CONFIG_LIST_DEFAULT: i64 = 100;
 pub const CONFIG_READERS: &[Role] = &[Role::Admin, Role::Operator];
 
 /// Mounts the tenant routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1/tenants")
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/schema", web::get().to(schema))
-            .route("/{id}", web::get().to(get))
-            .route("/{id}", web::put().to(replace))
-            .route("/{id}", web::patch().to(patch))
-            .route("/{id}", web::delete().to(delete)),
-    );
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::POST, "/v1/tenants", create),
+        endpoint(Method::GET, "/v1/tenants", list),
+        endpoint(Method::GET, "/v1/tenants/schema", schema),
+        endpoint(Method::GET, "/v1/tenants/{id}", get),
+        endpoint(Method::PUT, "/v1/tenants/{id}", replace),
+        endpoint(Method::PATCH, "/v1/tenants/{id}", patch),
+        endpoint(Method::DELETE, "/v1/tenants/{id}", delete),
+    ]
 }
 
 /// A tenant as the API shows it.

@@ -118,6 +118,11 @@ impl Simulator {
     }
 }
 
+/// Method and full path of each simulator route.
+pub fn route_list() -> Vec<(actix_web::http::Method, String)> {
+    routes::route_list()
+}
+
 /// Builds (without awaiting) an HTTP server running only the simulator on `listener`.
 pub fn server(
     listener: TcpListener,

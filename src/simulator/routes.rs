@@ -2,6 +2,8 @@
 //! positions) and of the wallet gateway (payment executions), the HTML checkout
 //! page with its Pay/Fail forms, and the statistics endpoint.
 
+use crate::http::routes::{self, endpoint, Endpoint};
+use actix_web::http::Method;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,22 +50,35 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: Arc<State>) {
         let response = json_error(StatusCode::NOT_FOUND, &err.to_string());
         actix_web::error::InternalError::from_response(err, response).into()
     });
-    cfg.service(
-        web::scope("/sim")
-            .app_data(web::Data::new(state))
-            .app_data(json_cfg)
-            .app_data(path_cfg)
-            .route("/positions", web::post().to(create_position))
-            .route("/positions/{iuv}", web::get().to(get_position))
-            .route("/positions/{iuv}", web::delete().to(cancel_position))
-            .route("/positions/{iuv}/pay", web::post().to(pay_position))
-            .route("/positions/{iuv}/fail", web::post().to(fail_position))
-            .route("/checkout/{iuv}", web::get().to(checkout_page))
-            .route("/checkout/{iuv}/pay", web::post().to(checkout_pay))
-            .route("/checkout/{iuv}/fail", web::post().to(checkout_fail))
-            .route("/payments", web::post().to(execute_payment))
-            .route("/stats", web::get().to(stats)),
-    );
+    let scope = web::scope(PREFIX)
+        .app_data(web::Data::new(state))
+        .app_data(json_cfg)
+        .app_data(path_cfg);
+    cfg.service(routes::mount_scope(scope, endpoints()));
+}
+
+/// Where the simulator is mounted.
+const PREFIX: &str = "/sim";
+
+/// The simulator's routes, relative to [`PREFIX`].
+fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::POST, "/positions", create_position),
+        endpoint(Method::GET, "/positions/{iuv}", get_position),
+        endpoint(Method::DELETE, "/positions/{iuv}", cancel_position),
+        endpoint(Method::POST, "/positions/{iuv}/pay", pay_position),
+        endpoint(Method::POST, "/positions/{iuv}/fail", fail_position),
+        endpoint(Method::GET, "/checkout/{iuv}", checkout_page),
+        endpoint(Method::POST, "/checkout/{iuv}/pay", checkout_pay),
+        endpoint(Method::POST, "/checkout/{iuv}/fail", checkout_fail),
+        endpoint(Method::POST, "/payments", execute_payment),
+        endpoint(Method::GET, "/stats", stats),
+    ]
+}
+
+/// Method and full path of each simulator route.
+pub(crate) fn route_list() -> Vec<(Method, String)> {
+    routes::listed(PREFIX, endpoints())
 }
 
 /// Position as exposed over the JSON API.

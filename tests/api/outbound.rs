@@ -507,9 +507,10 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
     assert_eq!(DEMO_SERVICE.to_string(), own["service_id"]);
 }
 
-/// Every HTML route of `openapi.json` (and the simulator's checkout page) sends the
-/// strict headers; every route sends `nosniff` and `no-referrer`; `/v1/` answers are
-/// `no-store`. The routes are read from the description, so a new page is checked too.
+/// Every HTML route of the router (`cassa::server::route_list`, the list the server
+/// mounts, the simulator's included) sends the strict headers; every route sends
+/// `nosniff` and `no-referrer`; `/v1/` answers are `no-store`. A new page is in that list
+/// the moment it is mounted, so it is checked too.
 #[actix_rt::test]
 async fn every_html_page_and_personal_answer_carries_the_security_headers() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -519,10 +520,9 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
     let iuv = pending["payment"]["iuv"].as_str().unwrap().to_string();
     let openapi: Value = serde_json::from_str(cassa::http::OPENAPI).unwrap();
     let mut html_routes = Vec::new();
-    for (route, item) in openapi["paths"].as_object().unwrap() {
-        if item.get("get").is_none() {
-            continue;
-        }
+    let routes = cassa::server::route_list();
+    assert!(routes.len() > 30, "{routes:?}");
+    for (_, route) in routes.iter().filter(|(m, _)| m.as_str() == "GET") {
         let path = route
             .replace(
                 "{id}",
@@ -544,11 +544,13 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
         let html = headers
             .get("content-type")
             .is_some_and(|c| c.to_str().unwrap().starts_with("text/html"));
-        let documented_html = item["get"]["responses"]
+        let documented_html = openapi["paths"][route.as_str()]["get"]["responses"]
             .as_object()
-            .unwrap()
-            .values()
-            .any(|r| r["content"].get("text/html").is_some());
+            .is_some_and(|answers| {
+                answers
+                    .values()
+                    .any(|r| r["content"].get("text/html").is_some())
+            });
         if html || documented_html {
             assert!(html, "{route} is documented as HTML but answered otherwise");
             let csp = headers["content-security-policy"].to_str().unwrap();
@@ -573,4 +575,31 @@ async fn every_html_page_and_personal_answer_carries_the_security_headers() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+}
+
+/// The router and `openapi.json` describe the same routes: each mounted route is
+/// documented with its method, and each documented one is mounted.
+#[test]
+fn the_router_and_the_openapi_document_list_the_same_routes() {
+    let openapi: Value = serde_json::from_str(cassa::http::OPENAPI).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    let mut mounted: Vec<String> = cassa::server::route_list()
+        .into_iter()
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    documented.sort();
+    mounted.sort();
+    let undocumented: Vec<_> = mounted.iter().filter(|r| !documented.contains(r)).collect();
+    let unmounted: Vec<_> = documented.iter().filter(|r| !mounted.contains(r)).collect();
+    assert!(
+        undocumented.is_empty() && unmounted.is_empty(),
+        "mounted but not in openapi.json: {undocumented:?}; documented but not mounted: {unmounted:?}"
+    );
 }
