@@ -31,6 +31,7 @@ mod apache_kafka;
 mod authz;
 mod bench;
 mod config_api;
+mod demo;
 mod hardening;
 mod helpers;
 mod idempotency;

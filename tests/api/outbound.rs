@@ -25,12 +25,12 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 /// A loopback listener that counts connections and answers 200 to each.
-struct Trap {
-    port: u16,
-    hits: Arc<AtomicUsize>,
+pub struct Trap {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
 }
 
-async fn trap(addr: &str) -> Option<Trap> {
+pub async fn trap(addr: &str) -> Option<Trap> {
     let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
     let port = listener.local_addr().ok()?.port();
     let hits = Arc::new(AtomicUsize::new(0));
