@@ -824,9 +824,8 @@ async fn creating_beyond_the_per_caller_rate_gets_429_with_retry_after() {
 /// What the matrix cannot show: objects that must not cross callers — wallets,
 /// idempotency keys, remote ids, a service moved to another tenant — and a 404 that says
 /// the same whether the object is another tenant's or does not exist.
-#[actix_rt::test]
-async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn wallets_keys_remote_ids_and_services_do_not_cross_callers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let citizen = client_with(Some(&citizen_token()));
     // Another user with the same tax code (a second account of one person): the user id,
     // not the tax code, is what tells callers apart.
@@ -1001,6 +1000,8 @@ async fn wallets_keys_remote_ids_and_services_do_not_cross_callers() {
         json!(DEMO_TENANT)
     );
 }
+
+on_both_databases!(wallets_keys_remote_ids_and_services_do_not_cross_callers);
 
 /// Issue 25 point 11: one user is one caller whatever the spelling of their UUID (one
 /// idempotency scope), and the create limit is kept per tenant, so one subject in two

@@ -550,9 +550,8 @@ on_both_databases!(amounts_free_text_and_payer_lengths_are_checked);
 
 /// Point 12: an operator cannot learn whether a service id exists in another tenant:
 /// a chosen id is refused alike whether it is free or taken there, and nothing changes.
-#[actix_rt::test]
-async fn an_operator_cannot_probe_service_ids_of_other_tenants() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn an_operator_cannot_probe_service_ids_of_other_tenants(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let (their_tenant, theirs) = other_tenant(&app).await;
     let operator = client_with(Some(&demo_operator()));
     let body = |id: Option<Uuid>| {
@@ -596,12 +595,13 @@ async fn an_operator_cannot_probe_service_ids_of_other_tenants() {
     assert_eq!(r.status(), 201);
 }
 
+on_both_databases!(an_operator_cannot_probe_service_ids_of_other_tenants);
+
 /// Point 2, over Kafka: an application whose `expire_at` is year 9999 (10000 in Rome
 /// time) is dead-lettered naming `payment.expire_at`; no payment is made for it.
-#[actix_rt::test]
-async fn an_application_expiring_in_year_ten_thousand_is_dead_lettered() {
+async fn an_application_expiring_in_year_ten_thousand_is_dead_lettered(backend: Backend) {
     use crate::kafka::{application, produce, read_until, reader};
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(backend).await;
     let bootstrap = app.kafka.bootstrap().to_string();
     let key = "applications-under-test";
     let far = Uuid::new_v4();
@@ -631,12 +631,13 @@ async fn an_application_expiring_in_year_ten_thousand_is_dead_lettered() {
     assert_eq!(listed["items"], json!([]), "no payment for it");
 }
 
+on_both_databases!(an_application_expiring_in_year_ten_thousand_is_dead_lettered);
+
 /// Point 4, over Kafka: a foreign CREATION_PENDING event claiming that the demo citizen
 /// created it is adopted as the platform's, so that citizen cannot cancel it (403).
-#[actix_rt::test]
-async fn an_adopted_payment_is_never_its_citizens_to_cancel() {
+async fn an_adopted_payment_is_never_its_citizens_to_cancel(backend: Backend) {
     use crate::kafka::{foreign_payment, produce};
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(backend).await;
     let id = Uuid::new_v4();
     let mut event = foreign_payment(id, cassa::seed::DEMO_CITIZEN, "31.00");
     // The forged claim: the victim citizen made it, so may cancel it.
@@ -662,3 +663,5 @@ async fn an_adopted_payment_is_never_its_citizens_to_cancel() {
     assert_eq!(r.status(), 403);
     assert_eq!(app.get_payment(&key).await["status"], "PAYMENT_PENDING");
 }
+
+on_both_databases!(an_adopted_payment_is_never_its_citizens_to_cancel);

@@ -501,9 +501,8 @@ async fn dead_letter_reasons(app: &TestApp, count: usize) -> Vec<String> {
 /// (any `user_id`, even the owner's) and one that breaks a field rule of
 /// `POST /v1/payments` are refused and dead-lettered with the reason; the wallet keeps
 /// its money, neither payment exists, and the next good event is still adopted.
-#[actix_rt::test]
-async fn forged_foreign_payments_are_refused_and_dead_lettered() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn forged_foreign_payments_are_refused_and_dead_lettered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let before = app.account().await;
     // One key: one partition, handled in order.
     let key = "forged-under-test";
@@ -570,6 +569,8 @@ async fn forged_foreign_payments_are_refused_and_dead_lettered() {
         "{reasons:?}"
     );
 }
+
+on_both_databases!(forged_foreign_payments_are_refused_and_dead_lettered);
 
 /// Issue 25 point 3: a forged foreign PAYMENT_PENDING payment reusing a victim's iuv and
 /// notice code is refused and dead-lettered (so nobody can cancel the victim's debt
