@@ -78,17 +78,14 @@ async fn the_demo_works_out_of_the_box_and_the_outbound_attacks_fail_with_the_de
     let system = client_with(Some(&mint(dir.path(), &["--role", "system"])));
 
     // The walkthrough: created, pending at the simulator cassa mounts, paid, complete.
-    let r = citizen
-        .post(format!("{base}/v1/payments"))
-        .json(&walkthrough_body("12.34"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (status, made) = send_json(
+        &citizen,
+        &format!("{base}/v1/payments"),
+        &walkthrough_body("12.34"),
+    )
+    .await;
+    assert_eq!(status, 202, "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
     let pending = wait_for_status(&citizen, &base, &id, "PAYMENT_PENDING", 30).await;
     let iuv = pending["payment"]["iuv"].as_str().unwrap();
     let r = anonymous
@@ -129,49 +126,27 @@ async fn the_demo_works_out_of_the_box_and_the_outbound_attacks_fail_with_the_de
     let internal = format!("http://127.0.0.1:{}/internal-admin", trap.port);
     let landing = format!("http://127.0.0.2:{}/phish", trap.port);
     for client in [&citizen, &system] {
-        let mut body = walkthrough_body("5.00");
-        body["links"] = json!({"notify": [{"url": internal, "method": "POST"}]});
-        let r = client
-            .post(format!("{base}/v1/payments"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400);
-        let problem: Value = r.json().await.unwrap();
-        assert!(
-            problem["field"]
-                .as_str()
-                .unwrap()
-                .starts_with("links.notify"),
-            "{problem}"
-        );
-        let mut body = walkthrough_body("5.00");
-        body["links"] = json!({"online_payment_landing": {"url": landing}});
-        let r = client
-            .post(format!("{base}/v1/payments"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400);
-        let problem: Value = r.json().await.unwrap();
-        assert!(
-            problem["field"]
-                .as_str()
-                .unwrap()
-                .starts_with("links.online_payment_landing"),
-            "{problem}"
-        );
+        for (links, field) in [
+            (
+                json!({"notify": [{"url": internal, "method": "POST"}]}),
+                "links.notify",
+            ),
+            (
+                json!({"online_payment_landing": {"url": landing}}),
+                "links.online_payment_landing",
+            ),
+        ] {
+            let mut body = walkthrough_body("5.00");
+            body["links"] = links;
+            let (status, problem) = send_json(client, &format!("{base}/v1/payments"), &body).await;
+            assert_eq!(status, 400, "{problem}");
+            assert!(
+                problem["field"].as_str().unwrap().starts_with(field),
+                "{problem}"
+            );
+        }
     }
-    let listing: Value = system
-        .get(format!("{base}/v1/payments"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&system, &format!("{base}/v1/payments")).await;
     assert_eq!(listing["items"].as_array().unwrap().len(), 1, "{listing}");
     // The walkthrough payment's landing goes to cassa's own page, never elsewhere.
     let r = anonymous

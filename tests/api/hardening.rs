@@ -380,19 +380,14 @@ async fn an_unreadable_row_is_reported_after_a_restart_and_the_rest_served(backe
     wait_ready(&citizen, &base).await;
     let mut ids = Vec::new();
     for amount in ["1.00", "2.00", "3.00"] {
-        let r = citizen
-            .post(format!("{base}/v1/payments"))
-            .json(&citizen_body(amount))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        let (status, made) = send_json(
+            &citizen,
+            &format!("{base}/v1/payments"),
+            &citizen_body(amount),
+        )
+        .await;
+        assert_eq!(status, 202, "{made}");
+        ids.push(made["id"].as_str().unwrap().to_string());
     }
     let mut documents = Vec::new();
     for id in &ids {
@@ -408,14 +403,7 @@ async fn an_unreadable_row_is_reported_after_a_restart_and_the_rest_served(backe
     let _second = start_cassa_logging(&db.url, port, &sim.base, log.path());
     wait_ready(&citizen, &base).await;
     let observed_from = std::time::Instant::now();
-    let listing: Value = citizen
-        .get(format!("{base}/v1/payments"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&citizen, &format!("{base}/v1/payments")).await;
     let mut seen: Vec<&str> = listing["items"]
         .as_array()
         .unwrap()

@@ -271,6 +271,18 @@ pub fn client_with(token: Option<&str>) -> reqwest::Client {
 }
 
 /// A client acting as the admin (most tests are not about authorisation).
+/// POSTs `body` to `url` as `client`: the status and the JSON answer (null when none).
+pub async fn send_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = client.post(url).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs `url` as `client` and reads the JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub fn admin_client() -> reqwest::Client {
     client_with(Some(&admin_token()))
 }
