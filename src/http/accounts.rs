@@ -25,7 +25,7 @@ use crate::store::{
 use crate::tenancy::Fees;
 use actix_web::http::Method;
 
-/// Mounts the account routes.
+/// The account routes.
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::GET, "/v1/accounts/{id}", get),

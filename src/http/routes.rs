@@ -35,7 +35,7 @@ pub fn mount(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
     }
 }
 
-/// Mounts `endpoints` under `prefix` in `scope`.
+/// Mounts `endpoints` in `scope` (paths relative to it).
 pub fn mount_scope(mut scope: actix_web::Scope, endpoints: Vec<Endpoint>) -> actix_web::Scope {
     for e in endpoints {
         scope = scope.route(e.path, e.route);

@@ -22,7 +22,7 @@ use crate::store::{Page, ServiceConfig};
 use crate::tenancy::{self, Credentials, ServiceBody};
 use actix_web::http::Method;
 
-/// Mounts the service-config routes.
+/// The service-config routes.
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::POST, "/v1/services", create),

@@ -25,7 +25,7 @@ const CONFIG_LIST_DEFAULT: i64 = 100;
 /// Who may read configuration (each within what they see).
 pub const CONFIG_READERS: &[Role] = &[Role::Admin, Role::Operator];
 
-/// Mounts the tenant routes.
+/// The tenant routes.
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::POST, "/v1/tenants", create),
