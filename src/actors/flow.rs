@@ -3,6 +3,8 @@
 //! persists the result (with its outbox event when the status changes) in one
 //! transaction. The actor runs these one at a time, so they never interleave.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::{Deps, PaymentError};
@@ -12,26 +14,36 @@ use crate::domain::schedule;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
 use crate::intermediary::{
-    GatewayOutcome, GatewayRequest, IntermediaryError, PositionRequest, PositionState,
+    GatewayOutcome, GatewayRequest, Intermediary, IntermediaryError, PositionRequest, PositionState,
 };
 use crate::store::{Change, HoldAction, StoreError, StoredPayment};
 
 /// At most this many steps per drive, so one actor never loops forever.
 const MAX_STEPS_PER_DRIVE: usize = 8;
 
+/// When `advance` checks the payment first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstCheck {
+    /// When `next_check_at` says (a timer fired).
+    WhenDue,
+    /// At once, whatever `next_check_at` says (someone asked: a landing, a push, an
+    /// operator).
+    Now,
+}
+
 /// Runs every step that is due, until the payment ends or waits for its next check.
-/// `check_now` makes the first check due whatever `next_check_at` says.
 pub async fn advance(
     deps: &Deps,
     mut row: StoredPayment,
-    mut check_now: bool,
+    first: FirstCheck,
 ) -> Result<StoredPayment, StoreError> {
+    let mut check_now = first == FirstCheck::Now;
     for _ in 0..MAX_STEPS_PER_DRIVE {
         let now = time::now();
         // next_check_at carries millisecond jitter: compare with the precise clock.
         let precise = time::precise_now();
         let due = check_now || row.next_check_at.is_none_or(|at| at <= precise);
-        if !has_work(deps, &row) || !due {
+        if Work::of_row(deps, &row) == Work::Done || !due {
             break;
         }
         check_now = false;
@@ -48,8 +60,36 @@ pub async fn advance(
 
 /// Whether the payment still has work: it is open, or (updater role) the platform has
 /// not been told its outcome yet.
-pub fn has_work(deps: &Deps, row: &StoredPayment) -> bool {
-    !row.payment.status.is_final() || (deps.notify_platform && row.payment.notify_pending())
+/// What is left to do for a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// It is open: its checks call the intermediary.
+    Open,
+    /// It ended, and the platform is still to be told (the updater role).
+    Notify,
+    /// Nothing: its actor stops.
+    Done,
+}
+
+impl Work {
+    /// From whether the payment is open and whether the platform is still to be told.
+    pub fn of(deps: &Deps, open: bool, notify_pending: bool) -> Work {
+        if open {
+            Work::Open
+        } else if deps.notify_platform && notify_pending {
+            Work::Notify
+        } else {
+            Work::Done
+        }
+    }
+
+    pub fn of_row(deps: &Deps, row: &StoredPayment) -> Work {
+        Work::of(
+            deps,
+            !row.payment.status.is_final(),
+            row.payment.notify_pending(),
+        )
+    }
 }
 
 /// Runs an operation on a row; when the row changed underneath (optimistic
@@ -156,6 +196,24 @@ async fn retry_later(
     save(deps, row, payment, saga, Some(retry_at), None).await
 }
 
+/// Runs a step that talks to the payment's intermediary; when there is none to be had
+/// (its service's configuration cannot be read), the step is retried later.
+async fn with_intermediary(
+    deps: &Deps,
+    row: &StoredPayment,
+    now: DateTime<Utc>,
+    op: impl AsyncFnOnce(Arc<dyn Intermediary>) -> Result<StoredPayment, StoreError>,
+) -> Result<StoredPayment, StoreError> {
+    match deps
+        .intermediaries
+        .for_service(row.payment.service_id)
+        .await
+    {
+        Ok(intermediary) => op(intermediary).await,
+        Err(e) => retry_later(deps, row, e, now).await,
+    }
+}
+
 /// Moves to `next` and continues at once.
 async fn move_to(
     deps: &Deps,
@@ -180,16 +238,47 @@ fn transition(
     })
 }
 
-/// Ends the payment in `status` with a message for people.
+/// How a payment ends: its final status, a message for people, and what becomes of
+/// its hold (WALLET), all in the transaction that ends it.
+struct Ending {
+    status: PaymentStatus,
+    message: Option<String>,
+    hold: Option<HoldAction>,
+}
+
+impl Ending {
+    fn new(status: PaymentStatus) -> Self {
+        Ending {
+            status,
+            message: None,
+            hold: None,
+        }
+    }
+
+    fn because(mut self, message: Option<String>) -> Self {
+        self.message = message;
+        self
+    }
+
+    fn with_hold(mut self, hold: HoldAction) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+}
+
+/// Ends the payment (its changes in `payment`) as `ending` says.
 async fn finish(
     deps: &Deps,
     row: &StoredPayment,
     mut payment: Payment,
-    status: PaymentStatus,
-    message: Option<String>,
+    ending: Ending,
     now: DateTime<Utc>,
-    hold: Option<HoldAction>,
 ) -> Result<StoredPayment, StoreError> {
+    let Ending {
+        status,
+        message,
+        hold,
+    } = ending;
     transition(&mut payment, status, now)?;
     if message.is_some() {
         payment.status_message = message;
@@ -325,44 +414,37 @@ async fn create_position(
         saga.wind_down = Some(WindDown::Expire);
         return save(deps, row, row.payment.clone(), saga, Some(now), None).await;
     }
-    let intermediary = match deps
-        .intermediaries
-        .for_service(row.payment.service_id)
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => return retry_later(deps, row, e, now).await,
-    };
-    match intermediary
-        .create_position(&position_request(deps, &row.payment))
-        .await
-    {
-        Ok(position) => {
-            let mut payment = row.payment.clone();
-            payment.payment.iuv = Some(position.iuv);
-            payment.payment.notice_code = Some(position.notice_code);
-            transition(&mut payment, PaymentStatus::PaymentPending, now)?;
-            let mut saga = row.saga.clone();
-            saga.succeeded();
-            saga.checkout_url = Some(position.checkout_url);
-            let next = next_poll(deps, &payment, now);
-            save(deps, row, payment, saga, Some(next), None).await
-        }
-        Err(IntermediaryError::Transient(e)) => retry_later(deps, row, e, now).await,
-        Err(e) => {
-            let message = format!("the intermediary refused the debt position: {e}");
-            finish(
-                deps,
-                row,
-                row.payment.clone(),
-                PaymentStatus::CreationFailed,
-                Some(message),
-                now,
-                None,
-            )
+    with_intermediary(deps, row, now, async |intermediary| {
+        match intermediary
+            .create_position(&position_request(deps, &row.payment))
             .await
+        {
+            Ok(position) => {
+                let mut payment = row.payment.clone();
+                payment.payment.iuv = Some(position.iuv);
+                payment.payment.notice_code = Some(position.notice_code);
+                transition(&mut payment, PaymentStatus::PaymentPending, now)?;
+                let mut saga = row.saga.clone();
+                saga.succeeded();
+                saga.checkout_url = Some(position.checkout_url);
+                let next = next_poll(deps, &payment, now);
+                save(deps, row, payment, saga, Some(next), None).await
+            }
+            Err(IntermediaryError::Transient(e)) => retry_later(deps, row, e, now).await,
+            Err(e) => {
+                let message = format!("the intermediary refused the debt position: {e}");
+                finish(
+                    deps,
+                    row,
+                    row.payment.clone(),
+                    Ending::new(PaymentStatus::CreationFailed).because(Some(message)),
+                    now,
+                )
+                .await
+            }
         }
-    }
+    })
+    .await
 }
 
 /// PAGOPA pivot: ask the intermediary whether the citizen paid.
@@ -374,14 +456,7 @@ async fn check_position(
     let Some(iuv) = row.payment.payment.iuv.clone() else {
         return retry_later(deps, row, "the payment has no iuv".into(), now).await;
     };
-    let intermediary = match deps
-        .intermediaries
-        .for_service(row.payment.service_id)
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => return retry_later(deps, row, e, now).await,
-    };
+    with_intermediary(deps, row, now, async |intermediary| {
     let mut payment = row.payment.clone();
     payment.links.update.last_check_at = Some(now);
     match intermediary.position(&iuv).await {
@@ -389,19 +464,11 @@ async fn check_position(
             PositionState::Paid => {
                 payment.payment.paid_at = Some(position.paid_at.unwrap_or(now));
                 payment.payment.transaction_id = position.transaction_id;
-                finish(deps, row, payment, PaymentStatus::Complete, None, now, None).await
+                finish(deps, row, payment, Ending::new(PaymentStatus::Complete), now).await
             }
             PositionState::Failed => {
                 let message = Some("the payment failed at the intermediary".to_string());
-                finish(
-                    deps,
-                    row,
-                    payment,
-                    PaymentStatus::PaymentFailed,
-                    message,
-                    now,
-                    None,
-                )
+                finish(deps, row, payment, Ending::new(PaymentStatus::PaymentFailed).because(message), now)
                 .await
             }
             PositionState::Canceled => {
@@ -412,7 +479,7 @@ async fn check_position(
                 };
                 let message =
                     Some("the debt position was cancelled at the intermediary".to_string());
-                finish(deps, row, payment, status, message, now, None).await
+                finish(deps, row, payment, Ending::new(status).because(message), now).await
             }
             PositionState::Pending => {
                 let mut saga = row.saga.clone();
@@ -449,6 +516,8 @@ async fn check_position(
         }
         Err(e) => retry_later(deps, row, format!("status check failed: {e}"), now).await,
     }
+    })
+    .await
 }
 
 /// Runs the compensations of a payment being cancelled or expiring, then ends it.
@@ -478,17 +547,26 @@ async fn wind_down(
                 deps,
                 row,
                 payment,
-                status,
-                message,
+                Ending::new(status)
+                    .because(message)
+                    .with_hold(HoldAction::Release),
                 now,
-                Some(HoldAction::Release),
             )
             .await
         }
         Some(Compensation::CancelPosition) => {
             cancel_position(deps, row, status, message, now).await
         }
-        None => finish(deps, row, row.payment.clone(), status, message, now, None).await,
+        None => {
+            finish(
+                deps,
+                row,
+                row.payment.clone(),
+                Ending::new(status).because(message),
+                now,
+            )
+            .await
+        }
     }
 }
 
@@ -501,51 +579,60 @@ async fn cancel_position(
     message: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<StoredPayment, StoreError> {
-    let intermediary = match deps
-        .intermediaries
-        .for_service(row.payment.service_id)
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => return retry_later(deps, row, e, now).await,
-    };
-    let iuv = match &row.payment.payment.iuv {
-        Some(iuv) => iuv.clone(),
-        // A creation may have reached the intermediary unanswered: creating is
-        // idempotent by iud, so ask again to learn the position before cancelling it.
-        None => match intermediary
-            .create_position(&position_request(deps, &row.payment))
-            .await
-        {
-            Ok(position) => position.iuv,
-            Err(IntermediaryError::Transient(e)) => {
-                return retry_later(deps, row, format!("compensation pending: {e}"), now).await
+    with_intermediary(deps, row, now, async |intermediary| {
+        let iuv = match &row.payment.payment.iuv {
+            Some(iuv) => iuv.clone(),
+            // A creation may have reached the intermediary unanswered: creating is
+            // idempotent by iud, so ask again to learn the position before cancelling it.
+            None => match intermediary
+                .create_position(&position_request(deps, &row.payment))
+                .await
+            {
+                Ok(position) => position.iuv,
+                Err(IntermediaryError::Transient(e)) => {
+                    return retry_later(deps, row, format!("compensation pending: {e}"), now).await
+                }
+                Err(_) => {
+                    return finish(
+                        deps,
+                        row,
+                        row.payment.clone(),
+                        Ending::new(status).because(message),
+                        now,
+                    )
+                    .await
+                }
+            },
+        };
+        match intermediary.cancel_position(&iuv).await {
+            Ok(()) | Err(IntermediaryError::NotFound) => {
+                finish(
+                    deps,
+                    row,
+                    row.payment.clone(),
+                    Ending::new(status).because(message),
+                    now,
+                )
+                .await
             }
-            Err(_) => {
-                return finish(deps, row, row.payment.clone(), status, message, now, None).await
+            Err(IntermediaryError::AlreadyPaid) => {
+                // Too late to cancel: the citizen paid. Check at once to record it.
+                let mut saga = row.saga.clone();
+                saga.wind_down = None;
+                save(deps, row, row.payment.clone(), saga, Some(now), None).await
             }
-        },
-    };
-    match intermediary.cancel_position(&iuv).await {
-        Ok(()) | Err(IntermediaryError::NotFound) => {
-            finish(deps, row, row.payment.clone(), status, message, now, None).await
+            Err(e) => {
+                retry_later(
+                    deps,
+                    row,
+                    format!("compensation (cancel the debt position) failed: {e}"),
+                    now,
+                )
+                .await
+            }
         }
-        Err(IntermediaryError::AlreadyPaid) => {
-            // Too late to cancel: the citizen paid. Check at once to record it.
-            let mut saga = row.saga.clone();
-            saga.wind_down = None;
-            save(deps, row, row.payment.clone(), saga, Some(now), None).await
-        }
-        Err(e) => {
-            retry_later(
-                deps,
-                row,
-                format!("compensation (cancel the debt position) failed: {e}"),
-                now,
-            )
-            .await
-        }
-    }
+    })
+    .await
 }
 
 /// WALLET pivot: the gateway executes; then the hold is captured or released in the
@@ -555,51 +642,53 @@ async fn execute_gateway(
     row: &StoredPayment,
     now: DateTime<Utc>,
 ) -> Result<StoredPayment, StoreError> {
-    let intermediary = match deps
-        .intermediaries
-        .for_service(row.payment.service_id)
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => return retry_later(deps, row, e, now).await,
-    };
-    let request = GatewayRequest {
-        payment_id: row.payment.id,
-        account_id: row.payment.wallet_account_id,
-        amount_cents: row.payment.payment.amount.cents(),
-    };
-    let mut payment = row.payment.clone();
-    // The pivot's outcome: complete and capture, or fail and release.
-    let (status, message, hold) = match intermediary.execute_payment(&request).await {
-        Ok(result) => {
-            payment.payment.transaction_id = Some(result.transaction_id);
-            match result.outcome {
-                GatewayOutcome::Approved => {
-                    payment.payment.paid_at = Some(now);
-                    (PaymentStatus::Complete, None, HoldAction::Capture)
+    with_intermediary(deps, row, now, async |intermediary| {
+        let request = GatewayRequest {
+            payment_id: row.payment.id,
+            account_id: row.payment.wallet_account_id,
+            amount_cents: row.payment.payment.amount.cents(),
+        };
+        let mut payment = row.payment.clone();
+        // The pivot's outcome: complete and capture, or fail and release.
+        let (status, message, hold) = match intermediary.execute_payment(&request).await {
+            Ok(result) => {
+                payment.payment.transaction_id = Some(result.transaction_id);
+                match result.outcome {
+                    GatewayOutcome::Approved => {
+                        payment.payment.paid_at = Some(now);
+                        (PaymentStatus::Complete, None, HoldAction::Capture)
+                    }
+                    GatewayOutcome::Rejected => (
+                        PaymentStatus::PaymentFailed,
+                        Some("rejected by the payment-system gateway".to_string()),
+                        HoldAction::Release,
+                    ),
                 }
-                GatewayOutcome::Rejected => (
-                    PaymentStatus::PaymentFailed,
-                    Some("rejected by the payment-system gateway".to_string()),
-                    HoldAction::Release,
-                ),
             }
-        }
-        Err(IntermediaryError::Transient(e)) => {
-            return retry_later(deps, row, format!("gateway: {e}"), now).await
-        }
-        // "Already executed" / "unknown" say nothing about the outcome: ask again (the
-        // execution is idempotent by payment id) rather than release money that moved.
-        Err(e @ (IntermediaryError::AlreadyPaid | IntermediaryError::NotFound)) => {
-            return retry_later(deps, row, format!("gateway outcome unclear: {e}"), now).await
-        }
-        Err(e) => (
-            PaymentStatus::PaymentFailed,
-            Some(format!("the gateway refused the payment: {e}")),
-            HoldAction::Release,
-        ),
-    };
-    finish(deps, row, payment, status, message, now, Some(hold)).await
+            Err(IntermediaryError::Transient(e)) => {
+                return retry_later(deps, row, format!("gateway: {e}"), now).await
+            }
+            // "Already executed" / "unknown" say nothing about the outcome: ask again (the
+            // execution is idempotent by payment id) rather than release money that moved.
+            Err(e @ (IntermediaryError::AlreadyPaid | IntermediaryError::NotFound)) => {
+                return retry_later(deps, row, format!("gateway outcome unclear: {e}"), now).await
+            }
+            Err(e) => (
+                PaymentStatus::PaymentFailed,
+                Some(format!("the gateway refused the payment: {e}")),
+                HoldAction::Release,
+            ),
+        };
+        finish(
+            deps,
+            row,
+            payment,
+            Ending::new(status).because(message).with_hold(hold),
+            now,
+        )
+        .await
+    })
+    .await
 }
 
 /// Asks to cancel a payment: runs its compensations, then ends it CANCELED.
@@ -623,7 +712,7 @@ pub async fn cancel(deps: &Deps, row: StoredPayment) -> Result<StoredPayment, Pa
                 // Durable before any compensation runs: a crash still cancels.
                 save(deps, &row, payment, saga, Some(now), None).await?
             };
-            Ok(advance(deps, row, false).await?)
+            Ok(advance(deps, row, FirstCheck::WhenDue).await?)
         }
     }
 }
@@ -814,7 +903,7 @@ mod tests {
             .returning(|_| Err(IntermediaryError::Refused("400: bad debtor".into())));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::CreationFailed);
         assert!(row.payment.status_message.unwrap().contains("bad debtor"));
         assert_eq!(row.next_check_at, None);
@@ -829,7 +918,7 @@ mod tests {
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
         let before = time::now();
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::CreationPending);
         assert_eq!(row.saga.attempts, 1);
         let retry = row.next_check_at.unwrap();
@@ -856,7 +945,7 @@ mod tests {
             .returning(|_| Ok(position(PositionState::Pending)));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
         let next = row.next_check_at.unwrap();
         let delay = next - row.payment.updated_at;
@@ -866,7 +955,9 @@ mod tests {
         );
         assert_eq!(row.payment.links.update.next_check_at, Some(next));
         // Not due yet: advancing again does nothing (no intermediary call expected).
-        let again = advance(&deps, row.clone(), false).await.unwrap();
+        let again = advance(&deps, row.clone(), FirstCheck::WhenDue)
+            .await
+            .unwrap();
         assert_eq!(again, row);
     }
 
@@ -884,7 +975,7 @@ mod tests {
             .returning(|_| Ok(position(PositionState::Paid)));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         let row = cancel(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::Complete);
         assert_eq!(row.payment.payment.transaction_id.as_deref(), Some("tx"));
@@ -901,7 +992,7 @@ mod tests {
             .returning(|_| Err(IntermediaryError::Transient("timeout".into())));
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         let row = cancel(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
         assert_eq!(row.saga.wind_down, Some(WindDown::Cancel));
@@ -923,7 +1014,7 @@ mod tests {
         more(&mut mock);
         let (deps, dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Pagopa, 1000).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         let (row, _) = start_checkout(&deps, row).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
         (deps, dir, row)
@@ -940,7 +1031,7 @@ mod tests {
             p.payment.expire_at = Some(time::now() - chrono::Duration::seconds(1))
         })
         .await;
-        let row = advance(&deps, row, true).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::Now).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::Expired, "{:?}", row.saga);
     }
 
@@ -953,7 +1044,7 @@ mod tests {
         let (again, url) = start_checkout(&deps, row.clone()).await.unwrap();
         assert_eq!(again.version, row.version, "opened again: nothing written");
         assert!(url.contains("/checkout/"));
-        let row = advance(&deps, row, true).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::Now).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentStarted);
         // The session is over (opened longer ago than it lasts).
         let row = rewritten(&deps, &row, |p| {
@@ -961,7 +1052,7 @@ mod tests {
                 Some(time::now() - CHECKOUT_SESSION - chrono::Duration::seconds(1))
         })
         .await;
-        let row = advance(&deps, row, true).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::Now).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentPending);
     }
 
@@ -976,7 +1067,7 @@ mod tests {
         });
         let (deps, _dir) = deps_with(mock).await;
         let row = stored(&deps, PaymentType::Wallet, 1001).await;
-        let row = advance(&deps, row, false).await.unwrap();
+        let row = advance(&deps, row, FirstCheck::WhenDue).await.unwrap();
         assert_eq!(row.payment.status, PaymentStatus::PaymentFailed);
         let statuses: Vec<_> = deps
             .store

@@ -2,8 +2,10 @@
 //! `PaymentRegistry`. `flow` holds the saga steps they run.
 
 pub mod flow;
+pub mod pacing;
 pub mod payment;
 pub mod registry;
+pub mod shard;
 pub mod timers;
 
 use std::sync::Arc;

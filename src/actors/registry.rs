@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use std::collections::HashSet;
 
+use super::pacing::Pacers;
 use super::payment::{
-    ActorExited, Command, CommandReply, Pacers, Passivate, PaymentCommand, Reload, Shard,
+    ActorExited, Command, CommandReply, Origin, Passivate, PaymentCommand, Reload, Role,
 };
+use super::shard::Shard;
 use super::timers::Timers;
 use super::{Deps, PaymentActor, PaymentError};
-use crate::kafka::partition::partition_for;
+use crate::domain::partition::partition_for;
 use crate::store::{DuePayment, PaymentTiming, StoredPayment};
 
 /// Restarts allowed per payment within `RESTART_WINDOW` before the registry gives up.
@@ -327,7 +329,16 @@ impl PaymentRegistry {
         }
         let index = (id.as_u128() % self.arbiters.len() as u128) as usize;
         let shard = self.shards[index].clone();
-        let created = fresh.is_some();
+        let origin = if fresh.is_some() {
+            Origin::Created
+        } else {
+            Origin::Stored
+        };
+        let role = if transient {
+            Role::Transient
+        } else {
+            Role::Owner
+        };
         if let Some(row) = fresh {
             shard.fresh.put(*row);
         }
@@ -337,7 +348,7 @@ impl PaymentRegistry {
             (timing, pacers.map(|p| p.resolved(timing.service_id)))
         });
         let addr = PaymentActor::start_in_arbiter(&self.arbiters[index], move |_| {
-            PaymentActor::new(id, shard, generation, transient, timing, created)
+            PaymentActor::new(id, shard, generation, role, timing, origin)
         });
         self.stats.spawned += 1;
         self.actors.insert(
