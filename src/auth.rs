@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 
-use actix_web::{web, FromRequest, HttpRequest};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,8 +22,6 @@ use uuid::Uuid;
 use crate::domain::field::FieldError;
 use crate::domain::payment::{Creator, Payer, Payment, PaymentType};
 use crate::domain::tax_code::TaxCode;
-use crate::http::problem::ApiError;
-use crate::http::AppState;
 use crate::store::Account;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -111,11 +108,11 @@ impl Caller {
     }
 
     /// 403 unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
+    pub fn require(&self, roles: &[Role], action: &str) -> Result<(), Forbidden> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
+            Err(Forbidden(format!(
                 "the {} role may not {action}",
                 self.role.as_str()
             )))
@@ -162,9 +159,9 @@ impl Caller {
     /// 403 unless the caller may cancel this payment (one it may see and whose role may
     /// cancel): a citizen only the payments they created themselves, never a debt an
     /// operator or the platform put in their name; operators and the admin the rest.
-    pub fn may_cancel(&self, payment: &Payment) -> Result<(), ApiError> {
+    pub fn may_cancel(&self, payment: &Payment) -> Result<(), Forbidden> {
         if self.role == Role::Citizen && payment.created_by.as_ref() != Some(&self.creator()) {
-            return Err(ApiError::Forbidden(
+            return Err(Forbidden(
                 "a citizen may cancel only the payments they created themselves".into(),
             ));
         }
@@ -244,6 +241,11 @@ impl Caller {
         self.role != Role::Citizen
     }
 }
+
+/// A rule refused the caller: the reason, for a 403.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(pub String);
 
 /// Why a token was refused (the text goes back to the caller in a 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -528,36 +530,6 @@ fn caller_from(claims: Claims, tax_code_claim: &str) -> Result<Caller, AuthError
         user_id,
         tax_code,
     })
-}
-
-/// The bearer token of a request.
-fn bearer(req: &HttpRequest) -> Result<&str, AuthError> {
-    let value = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::Invalid("the Authorization header is not ASCII".into()))?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(AuthError::Missing);
-    }
-    Ok(token.trim())
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Caller, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<AppState>>() {
-            None => Err(ApiError::Unexpected(anyhow::anyhow!("no AppState"))),
-            Some(state) => bearer(req)
-                .and_then(|token| state.auth.verify(token))
-                .map_err(|e| ApiError::Unauthorized(e.to_string())),
-        };
-        std::future::ready(result)
-    }
 }
 
 #[cfg(test)]

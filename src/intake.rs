@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::actors::{Ensure, PaymentRegistry};
 use crate::auth::Caller;
-use crate::domain::field::FieldError;
+use crate::domain::field::{check_url, FieldError};
 use crate::domain::money::Money;
 use crate::domain::payment::{
     Link, Links, NotifyLink, Payer, Payment, PaymentData, PaymentType, Split,
@@ -535,18 +535,6 @@ impl CreateLinks {
             checked.map_err(|reason| FieldError::new(field, reason))?;
         }
         Ok(())
-    }
-}
-
-pub(crate) fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() <= 2048
-        && !url.chars().any(char::is_whitespace)
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(FieldError::new(field, "must be an absolute http(s) URL"))
     }
 }
 

@@ -2,9 +2,7 @@
 //! (municipalities) and their services' payment configurations, with the rules every
 //! field must follow, the form.io schemas an admin UI renders, and JSON merge patches.
 //!
-//! Intermediary credentials live in [`Credentials`], which never prints its values
-//! (`Debug` masks them), is sealed before it is stored (see `secrets`), and is shown by
-//! the API only as [`Credentials::masked`].
+//! Intermediary credentials are `intermediary::Credentials`: masked whenever shown.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -13,15 +11,12 @@ use crate::domain::field::FieldError;
 use crate::domain::money::Money;
 use crate::domain::payment::PaymentType;
 use crate::domain::tax_code::TaxCode;
+pub use crate::intermediary::credentials::{Credentials, CREDENTIAL_MAX, MASK};
 
 /// Longest name or reason.
 pub const NAME_MAX: usize = 255;
-/// Longest credential value.
-const CREDENTIAL_MAX: usize = 1024;
 /// Longest expiry of a service's payments, in days (ten years).
 const EXPIRE_DAYS_MAX: u32 = 3650;
-/// What the API shows instead of a credential's value. Sending it back keeps the stored one.
-pub const MASK: &str = "********";
 /// Default largest single wallet top-up of a tenant: 5 000.00 EUR.
 pub const TOP_UP_MAX_CENTS: i64 = 500_000;
 /// Default largest wallet balance of a tenant: 10 000.00 EUR.
@@ -186,122 +181,6 @@ pub struct Receiver {
     pub name: String,
 }
 
-/// How cassa authenticates at the intermediary: HTTP basic (`username`, `password`)
-/// and/or an API key (`X-Api-Key`).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credentials {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-    /// The secret the intermediary signs its pushes with (`X-Cassa-Signature`, HMAC-SHA256
-    /// of the body); without it, its pushes are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_secret: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let masked = self.masked();
-        f.debug_struct("Credentials")
-            .field("username", &masked.username)
-            .field("password", &masked.password)
-            .field("api_key", &masked.api_key)
-            .field("push_secret", &masked.push_secret)
-            .finish()
-    }
-}
-
-impl Credentials {
-    fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 4] {
-        [
-            ("username", &mut self.username),
-            ("password", &mut self.password),
-            ("api_key", &mut self.api_key),
-            ("push_secret", &mut self.push_secret),
-        ]
-    }
-
-    /// Every value replaced by the mask: which credentials are set, not what they are.
-    pub fn masked(&self) -> Credentials {
-        let mask = |v: &Option<String>| v.as_ref().map(|_| MASK.to_string());
-        Credentials {
-            username: mask(&self.username),
-            password: mask(&self.password),
-            api_key: mask(&self.api_key),
-            push_secret: mask(&self.push_secret),
-        }
-    }
-
-    /// Whether nothing is set.
-    pub fn is_empty(&self) -> bool {
-        self.username.is_none()
-            && self.password.is_none()
-            && self.api_key.is_none()
-            && self.push_secret.is_none()
-    }
-
-    /// Values sent back as the mask take the stored value (a GET → PUT round trip keeps
-    /// the secrets); a mask with nothing stored is an error.
-    pub fn unmask(&mut self, stored: Option<&Credentials>) -> Result<(), FieldError> {
-        let mut stored = stored.cloned().unwrap_or_default();
-        let stored = stored.fields_mut();
-        for ((name, value), (_, kept)) in self.fields_mut().into_iter().zip(stored) {
-            if value.as_deref() == Some(MASK) {
-                *value = Some(kept.clone().ok_or_else(|| {
-                    FieldError::new(
-                        format!("intermediary.credentials.{name}"),
-                        "is the mask, but nothing is stored to keep: send the value",
-                    )
-                })?);
-            }
-        }
-        Ok(())
-    }
-
-    fn validate(&mut self) -> Result<(), FieldError> {
-        for (name, value) in self.fields_mut() {
-            if let Some(v) = value {
-                if v.is_empty()
-                    || v.chars().count() > CREDENTIAL_MAX
-                    || v.chars().any(char::is_control)
-                {
-                    return Err(FieldError::new(
-                        format!("intermediary.credentials.{name}"),
-                        format!("must be 1 to {CREDENTIAL_MAX} printable characters"),
-                    ));
-                }
-            }
-        }
-        if self
-            .api_key
-            .as_deref()
-            .is_some_and(|k| !k.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Err(FieldError::new(
-                "intermediary.credentials.api_key",
-                "must be visible ASCII (it is sent as an HTTP header)",
-            ));
-        }
-        if self.password.is_some() && self.username.is_none() {
-            return Err(FieldError::new(
-                "intermediary.credentials.username",
-                "is required with a password",
-            ));
-        }
-        if self.username.as_deref().is_some_and(|u| u.contains(':')) {
-            return Err(FieldError::new(
-                "intermediary.credentials.username",
-                "must not contain ':' (HTTP basic authentication)",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Where a service's payments go.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -409,7 +288,7 @@ impl ServiceBody {
             credentials.validate()?;
         }
         if let Some(landing) = &self.landing_url {
-            crate::intake::check_url("landing_url", &landing_for(landing, Uuid::nil()))?;
+            crate::domain::field::check_url("landing_url", &landing_for(landing, Uuid::nil()))?;
         }
         Ok(())
     }
@@ -552,7 +431,7 @@ pub fn landing_for(template: &str, payment_id: Uuid) -> String {
 }
 
 fn check_intermediary_url(url: &str) -> Result<(), FieldError> {
-    crate::intake::check_url("intermediary.url", url)?;
+    crate::domain::field::check_url("intermediary.url", url)?;
     let authority = url
         .split("://")
         .nth(1)

@@ -47,6 +47,20 @@ fn field_of(path: &str, detail: &str) -> String {
     }
 }
 
+/// A URL's shape: absolute http(s), at most 2 048 characters, no white space. Whether
+/// cassa may call it is the outbound policy's question (`outbound`).
+pub fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(char::is_whitespace)
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be an absolute http(s) URL"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod body;
+pub mod caller;
 pub mod notice;
 pub mod payments;
 pub mod problem;

@@ -171,6 +171,12 @@ impl From<crate::domain::field::FieldError> for ApiError {
     }
 }
 
+impl From<crate::auth::Forbidden> for ApiError {
+    fn from(e: crate::auth::Forbidden) -> Self {
+        ApiError::Forbidden(e.0)
+    }
+}
+
 impl From<crate::intake::IntakeError> for ApiError {
     fn from(e: crate::intake::IntakeError) -> Self {
         match e {

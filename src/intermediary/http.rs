@@ -23,7 +23,7 @@ pub struct HttpIntermediaryConfig {
     pub backoff: Duration,
     /// How to authenticate (HTTP basic and/or `X-Api-Key`), opened from the service's
     /// sealed credentials.
-    pub credentials: Option<crate::tenancy::Credentials>,
+    pub credentials: Option<super::Credentials>,
 }
 
 impl HttpIntermediaryConfig {

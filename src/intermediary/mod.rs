@@ -2,8 +2,11 @@
 //! and a payment-system gateway (wallet charges), behind one trait so actors can be
 //! tested with a mock. `http` is the real adapter for the simulator's API.
 
+pub mod credentials;
 pub mod guard;
 pub mod http;
+
+pub use credentials::{Credentials, MASK};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -208,7 +211,7 @@ impl Intermediaries {
             (Some(sealed), Some(secret_box)) => {
                 let opened = secret_box.open(sealed).map_err(|e| e.to_string())?;
                 Some(
-                    serde_json::from_slice::<crate::tenancy::Credentials>(&opened)
+                    serde_json::from_slice::<Credentials>(&opened)
                         .map_err(|_| "the stored credentials are unreadable".to_string())?,
                 )
             }
