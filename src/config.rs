@@ -5,50 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 use crate::domain::schedule::PollSchedule;
-
-/// The command line of `cassa`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cassa",
-    version,
-    about = "Payment orchestrator for e-government platforms"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// What `cassa` does.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the service (embedded SQLite + built-in simulator by default).
-    Serve(Box<Settings>),
-    /// Apply the database migrations and exit.
-    Migrate(DatabaseArgs),
-    /// Run the intermediary / payment-system simulator alone.
-    Simulator(SimulatorArgs),
-    /// Run the embedded Kafka broker alone, so several instances (and kcat) can share it.
-    DevKafka(DevKafkaArgs),
-    /// Mint a bearer token from the configured HS256 secret (for operators and scripts).
-    Token(TokenArgs),
-    /// Benchmarks: print key=value figures and append them to a markdown file.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
-    /// The wallets' double-entry journal.
-    #[command(subcommand)]
-    Ledger(LedgerCommand),
-}
-
-/// `cassa ledger …`.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum LedgerCommand {
-    /// Print every account whose balance or held money disagrees with its journal; exit
-    /// non-zero when there is one.
-    Check(DatabaseArgs),
-}
 
 /// Settings of `cassa token`.
 #[derive(Debug, Clone, Args)]
@@ -460,9 +419,9 @@ pub struct SimulatorArgs {
     pub api_key: Option<String>,
 }
 
-/// Every `CASSA_*` variable cassa reads: the `env` of every flag of every command,
-/// taken from the parser itself so no list can fall behind it.
-pub fn known_env() -> Vec<String> {
+/// Every `CASSA_*` variable a command line reads: the `env` of every flag of `command`
+/// and its subcommands, taken from the parser itself so no list can fall behind it.
+pub fn known_env(command: &clap::Command) -> Vec<String> {
     fn walk(command: &clap::Command, names: &mut Vec<String>) {
         for arg in command.get_arguments() {
             if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
@@ -476,13 +435,16 @@ pub fn known_env() -> Vec<String> {
         }
     }
     let mut names = Vec::new();
-    walk(&<Cli as clap::CommandFactory>::command(), &mut names);
+    walk(command, &mut names);
     names
 }
 
-/// Refuses `CASSA_*` variables cassa does not know (a typo would silently be ignored).
-pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
-    let known = known_env();
+/// Refuses `CASSA_*` variables not among the `known` ones (a typo would silently be
+/// ignored).
+pub fn check_env(
+    known: &[String],
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), String> {
     for (name, _) in vars {
         if name.starts_with("CASSA_") && !known.contains(&name) {
             return Err(format!(
@@ -605,13 +567,19 @@ impl Settings {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        Only::try_parse_from(args).map(|o| o.settings)
+        OnlySettings::try_parse_from(args).map(|o| o.settings)
     }
+
+    /// The command line of these settings alone (what `serve` reads).
+    pub fn command() -> clap::Command {
+        <OnlySettings as clap::CommandFactory>::command()
+    }
+}
+
+#[derive(Parser)]
+struct OnlySettings {
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[cfg(test)]
@@ -685,9 +653,10 @@ mod tests {
             ("CASSA_HTTP_ADDR".to_string(), "x".to_string()),
             ("PATH".into(), "/bin".into()),
         ];
-        assert!(check_env(vars.into_iter()).is_ok());
-        let err = check_env(vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())].into_iter())
-            .unwrap_err();
+        let known = known_env(&Settings::command());
+        assert!(check_env(&known, vars.into_iter()).is_ok());
+        let typo = vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())];
+        let err = check_env(&known, typo.into_iter()).unwrap_err();
         assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
         // Every flag's variable is known, those added last included.
         for name in [
@@ -696,7 +665,7 @@ mod tests {
             "CASSA_KAFKA_GROUP_PROTOCOL",
             "CASSA_LOG",
         ] {
-            assert!(known_env().iter().any(|k| k == name), "{name}");
+            assert!(known.iter().any(|k| k == name), "{name}");
         }
     }
 

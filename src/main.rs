@@ -2,14 +2,55 @@
 
 use std::process::ExitCode;
 
-use cassa::config::{self, Cli, Command, LogFormat};
-use clap::Parser;
+use cassa::config::{self, LogFormat};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: size-segregated pages keep hundreds of thousands of small, long-lived actor
 /// allocations compact (glibc's per-thread arenas fragmented them: ~3.3 KB per resident
 /// payment against ~1 KB of live data).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The command line of `cassa`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cassa",
+    version,
+    about = "Payment orchestrator for e-government platforms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What `cassa` does.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (embedded SQLite + built-in simulator by default).
+    Serve(Box<config::Settings>),
+    /// Apply the database migrations and exit.
+    Migrate(config::DatabaseArgs),
+    /// Run the intermediary / payment-system simulator alone.
+    Simulator(config::SimulatorArgs),
+    /// Run the embedded Kafka broker alone, so several instances (and kcat) can share it.
+    DevKafka(config::DevKafkaArgs),
+    /// Mint a bearer token from the configured HS256 secret (for operators and scripts).
+    Token(config::TokenArgs),
+    /// Benchmarks: print key=value figures and append them to a markdown file.
+    #[command(subcommand)]
+    Bench(cassa::bench::BenchCommand),
+    /// The wallets' double-entry journal.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `cassa ledger …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+enum LedgerCommand {
+    /// Print every account whose balance or held money disagrees with its journal; exit
+    /// non-zero when there is one.
+    Check(config::DatabaseArgs),
+}
 
 fn init_tracing(filter: &str, format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -34,7 +75,7 @@ fn explain(error: clap::Error) -> String {
         .and_then(|rest| rest.split([' ', '\'']).next())
         .map(|flag| format!("CASSA_{}", flag.replace('-', "_").to_ascii_uppercase()));
     match flag {
-        Some(var) if config::known_env().contains(&var) => {
+        Some(var) if config::known_env(&Cli::command()).contains(&var) => {
             format!("{}\n(setting {var} or its flag)", text.trim_end())
         }
         _ => text,
@@ -42,7 +83,8 @@ fn explain(error: clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    if let Err(message) = config::check_env(std::env::vars()) {
+    let known = config::known_env(&Cli::command());
+    if let Err(message) = config::check_env(&known, std::env::vars()) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
@@ -100,7 +142,7 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Token(args) => token(&args).map_err(anyhow::Error::msg),
-        Command::Ledger(config::LedgerCommand::Check(db)) => {
+        Command::Ledger(LedgerCommand::Check(db)) => {
             match actix_web::rt::System::new().block_on(ledger_check(&db.database_url)) {
                 Ok(0) => Ok(()),
                 Ok(_) => return ExitCode::from(1),
