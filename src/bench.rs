@@ -554,7 +554,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
     let intermediary = Arc::new(InstantIntermediary::default());
     let guarded = Arc::new(crate::intermediary::guard::GuardedIntermediary::new(
         intermediary.clone(),
-        settings.guard(),
+        settings.intermediaries.guard(),
     ));
     reset_peak_rss();
     let started = Instant::now();
@@ -610,7 +610,7 @@ async fn recovery(args: PaymentsArgs) -> anyhow::Result<()> {
             ),
             (
                 "intermediary_rate_limit_per_sec",
-                settings.intermediary_rate_limit.to_string(),
+                settings.intermediaries.rate_limit.to_string(),
             ),
         ],
     )
@@ -805,7 +805,7 @@ fn bench_settings(
     ];
     argv.extend_from_slice(extra);
     let settings = crate::config::Settings::parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topics = settings.topics.clone();
+    let topics = settings.kafka.topics.clone();
     Ok((settings, topics))
 }
 

@@ -30,14 +30,14 @@ pub struct TokenArgs {
     #[arg(long)]
     pub tax_code: Option<crate::domain::tax_code::TaxCode>,
     #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
 }
 
 /// The keys of the API's tokens and of sealed secrets (shared by `serve` and `token`).
 #[derive(Clone, Args)]
 pub struct KeyArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
     /// HS256 secret of the API's bearer tokens (default in the embedded mode: generated
     /// once and kept beside the SQLite file).
     #[arg(long, env = "CASSA_JWT_SECRET", hide_env_values = true)]
@@ -70,7 +70,6 @@ impl std::fmt::Debug for KeyArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let set = |v: &Option<String>| v.as_ref().map(|_| "(set)");
         f.debug_struct("KeyArgs")
-            .field("database", &self.database)
             .field("jwt_secret", &set(&self.jwt_secret))
             .field("jwt_public_key", &set(&self.jwt_public_key))
             .field("secret_key", &set(&self.secret_key))
@@ -98,18 +97,20 @@ impl KeyArgs {
     /// are generated when missing: the service's start).
     pub fn resolve(
         &self,
+        database: &DatabaseArgs,
     ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
-        self.resolve_keeping(crate::secrets::Keep::CreateIfMissing)
+        self.resolve_keeping(database, crate::secrets::Keep::CreateIfMissing)
     }
 
     /// `resolve`, saying whether missing kept secrets may be generated.
     pub fn resolve_keeping(
         &self,
+        database: &DatabaseArgs,
         keep: crate::secrets::Keep,
     ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
         let pem = self.public_key_pem()?;
         let resolved = crate::secrets::resolve_keeping(
-            &self.database.database_url,
+            &database.database_url,
             self.jwt_secret.as_deref(),
             pem.is_some(),
             self.secret_key.as_deref(),
@@ -293,36 +294,26 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-/// Settings of `cassa serve`.
+/// Settings of `cassa serve`, by subject.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
-    /// Address the HTTP API listens on.
-    #[arg(long, env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
-    pub http_addr: SocketAddr,
     #[command(flatten)]
-    pub keys: KeyArgs,
-    /// Kafka bootstrap servers; empty = embedded broker.
-    #[arg(long, env = "CASSA_KAFKA_BROKERS", default_value = "")]
-    pub kafka_brokers: String,
-    /// Fixed port of the embedded broker (default: any free port).
-    #[arg(long, env = "CASSA_KAFKA_EMBEDDED_PORT")]
-    pub kafka_embedded_port: Option<u16>,
-    /// Consumer group of the `payments` topic (all instances of one deployment share it).
-    #[arg(long, env = "CASSA_KAFKA_GROUP", default_value = "cassa")]
-    pub kafka_group: String,
-    /// Partitions of topics cassa creates (embedded broker, or missing topics).
-    #[arg(long, env = "CASSA_KAFKA_PARTITIONS", default_value = "6", value_parser = clap::value_parser!(i32).range(1..=1000))]
-    pub kafka_partitions: i32,
-    /// Consumer-group session timeout: how soon a dead instance's partitions move.
-    #[arg(long, env = "CASSA_KAFKA_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
-    pub kafka_session_timeout: Duration,
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    #[command(flatten)]
+    pub intermediaries: IntermediarySettings,
+    #[command(flatten)]
+    pub actors: ActorSettings,
+    #[command(flatten)]
+    pub security: SecuritySettings,
+    #[command(flatten)]
+    pub log: LogSettings,
     /// This instance's name (leases, Kafka client id); default: host and process id.
     #[arg(long, env = "CASSA_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    #[command(flatten)]
-    pub topics: Topics,
-    #[command(flatten)]
-    pub kafka_client: KafkaClientArgs,
     /// Comma-separated roles: api, dispatcher, proxy, updater.
     #[arg(
         long,
@@ -331,23 +322,91 @@ pub struct Settings {
         default_value = "api,dispatcher,proxy,updater"
     )]
     pub roles: Vec<Role>,
-    /// Payments one token subject may create per second (`0`: no limit).
-    #[arg(long, env = "CASSA_CREATE_RATE_LIMIT", default_value = "200")]
-    pub create_rate_limit: u32,
+    /// Seed the demo tenant, service and wallet (default: only in the embedded mode).
+    #[arg(long, env = "CASSA_SEED_DEMO")]
+    pub seed_demo: Option<bool>,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Address the HTTP API listens on.
+    #[arg(long = "http-addr", env = "CASSA_HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
+    pub addr: SocketAddr,
     /// Base URL of the links cassa hands out (default: http://<http addr>).
     #[arg(long, env = "CASSA_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Poll table: `<age>:<interval>,…,*:<interval>`.
+    /// Payments one token subject may create per second (`0`: no limit).
+    #[arg(long, env = "CASSA_CREATE_RATE_LIMIT", default_value = "200")]
+    pub create_rate_limit: u32,
+}
+
+/// Kafka: the brokers (or the embedded one), the consumer group, the topics, and how
+/// the clients log in.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaSettings {
+    /// Kafka bootstrap servers; empty = embedded broker.
     #[arg(
-        long,
-        env = "CASSA_POLL_SCHEDULE",
-        default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h"
+        long = "kafka-brokers",
+        env = "CASSA_KAFKA_BROKERS",
+        default_value = ""
     )]
-    pub poll_schedule: PollSchedule,
-    /// Hosts every tenant may call and redirect to, comma-separated host patterns:
-    /// `pay.example.it`, `*.example.it`, `http://127.0.0.1:8090` (plain http for it).
-    #[arg(long, env = "CASSA_OUTBOUND_ALLOW", default_value = "", value_parser = crate::outbound::parse_allow_setting)]
-    pub outbound_allow: crate::outbound::AllowList,
+    pub brokers: String,
+    /// Fixed port of the embedded broker (default: any free port).
+    #[arg(long = "kafka-embedded-port", env = "CASSA_KAFKA_EMBEDDED_PORT")]
+    pub embedded_port: Option<u16>,
+    /// Consumer group of the `payments` topic (all instances of one deployment share it).
+    #[arg(
+        long = "kafka-group",
+        env = "CASSA_KAFKA_GROUP",
+        default_value = "cassa"
+    )]
+    pub group: String,
+    /// Partitions of topics cassa creates (embedded broker, or missing topics).
+    #[arg(long = "kafka-partitions", env = "CASSA_KAFKA_PARTITIONS", default_value = "6", value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub partitions: i32,
+    /// Consumer-group session timeout: how soon a dead instance's partitions move.
+    #[arg(long = "kafka-session-timeout", env = "CASSA_KAFKA_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    #[command(flatten)]
+    pub topics: Topics,
+    #[command(flatten)]
+    pub client: KafkaClientArgs,
+}
+
+impl KafkaSettings {
+    /// Whether a real cluster is configured (otherwise cassa starts the embedded broker).
+    pub fn external(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+}
+
+/// The intermediaries: how they are called, and the built-in simulator.
+#[derive(Debug, Clone, Args)]
+pub struct IntermediarySettings {
+    /// Time limit of one call to an intermediary, e.g. `5s`, `800ms`.
+    #[arg(long = "intermediary-timeout", env = "CASSA_INTERMEDIARY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Calls per second to one intermediary, shared by all its payments (`0`: no limit).
+    #[arg(
+        long = "intermediary-rate-limit",
+        env = "CASSA_INTERMEDIARY_RATE_LIMIT",
+        default_value = "50"
+    )]
+    pub rate_limit: f64,
+    /// Calls in flight to one intermediary at most.
+    #[arg(
+        long = "intermediary-max-in-flight",
+        env = "CASSA_INTERMEDIARY_MAX_IN_FLIGHT",
+        default_value = "32"
+    )]
+    pub max_in_flight: usize,
+    /// Consecutive transient failures that open an intermediary's circuit (`0`: never).
+    #[arg(long, env = "CASSA_CIRCUIT_FAILURES", default_value = "5")]
+    pub circuit_failures: u32,
+    /// How long an open circuit postpones calls before one probe is let through.
+    #[arg(long, env = "CASSA_CIRCUIT_OPEN_FOR", default_value = "30s", value_parser = parse_duration)]
+    pub circuit_open_for: Duration,
     /// Where the demo service config points (default: the built-in `/sim`).
     #[arg(long, env = "CASSA_SIMULATOR_URL")]
     pub simulator_url: Option<String>,
@@ -356,24 +415,34 @@ pub struct Settings {
     /// intermediary anyone can drive.
     #[arg(long, env = "CASSA_SIMULATOR", value_parser = parse_switch)]
     pub simulator: Option<bool>,
-    /// Seed the demo tenant, service and wallet (default: only in the embedded mode).
-    #[arg(long, env = "CASSA_SEED_DEMO")]
-    pub seed_demo: Option<bool>,
-    /// Time limit of one call to an intermediary, e.g. `5s`, `800ms`.
-    #[arg(long, env = "CASSA_INTERMEDIARY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub intermediary_timeout: Duration,
-    /// Calls per second to one intermediary, shared by all its payments (`0`: no limit).
-    #[arg(long, env = "CASSA_INTERMEDIARY_RATE_LIMIT", default_value = "50")]
-    pub intermediary_rate_limit: f64,
-    /// Calls in flight to one intermediary at most.
-    #[arg(long, env = "CASSA_INTERMEDIARY_MAX_IN_FLIGHT", default_value = "32")]
-    pub intermediary_max_in_flight: usize,
-    /// Consecutive transient failures that open an intermediary's circuit (`0`: never).
-    #[arg(long, env = "CASSA_CIRCUIT_FAILURES", default_value = "5")]
-    pub circuit_failures: u32,
-    /// How long an open circuit postpones calls before one probe is let through.
-    #[arg(long, env = "CASSA_CIRCUIT_OPEN_FOR", default_value = "30s", value_parser = parse_duration)]
-    pub circuit_open_for: Duration,
+}
+
+impl IntermediarySettings {
+    /// The per-intermediary guard these settings describe.
+    pub fn guard(&self) -> crate::intermediary::guard::GuardConfig {
+        crate::intermediary::guard::GuardConfig {
+            rate_per_sec: self.rate_limit,
+            // A tenth of a second's worth: a burst never pushes a one-second window far
+            // past the limit.
+            burst: ((self.rate_limit / 10.0).ceil() as u32).max(1),
+            max_in_flight: self.max_in_flight,
+            max_wait: Duration::from_secs(2),
+            failure_threshold: self.circuit_failures,
+            open_for: self.circuit_open_for,
+        }
+    }
+}
+
+/// The payment actors: their checks, passivation and placement.
+#[derive(Debug, Clone, Args)]
+pub struct ActorSettings {
+    /// Poll table: `<age>:<interval>,…,*:<interval>`.
+    #[arg(
+        long,
+        env = "CASSA_POLL_SCHEDULE",
+        default_value = "5m:1m,15m:5m,7d:1h,30d:6h,*:24h"
+    )]
+    pub poll_schedule: PollSchedule,
     /// A payment whose next check is further away than this passivates (its actor stops;
     /// a durable timer wheel wakes it in time). `0s` keeps every actor resident.
     #[arg(long, env = "CASSA_PASSIVATE_AFTER", default_value = "10m", value_parser = parse_duration)]
@@ -384,11 +453,32 @@ pub struct Settings {
     /// Arbiters (threads) payment actors are spread over (default: one per core).
     #[arg(long, env = "CASSA_ARBITERS")]
     pub arbiters: Option<usize>,
+}
+
+/// Who may call cassa (token keys) and whom cassa may call (the outbound allow-list).
+#[derive(Debug, Clone, Args)]
+pub struct SecuritySettings {
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Hosts every tenant may call and redirect to, comma-separated host patterns:
+    /// `pay.example.it`, `*.example.it`, `http://127.0.0.1:8090` (plain http for it).
+    #[arg(long, env = "CASSA_OUTBOUND_ALLOW", default_value = "", value_parser = crate::outbound::parse_allow_setting)]
+    pub outbound_allow: crate::outbound::AllowList,
+}
+
+/// Logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "CASSA_LOG", default_value = "info")]
-    pub log: String,
-    #[arg(long, env = "CASSA_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    #[arg(long = "log", env = "CASSA_LOG", default_value = "info")]
+    pub filter: String,
+    #[arg(
+        long = "log-format",
+        env = "CASSA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub format: LogFormat,
 }
 
 /// Settings of `cassa simulator`.
@@ -528,20 +618,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
-    /// The per-intermediary guard these settings describe.
-    pub fn guard(&self) -> crate::intermediary::guard::GuardConfig {
-        crate::intermediary::guard::GuardConfig {
-            rate_per_sec: self.intermediary_rate_limit,
-            // A tenth of a second's worth: a burst never pushes a one-second window far
-            // past the limit.
-            burst: ((self.intermediary_rate_limit / 10.0).ceil() as u32).max(1),
-            max_in_flight: self.intermediary_max_in_flight,
-            max_wait: Duration::from_secs(2),
-            failure_threshold: self.circuit_failures,
-            open_for: self.circuit_open_for,
-        }
-    }
-
     /// This instance's name.
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
@@ -552,13 +628,14 @@ impl Settings {
 
     /// Embedded mode: SQLite and no Kafka brokers configured.
     pub fn embedded(&self) -> bool {
-        self.keys.database.database_url.starts_with("sqlite:")
-            && self.kafka_brokers.trim().is_empty()
+        self.database.database_url.starts_with("sqlite:") && !self.kafka.external()
     }
 
     /// Whether the simulator is mounted under `/sim` (`CASSA_SIMULATOR`).
     pub fn simulator_mounted(&self) -> bool {
-        self.simulator.unwrap_or_else(|| self.embedded())
+        self.intermediaries
+            .simulator
+            .unwrap_or_else(|| self.embedded())
     }
 
     /// Parses `cassa serve` settings from an argument list (and the environment).
@@ -568,6 +645,21 @@ impl Settings {
         T: Into<std::ffi::OsString> + Clone,
     {
         OnlySettings::try_parse_from(args).map(|o| o.settings)
+    }
+
+    /// Settings from `args` (flags without the program name) and the defaults, never
+    /// from the environment: a test gets what it asks for, whatever `CASSA_*` variables
+    /// the developer's shell holds.
+    pub fn for_tests<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Self::command().mut_args(|arg| arg.env(None::<&str>));
+        let argv = std::iter::once(std::ffi::OsString::from("cassa"))
+            .chain(args.into_iter().map(Into::into));
+        let matches = command.try_get_matches_from(argv)?;
+        <OnlySettings as clap::FromArgMatches>::from_arg_matches(&matches).map(|o| o.settings)
     }
 
     /// The command line of these settings alone (what `serve` reads).
@@ -605,6 +697,20 @@ mod tests {
             "on",
         ];
         assert!(Settings::parse_from(asked).unwrap().simulator_mounted());
+    }
+
+    /// Tests' settings ignore the environment: a developer's `CASSA_*` variable does not
+    /// reach them.
+    #[test]
+    fn settings_for_tests_ignore_the_environment() {
+        // CASSA_LOG changes nothing any other unit test checks.
+        std::env::set_var("CASSA_LOG", "debug");
+        let from_env = Settings::parse_from(["cassa"]).unwrap();
+        let for_tests = Settings::for_tests(["--arbiters", "3"]).unwrap();
+        std::env::remove_var("CASSA_LOG");
+        assert_eq!(from_env.log.filter, "debug");
+        assert_eq!(for_tests.log.filter, "info");
+        assert_eq!(for_tests.actors.arbiters, Some(3));
     }
 
     #[test]
@@ -688,13 +794,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            s.kafka_client.kafka_config.0,
+            s.kafka.client.kafka_config.0,
             vec![
                 ("socket.keepalive.enable".to_string(), "true".to_string()),
                 ("fetch.wait.max.ms".to_string(), "50".to_string())
             ]
         );
-        assert_eq!(s.kafka_client.kafka_group_protocol, GroupProtocol::Consumer);
+        assert_eq!(s.kafka.client.kafka_group_protocol, GroupProtocol::Consumer);
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("********"), "{shown}");
@@ -712,7 +818,7 @@ mod tests {
         let s =
             Settings::parse_from(["cassa", "--poll-schedule", "*:2s", "--roles", "api,updater"])
                 .unwrap();
-        assert_eq!(s.poll_schedule.to_string(), "*:2s");
+        assert_eq!(s.actors.poll_schedule.to_string(), "*:2s");
         assert_eq!(s.roles, vec![Role::Api, Role::Updater]);
         let err = Settings::parse_from(["cassa", "--poll-schedule", "soon"])
             .unwrap_err()

@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(settings) => init_tracing(&settings.log, settings.log_format)
+        Command::Serve(settings) => init_tracing(&settings.log.filter, settings.log.format)
             .map_err(anyhow::Error::msg)
             .and_then(|()| actix_web::rt::System::new().block_on(serve(*settings))),
         Command::Migrate(db) => init_tracing("info", LogFormat::Text)
@@ -245,7 +245,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 /// `cassa token`: prints a token minted from the configured (or kept embedded) secret.
 fn token(args: &config::TokenArgs) -> Result<(), String> {
     // The service's keys or none: new ones would mint tokens the service refuses.
-    let (_, auth) = args.keys.resolve_keeping(cassa::secrets::Keep::MustExist)?;
+    let (_, auth) = args
+        .keys
+        .resolve_keeping(&args.database, cassa::secrets::Keep::MustExist)?;
     let sub = match (&args.sub, args.role) {
         (Some(sub), _) => sub.clone(),
         (None, cassa::auth::Role::Citizen) => {

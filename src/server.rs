@@ -48,16 +48,21 @@ pub struct Overrides {
 
 /// Starts cassa (inside an actix system) and returns once it accepts connections.
 pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<Running> {
-    let (secrets, auth) = settings.keys.resolve().map_err(anyhow::Error::msg)?;
+    let (secrets, auth) = settings
+        .security
+        .keys
+        .resolve(&settings.database)
+        .map_err(anyhow::Error::msg)?;
     if let Some(path) = &secrets.kept_in {
         tracing::info!(path = %path.display(), "embedded mode: token and credential keys kept beside the database");
     }
     let auth = Arc::new(auth);
-    let store = store::open(&settings.keys.database.database_url).await?;
-    let listener = TcpListener::bind(settings.http_addr)
-        .with_context(|| format!("cannot listen on {} (CASSA_HTTP_ADDR)", settings.http_addr))?;
+    let store = store::open(&settings.database.database_url).await?;
+    let listener = TcpListener::bind(settings.http.addr)
+        .with_context(|| format!("cannot listen on {} (CASSA_HTTP_ADDR)", settings.http.addr))?;
     let addr = listener.local_addr()?;
     let public_url = settings
+        .http
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"))
@@ -65,13 +70,14 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         .to_string();
     let embedded = settings.embedded();
     let simulator_url = settings
+        .intermediaries
         .simulator_url
         .clone()
         .unwrap_or_else(|| format!("{public_url}/sim"));
     let seeded = settings.seed_demo.unwrap_or(embedded);
     // The demo's simulator is the one host the seeded configuration calls: opened
     // exactly (its loopback address, for plain http), nothing else.
-    let mut allow = settings.outbound_allow.clone();
+    let mut allow = settings.security.outbound_allow.clone();
     if seeded {
         allow = allow.with(
             crate::outbound::exact_entry_for(&simulator_url)
@@ -93,27 +99,29 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         None => Intermediaries::from_config(
             store.clone(),
             secrets.secret_box.clone(),
-            settings.intermediary_timeout,
-            settings.guard(),
+            settings.intermediaries.timeout,
+            settings.intermediaries.guard(),
             outbound.clone(),
         ),
     };
     let deps = Arc::new(Deps {
         store: store.clone(),
         intermediaries,
-        schedule: settings.poll_schedule.clone(),
+        schedule: settings.actors.poll_schedule.clone(),
         public_url: public_url.clone(),
         notify_platform: settings.roles.contains(&Role::Updater),
         outbound: outbound.clone(),
-        passivate_after: (!settings.passivate_after.is_zero()).then_some(settings.passivate_after),
+        passivate_after: (!settings.actors.passivate_after.is_zero())
+            .then_some(settings.actors.passivate_after),
         timer_lag: None,
     });
-    let arbiters = settings.arbiters.unwrap_or_else(|| {
+    let arbiters = settings.actors.arbiters.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let kafka = crate::kafka::connect(settings).await?;
+    let instance = settings.instance_id();
+    let kafka = crate::kafka::connect(&settings.kafka, &instance).await?;
     // Ownership by partition: nothing is owned until the group assigns partitions.
     let ownership = crate::actors::Ownership::Partitions {
         count: kafka.payments_partitions,
@@ -121,9 +129,9 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     };
     let wheel = deps
         .passivate_after
-        .map(|after| crate::actors::Wheel::for_passivation(after, settings.max_resident));
+        .map(|after| crate::actors::Wheel::for_passivation(after, settings.actors.max_resident));
     let mut registry = PaymentRegistry::new(deps.clone(), arbiters, ownership)
-        .with_call_rate(settings.intermediary_rate_limit)
+        .with_call_rate(settings.intermediaries.rate_limit)
         .with_handover(handover_grace(settings));
     if let Some(wheel) = wheel {
         registry = registry.with_wheel(wheel);
@@ -131,7 +139,11 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     let registry = registry.start();
     let configs = Arc::new(crate::intake::ConfigCache::with_outbound(outbound.clone()));
     let kafka = crate::kafka::start(
-        settings,
+        &settings.kafka,
+        crate::kafka::Member {
+            instance: &instance,
+            roles: &settings.roles,
+        },
         kafka,
         store.clone(),
         registry.clone(),
@@ -161,7 +173,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
             ..SimulatorConfig::default()
         })
     });
-    if seeded && simulator.is_none() && settings.simulator_url.is_none() {
+    if seeded && simulator.is_none() && settings.intermediaries.simulator_url.is_none() {
         tracing::warn!("the demo service points at {simulator_url}, but the simulator is not mounted (CASSA_SIMULATOR=off): set CASSA_SIMULATOR_URL");
     }
     let state = web::Data::new(AppState {
@@ -171,7 +183,7 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
         deps: deps.clone(),
         auth: auth.clone(),
         secret_box: secrets.secret_box.clone(),
-        create_limiter: http::ratelimit::RateLimiter::new(settings.create_rate_limit),
+        create_limiter: http::ratelimit::RateLimiter::new(settings.http.create_rate_limit),
         link_limiter: http::ratelimit::RateLimiter::new(http::LINK_RATE),
         check_triggers: http::ratelimit::Cooldown::new(http::CHECK_TRIGGER_EVERY),
         configs,
@@ -221,7 +233,7 @@ pub fn route_list() -> Vec<(actix_web::http::Method, String)> {
 /// How long a step of a payment may still take on the instance that just lost it: one
 /// intermediary call's time limit and a second for its write.
 pub fn handover_grace(settings: &Settings) -> std::time::Duration {
-    settings.intermediary_timeout + std::time::Duration::from_secs(1)
+    settings.intermediaries.timeout + std::time::Duration::from_secs(1)
 }
 
 /// A graceful stop, once the HTTP server has stopped: every payment actor finishes the

@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::sync::watch;
 
 use crate::actors::PaymentRegistry;
-use crate::config::{GroupProtocol, KafkaClientArgs, Role, Settings};
+use crate::config::{GroupProtocol, KafkaClientArgs, KafkaSettings, Role};
 use crate::intake::Intake;
 use crate::store::Store;
 use embedded::EmbeddedKafka;
@@ -137,17 +137,17 @@ impl KafkaBridge {
     }
 }
 
-fn base_config(settings: &Settings, bootstrap: &str) -> ClientConfig {
+fn base_config(settings: &KafkaSettings, instance: &str, bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
-        .set("client.id", format!("cassa-{}", settings.instance_id()))
+        .set("client.id", format!("cassa-{instance}"))
         .set("log_level", "4")
         .set("reconnect.backoff.max.ms", "1000");
     // The embedded broker speaks plaintext only: the security settings are for real
     // clusters.
-    if !settings.kafka_brokers.trim().is_empty() {
-        apply_client_settings(&mut config, &settings.kafka_client);
+    if settings.external() {
+        apply_client_settings(&mut config, &settings.client);
     }
     config
 }
@@ -185,9 +185,9 @@ fn apply_passthrough(config: &mut ClientConfig, client: &KafkaClientArgs) {
 
 /// What a client to a real cluster must be told when the brokers refuse it: the
 /// settings to check.
-fn unreachable_hint(settings: &Settings) -> &'static str {
-    if settings.kafka_client.kafka_sasl_username.is_some()
-        || settings.kafka_client.kafka_sasl_mechanism.is_some()
+fn unreachable_hint(settings: &KafkaSettings) -> &'static str {
+    if settings.client.kafka_sasl_username.is_some()
+        || settings.client.kafka_sasl_mechanism.is_some()
     {
         "check CASSA_KAFKA_BROKERS and the credentials (CASSA_KAFKA_SASL_USERNAME, CASSA_KAFKA_SASL_PASSWORD, CASSA_KAFKA_SASL_MECHANISM, CASSA_KAFKA_SECURITY_PROTOCOL)"
     } else {
@@ -197,20 +197,20 @@ fn unreachable_hint(settings: &Settings) -> &'static str {
 
 /// Connects to the configured brokers (or starts the embedded one), makes sure the
 /// topics exist, and builds the idempotent producer.
-pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
-    let partitions = settings.kafka_partitions;
+pub async fn connect(settings: &KafkaSettings, instance: &str) -> anyhow::Result<KafkaSetup> {
+    let partitions = settings.partitions;
     let topics = settings.topics.with_partitions(partitions);
-    let (embedded, bootstrap) = if settings.kafka_brokers.trim().is_empty() {
-        let kafka = EmbeddedKafka::start(settings.kafka_embedded_port, &topics)
+    let (embedded, bootstrap) = if !settings.external() {
+        let kafka = EmbeddedKafka::start(settings.embedded_port, &topics)
             .await
             .context("cannot start the embedded Kafka broker")?;
         let bootstrap = kafka.bootstrap_servers();
         tracing::info!(%bootstrap, "embedded Kafka broker started (librdkafka mock cluster)");
         (BrokerGuard(Some(Arc::new(kafka))), bootstrap)
     } else {
-        (BrokerGuard(None), settings.kafka_brokers.trim().to_string())
+        (BrokerGuard(None), settings.brokers.trim().to_string())
     };
-    let producer: Producer = base_config(settings, &bootstrap)
+    let producer: Producer = base_config(settings, instance, &bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
@@ -232,12 +232,12 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<KafkaSetup> {
             }
         }
         if !missing.is_empty() {
-            ensure_topics(settings, &bootstrap, &missing, brokers).await?;
+            ensure_topics(settings, instance, &bootstrap, &missing, brokers).await?;
             for (name, _) in &missing {
                 wait_for_topic(&producer, name).await?;
             }
         }
-        check_topics(settings, &bootstrap, &producer, &topics).await?;
+        check_topics(settings, instance, &bootstrap, &producer, &topics).await?;
     }
     let payments_partitions = topic_partitions(&producer, &settings.topics.payments).await?;
     Ok(KafkaSetup {
@@ -272,12 +272,13 @@ pub fn replication_for(brokers: usize) -> (i32, Option<&'static str>) {
 /// (ownership and ordering are by partition) or a cleanup policy other than `delete`
 /// (compaction would drop events of one payment, keyed alike).
 async fn check_topics(
-    settings: &Settings,
+    settings: &KafkaSettings,
+    instance: &str,
     bootstrap: &str,
     producer: &Producer,
     topics: &[(&str, i32); 3],
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings, bootstrap)
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, instance, bootstrap)
         .create()
         .context("cannot create the Kafka admin client")?;
     for (name, wanted) in topics {
@@ -367,12 +368,13 @@ async fn topic_partitions(producer: &Producer, topic: &str) -> anyhow::Result<i3
 
 /// Creates missing topics on a real cluster; a clear error when that is impossible.
 async fn ensure_topics(
-    settings: &Settings,
+    settings: &KafkaSettings,
+    instance: &str,
     bootstrap: &str,
     topics: &[(&str, i32)],
     brokers: usize,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings, bootstrap)
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, instance, bootstrap)
         .create()
         .context("cannot create the Kafka admin client")?;
     let (factor, min_insync) = replication_for(brokers);
@@ -410,15 +412,23 @@ async fn ensure_topics(
     Ok(())
 }
 
+/// Who this instance is in the consumer groups: its name and the roles it plays.
+pub struct Member<'a> {
+    pub instance: &'a str,
+    pub roles: &'a [Role],
+}
+
 /// Starts the relay and the consumers of this instance's roles.
 pub fn start(
-    settings: &Settings,
+    settings: &KafkaSettings,
+    member: Member<'_>,
     setup: KafkaSetup,
     store: Arc<dyn Store>,
     registry: Addr<PaymentRegistry>,
     public_url: String,
     configs: Arc<crate::intake::ConfigCache>,
 ) -> anyhow::Result<KafkaBridge> {
+    let Member { instance, roles } = member;
     let (stop, stopped) = watch::channel(false);
     let dead_letters = DeadLetters {
         producer: setup.producer.clone(),
@@ -428,21 +438,21 @@ pub fn start(
         store: store.clone(),
         producer: setup.producer.clone(),
         topic: settings.topics.payments.clone(),
-        instance: settings.instance_id(),
+        instance: instance.to_string(),
         idle: Duration::from_millis(100),
     };
     actix::spawn(relay.run(stopped.clone()));
 
-    let session = settings.kafka_session_timeout.as_millis().to_string();
+    let session = settings.session_timeout.as_millis().to_string();
     let consumer_config = |group: &str| {
-        let mut config = base_config(settings, &setup.bootstrap);
+        let mut config = base_config(settings, instance, &setup.bootstrap);
         config
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
-        match settings.kafka_client.kafka_group_protocol {
+        match settings.client.kafka_group_protocol {
             GroupProtocol::Classic => {
                 config
                     .set("session.timeout.ms", &session)
@@ -460,14 +470,14 @@ pub fn start(
             // made a lagging consumer catch up in 1 s steps).
             .set("queued.max.messages.kbytes", "4096")
             .set("fetch.queue.backoff.ms", "20");
-        if !settings.kafka_brokers.trim().is_empty() {
-            apply_passthrough(&mut config, &settings.kafka_client);
+        if settings.external() {
+            apply_passthrough(&mut config, &settings.client);
         }
         config
     };
 
     let incremental = Arc::new(std::sync::atomic::AtomicU8::new(0));
-    if settings.roles.contains(&Role::Proxy) {
+    if roles.contains(&Role::Proxy) {
         let context = proxy::PaymentsRebalance {
             registry: registry.clone(),
             topic: settings.topics.payments.clone(),
@@ -475,10 +485,9 @@ pub fn start(
             _broker: setup.embedded.clone(),
             incremental: incremental.clone(),
         };
-        let consumer: StreamConsumer<proxy::PaymentsRebalance> =
-            consumer_config(&settings.kafka_group)
-                .create_with_context(context)
-                .context("cannot create the payments consumer")?;
+        let consumer: StreamConsumer<proxy::PaymentsRebalance> = consumer_config(&settings.group)
+            .create_with_context(context)
+            .context("cannot create the payments consumer")?;
         consumer.subscribe(&[&settings.topics.payments])?;
         let (store, registry, public_url, configs, dead_letters, stopped) = (
             store.clone(),
@@ -499,9 +508,9 @@ pub fn start(
             proxy::run(&consumer, intake, dead_letters, stopped).await;
         });
     }
-    if settings.roles.contains(&Role::Dispatcher) {
+    if roles.contains(&Role::Dispatcher) {
         let consumer: StreamConsumer<BrokerGuard> =
-            consumer_config(&format!("{}-dispatcher", settings.kafka_group))
+            consumer_config(&format!("{}-dispatcher", settings.group))
                 .create_with_context(setup.embedded.clone())
                 .context("cannot create the applications consumer")?;
         consumer.subscribe(&[&settings.topics.applications])?;

@@ -273,10 +273,10 @@ async fn sasl_scram_clients_work_and_wrong_credentials_stop_the_start_up_by_name
     let user = cluster.printed("sasl_username");
     let password = cluster.printed("sasl_password");
     let login = |settings: &mut cassa::config::Settings, password: &str| {
-        settings.kafka_client.kafka_security_protocol = Some("SASL_PLAINTEXT".into());
-        settings.kafka_client.kafka_sasl_mechanism = Some("SCRAM-SHA-256".into());
-        settings.kafka_client.kafka_sasl_username = Some(user.clone());
-        settings.kafka_client.kafka_sasl_password = Some(password.to_string());
+        settings.kafka.client.kafka_security_protocol = Some("SASL_PLAINTEXT".into());
+        settings.kafka.client.kafka_sasl_mechanism = Some("SCRAM-SHA-256".into());
+        settings.kafka.client.kafka_sasl_username = Some(user.clone());
+        settings.kafka.client.kafka_sasl_password = Some(password.to_string());
     };
     let (app, topics) = spawn_on_cluster(Backend::Sqlite, &cluster, |s| login(s, &password)).await;
     let id = app.create(&wallet_body("7.00")).await["id"]
@@ -331,7 +331,7 @@ async fn assigned_on(protocol: cassa::config::GroupProtocol) -> Option<bool> {
         Backend::Sqlite,
         |settings| {
             topics.apply(settings, &bootstrap);
-            settings.kafka_client.kafka_group_protocol = protocol;
+            settings.kafka.client.kafka_group_protocol = protocol;
         },
         Overrides::default(),
     )

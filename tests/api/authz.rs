@@ -621,7 +621,7 @@ async fn tokens_that_are_expired_unsigned_forged_or_confused_are_refused() {
     );
     let app = TestApp::spawn_with(
         Backend::Sqlite,
-        |s| s.keys.jwt_public_key = Some(public_pem.to_string()),
+        |s| s.security.keys.jwt_public_key = Some(public_pem.to_string()),
         Default::default(),
     )
     .await;
@@ -781,7 +781,7 @@ async fn tokens_that_are_expired_unsigned_forged_or_confused_are_refused() {
 async fn creating_beyond_the_per_caller_rate_gets_429_with_retry_after() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
-        |s| s.create_rate_limit = 1,
+        |s| s.http.create_rate_limit = 1,
         Default::default(),
     )
     .await;
@@ -1010,7 +1010,7 @@ on_both_databases!(wallets_keys_remote_ids_and_services_do_not_cross_callers);
 async fn one_uuid_spelling_per_citizen_and_rate_buckets_per_tenant() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
-        |s| s.create_rate_limit = 1,
+        |s| s.http.create_rate_limit = 1,
         Default::default(),
     )
     .await;

@@ -296,10 +296,10 @@ pub fn key_env() -> [(&'static str, &'static str); 3] {
     ]
 }
 
-/// Settings of a test instance: port 0, a fast poll schedule, short intermediary timeout.
+/// Settings of a test instance: port 0, a fast poll schedule, short intermediary timeout;
+/// none read from the developer's `CASSA_*` variables.
 pub fn test_settings(db_url: &str, sim_base: &str) -> Settings {
-    Settings::parse_from([
-        "cassa",
+    Settings::for_tests([
         "--http-addr",
         "127.0.0.1:0",
         "--database-url",
@@ -611,11 +611,11 @@ impl TestTopics {
 
     /// Points `settings` at `bootstrap` (empty: the embedded broker) with these topics.
     pub fn apply(&self, settings: &mut Settings, bootstrap: &str) {
-        settings.kafka_brokers = bootstrap.to_string();
-        settings.topics.applications = self.applications.clone();
-        settings.topics.payments = self.payments.clone();
-        settings.topics.dead_letter = self.dead_letter.clone();
-        settings.kafka_group = format!("cassa-{}", self.payments);
+        settings.kafka.brokers = bootstrap.to_string();
+        settings.kafka.topics.applications = self.applications.clone();
+        settings.kafka.topics.payments = self.payments.clone();
+        settings.kafka.topics.dead_letter = self.dead_letter.clone();
+        settings.kafka.group = format!("cassa-{}", self.payments);
     }
 }
 

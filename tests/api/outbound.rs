@@ -76,7 +76,7 @@ impl Guarded {
         let app = TestApp::spawn_with(
             backend,
             |s| {
-                s.outbound_allow =
+                s.security.outbound_allow =
                     cassa::outbound::parse_allow_setting("http://*.trap.test,*.secure.test")
                         .unwrap()
             },

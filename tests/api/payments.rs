@@ -122,7 +122,7 @@ async fn the_intermediary_push_alone_completes_a_payment() {
     // Hourly polls: only the simulator's "paid" push can finish it within the test.
     let app = TestApp::spawn_with(
         Backend::Sqlite,
-        |s| s.poll_schedule = "*:1h".parse().unwrap(),
+        |s| s.actors.poll_schedule = "*:1h".parse().unwrap(),
         cassa::server::Overrides::default(),
     )
     .await;
@@ -296,7 +296,7 @@ async fn an_unpaid_payment_expires_and_its_position_is_cancelled() {
 async fn quiet_pending_payment(amount: &str) -> (TestApp, String, Value) {
     let app = TestApp::spawn_full(
         Backend::Sqlite,
-        |s| s.poll_schedule = "*:1h".parse().unwrap(),
+        |s| s.actors.poll_schedule = "*:1h".parse().unwrap(),
         cassa::server::Overrides::default(),
         false,
     )

@@ -7,7 +7,12 @@ use crate::helpers::*;
 /// Whether a cassa on `backend` with `CASSA_SIMULATOR` = `setting` answers the
 /// simulator's `/sim/stats`.
 async fn serves_sim(backend: Backend, setting: Option<bool>) -> bool {
-    let app = TestApp::spawn_with(backend, |s| s.simulator = setting, Default::default()).await;
+    let app = TestApp::spawn_with(
+        backend,
+        |s| s.intermediaries.simulator = setting,
+        Default::default(),
+    )
+    .await;
     match app.get("/sim/stats").await.status().as_u16() {
         200 => true,
         404 => false,

@@ -12,8 +12,8 @@ async fn passivated_payments_wake_on_time_and_complete_by_polling() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         |s| {
-            s.poll_schedule = "*:3s".parse().unwrap();
-            s.passivate_after = Duration::from_secs(1);
+            s.actors.poll_schedule = "*:3s".parse().unwrap();
+            s.actors.passivate_after = Duration::from_secs(1);
         },
         Overrides::default(),
     )
@@ -130,10 +130,10 @@ async fn the_circuit_opens_while_the_intermediary_is_down_and_closes_when_it_is_
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         move |s| {
-            s.simulator_url = Some(configured);
-            s.intermediary_timeout = Duration::from_millis(300);
-            s.circuit_failures = 3;
-            s.circuit_open_for = Duration::from_secs(2);
+            s.intermediaries.simulator_url = Some(configured);
+            s.intermediaries.timeout = Duration::from_millis(300);
+            s.intermediaries.circuit_failures = 3;
+            s.intermediaries.circuit_open_for = Duration::from_secs(2);
         },
         Overrides::default(),
     )
