@@ -254,6 +254,12 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The configured keys cannot verify tokens.
+    #[error("{0}")]
+    Keys(String),
+    /// A token cannot be minted as asked.
+    #[error("{0}")]
+    Mint(String),
 }
 
 /// Verifies (and, with an HS256 secret, mints) tokens.
@@ -281,7 +287,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// From an HS256 secret and/or an RS256 public key (PEM); at least one is needed.
-    pub fn new(hs_secret: Option<&str>, rs_public_pem: Option<&str>) -> Result<Self, String> {
+    pub fn new(hs_secret: Option<&str>, rs_public_pem: Option<&str>) -> Result<Self, AuthError> {
         let hs = hs_secret.map(|s| {
             (
                 EncodingKey::from_secret(s.as_bytes()),
@@ -291,12 +297,16 @@ impl Authenticator {
         let rs = rs_public_pem
             .map(|pem| {
                 DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                    format!("CASSA_JWT_PUBLIC_KEY is not an RSA public key in PEM: {e}")
+                    AuthError::Keys(format!(
+                        "CASSA_JWT_PUBLIC_KEY is not an RSA public key in PEM: {e}"
+                    ))
                 })
             })
             .transpose()?;
         if hs.is_none() && rs.is_none() {
-            return Err("no JWT key: set CASSA_JWT_SECRET or CASSA_JWT_PUBLIC_KEY".into());
+            return Err(AuthError::Keys(
+                "no JWT key: set CASSA_JWT_SECRET or CASSA_JWT_PUBLIC_KEY".into(),
+            ));
         }
         Ok(Authenticator {
             hs,
@@ -432,7 +442,7 @@ impl Authenticator {
         sub: &str,
         tenant_id: Option<Uuid>,
         ttl: std::time::Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, AuthError> {
         self.mint_with_tax_code(role, sub, tenant_id, None, ttl)
     }
 
@@ -445,22 +455,23 @@ impl Authenticator {
         tenant_id: Option<Uuid>,
         tax_code: Option<&TaxCode>,
         ttl: std::time::Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, AuthError> {
         if ttl > self.max_lifetime {
-            return Err(format!(
+            return Err(AuthError::Mint(format!(
                 "a token may live at most {} s (CASSA_JWT_MAX_LIFETIME); asked for {} s",
                 self.max_lifetime.as_secs(),
                 ttl.as_secs()
-            ));
+            )));
         }
         let mut extra = serde_json::Map::new();
         if let Some(tax_code) = tax_code {
             extra.insert(self.tax_code_claim.clone(), tax_code.as_str().into());
         }
-        let (encoding, _) = self
-            .hs
-            .as_ref()
-            .ok_or("minting needs CASSA_JWT_SECRET (an RS256 public key cannot sign)")?;
+        let (encoding, _) = self.hs.as_ref().ok_or_else(|| {
+            AuthError::Mint(
+                "minting needs CASSA_JWT_SECRET (an RS256 public key cannot sign)".into(),
+            )
+        })?;
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: sub.to_string(),
@@ -473,9 +484,9 @@ impl Authenticator {
             nbf: None,
             extra,
         };
-        caller_from(claims.clone(), &self.tax_code_claim).map_err(|e| e.to_string())?;
+        caller_from(claims.clone(), &self.tax_code_claim)?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
-            .map_err(|e| format!("cannot sign the token: {e}"))
+            .map_err(|e| AuthError::Mint(format!("cannot sign the token: {e}")))
     }
 
     fn accepted(&self) -> &'static str {
@@ -717,7 +728,7 @@ mod tests {
         let err = auth
             .mint(Role::Admin, "a", None, DEFAULT_MAX_LIFETIME + hour)
             .unwrap_err();
-        assert!(err.contains("at most"), "{err}");
+        assert!(err.to_string().contains("at most"), "{err}");
         let strict = Authenticator::new(Some(SECRET), None)
             .unwrap()
             .with_token_rules(hour, DEFAULT_TAX_CODE_CLAIM);

@@ -9,6 +9,17 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::domain::schedule::PollSchedule;
 
+/// A setting cassa cannot start with, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+impl From<String> for SettingError {
+    fn from(message: String) -> Self {
+        SettingError(message)
+    }
+}
+
 /// Settings of `cassa token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -83,13 +94,13 @@ impl std::fmt::Debug for KeyArgs {
 
 impl KeyArgs {
     /// The RS256 public key's PEM text (read from a file unless given inline).
-    pub fn public_key_pem(&self) -> Result<Option<String>, String> {
+    pub fn public_key_pem(&self) -> Result<Option<String>, SettingError> {
         match self.jwt_public_key.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
             Some(pem) if pem.starts_with("-----BEGIN") => Ok(Some(pem.to_string())),
-            Some(path) => std::fs::read_to_string(path)
-                .map(Some)
-                .map_err(|e| format!("CASSA_JWT_PUBLIC_KEY: cannot read {path:?}: {e}")),
+            Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+                SettingError(format!("CASSA_JWT_PUBLIC_KEY: cannot read {path:?}: {e}"))
+            }),
         }
     }
 
@@ -98,7 +109,7 @@ impl KeyArgs {
     pub fn resolve(
         &self,
         database: &DatabaseArgs,
-    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
+    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), SettingError> {
         self.resolve_keeping(database, crate::secrets::Keep::CreateIfMissing)
     }
 
@@ -107,7 +118,7 @@ impl KeyArgs {
         &self,
         database: &DatabaseArgs,
         keep: crate::secrets::Keep,
-    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), String> {
+    ) -> Result<(crate::secrets::Resolved, crate::auth::Authenticator), SettingError> {
         let pem = self.public_key_pem()?;
         let resolved = crate::secrets::resolve_keeping(
             &database.database_url,
@@ -116,8 +127,9 @@ impl KeyArgs {
             self.secret_key.as_deref(),
             keep,
         )
-        .map_err(|e| e.to_string())?;
-        let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())?
+        .map_err(|e| SettingError(e.to_string()))?;
+        let auth = crate::auth::Authenticator::new(resolved.jwt_secret.as_deref(), pem.as_deref())
+            .map_err(|e| SettingError(e.to_string()))?
             .expecting(self.jwt_audience.clone(), self.jwt_issuer.clone())
             .with_token_rules(self.jwt_max_lifetime, self.jwt_tax_code_claim.clone());
         Ok((resolved, auth))
@@ -240,25 +252,27 @@ impl std::fmt::Debug for KafkaProperties {
 }
 
 /// Parses `key=value,key=value` (empty: none).
-pub fn parse_kafka_config(text: &str) -> Result<KafkaProperties, String> {
+pub fn parse_kafka_config(text: &str) -> Result<KafkaProperties, SettingError> {
     text.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(|part| {
             let (key, value) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+                .ok_or_else(|| SettingError(format!("{part:?} is not key=value")))?;
             let key = key.trim();
             if key.is_empty()
                 || !key
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
             {
-                return Err(format!("{key:?} is not a librdkafka property name"));
+                return Err(SettingError(format!(
+                    "{key:?} is not a librdkafka property name"
+                )));
             }
             Ok((key.to_string(), value.trim().to_string()))
         })
-        .collect::<Result<Vec<_>, _>>()
+        .collect::<Result<Vec<_>, SettingError>>()
         .map(KafkaProperties)
 }
 
@@ -534,13 +548,13 @@ pub fn known_env(command: &clap::Command) -> Vec<String> {
 pub fn check_env(
     known: &[String],
     vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), String> {
+) -> Result<(), SettingError> {
     for (name, _) in vars {
         if name.starts_with("CASSA_") && !known.contains(&name) {
-            return Err(format!(
+            return Err(SettingError(format!(
                 "unknown setting {name}: known settings are {}",
                 known.join(", ")
-            ));
+            )));
         }
     }
     Ok(())
@@ -548,7 +562,7 @@ pub fn check_env(
 
 /// A database URL of a kind cassa speaks, refused by its scheme alone (the rest may hold
 /// a password, so it is not echoed).
-pub fn parse_database_url(text: &str) -> Result<String, String> {
+pub fn parse_database_url(text: &str) -> Result<String, SettingError> {
     let text = text.trim();
     if text.starts_with("sqlite:")
         || text.starts_with("postgres://")
@@ -557,19 +571,19 @@ pub fn parse_database_url(text: &str) -> Result<String, String> {
         return Ok(text.to_string());
     }
     let scheme = text.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
-    Err(format!(
+    Err(SettingError(format!(
         "unsupported database {}: use sqlite://FILE or postgres://USER:PASSWORD@HOST/DATABASE",
         if scheme.is_empty() {
             "URL (no scheme)".to_string()
         } else {
             format!("scheme {scheme:?}")
         }
-    ))
+    )))
 }
 
 /// `host:port` to listen on: an address, or a name resolved here (`localhost:8080`),
 /// IPv4 first.
-pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, SettingError> {
     use std::net::ToSocketAddrs;
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -583,20 +597,20 @@ pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
+        .ok_or_else(|| SettingError(format!("{text:?} resolves to no address")))
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`.
 /// Parses a switch: `on`/`off` (also `true`/`false`, `1`/`0`).
-pub fn parse_switch(text: &str) -> Result<bool, String> {
+pub fn parse_switch(text: &str) -> Result<bool, SettingError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "1" => Ok(true),
         "off" | "false" | "0" => Ok(false),
-        _ => Err(format!("{text:?} is not on or off")),
+        _ => Err(SettingError(format!("{text:?} is not on or off"))),
     }
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, SettingError> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
@@ -609,12 +623,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("{text:?} has unit {unit:?}; use ms, s, m or h")),
+        _ => {
+            return Err(SettingError(format!(
+                "{text:?} has unit {unit:?}; use ms, s, m or h"
+            )))
+        }
     };
     number
         .checked_mul(unit_ms)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+        .ok_or_else(|| SettingError(format!("{text:?} is too long")))
 }
 
 impl Settings {
@@ -746,9 +764,9 @@ mod tests {
         assert!(parse_database_url("sqlite://cassa.db").is_ok());
         assert!(parse_database_url("postgres://u:p@127.0.0.1/db").is_ok());
         let err = parse_database_url("mysql://root:hunter2@127.0.0.1/db").unwrap_err();
-        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(err.0.contains("\"mysql\""), "{err}");
         assert!(
-            !err.contains("hunter2"),
+            !err.0.contains("hunter2"),
             "the password is not echoed: {err}"
         );
     }
@@ -763,7 +781,7 @@ mod tests {
         assert!(check_env(&known, vars.into_iter()).is_ok());
         let typo = vec![("CASSA_DATABSE_URL".to_string(), "x".to_string())];
         let err = check_env(&known, typo.into_iter()).unwrap_err();
-        assert!(err.contains("CASSA_DATABSE_URL"), "{err}");
+        assert!(err.0.contains("CASSA_DATABSE_URL"), "{err}");
         // Every flag's variable is known, those added last included.
         for name in [
             "CASSA_JWT_MAX_LIFETIME",

@@ -530,9 +530,9 @@ impl CreateLinks {
         for (field, url) in urls {
             let checked = match outbound {
                 Some(outbound) => outbound.check_stored(url, tenant).await,
-                None => Err("no outbound policy is configured".to_string()),
+                None => Err("no outbound policy is configured".into()),
             };
-            checked.map_err(|reason| FieldError::new(field, reason))?;
+            checked.map_err(|reason| FieldError::new(field, reason.0))?;
         }
         Ok(())
     }
@@ -587,7 +587,7 @@ fn check_payer_text(prefix: &str, payer: &Payer) -> Result<(), FieldError> {
     for (name, value, max) in fields {
         let Some(value) = value else { continue };
         let field = || format!("{prefix}.{name}");
-        text::check(value).map_err(|e| FieldError::new(field(), e))?;
+        text::check(value).map_err(|e| FieldError::new(field(), e.to_string()))?;
         if value.chars().count() > max {
             return Err(FieldError::new(
                 field(),
@@ -625,7 +625,7 @@ impl CreatePayment {
                 format!("must be at most {REASON_MAX} characters"),
             ));
         }
-        text::check(&self.reason).map_err(|e| FieldError::new("reason", e))?;
+        text::check(&self.reason).map_err(|e| FieldError::new("reason", e.to_string()))?;
         if self.payment.currency != "EUR" {
             return Err(FieldError::new("payment.currency", "only EUR is supported"));
         }
@@ -656,8 +656,9 @@ impl CreatePayment {
                         "must not be empty",
                     ));
                 }
-                text::check(&part.code)
-                    .map_err(|e| FieldError::new(format!("payment.split[{i}].code"), e))?;
+                text::check(&part.code).map_err(|e| {
+                    FieldError::new(format!("payment.split[{i}].code"), e.to_string())
+                })?;
             }
             let total: i64 = self.payment.split.iter().map(|p| p.amount.cents()).sum();
             if total != self.payment.amount.cents() {
@@ -693,7 +694,7 @@ impl CreatePayment {
             }
         }
         if let Some(locale) = &self.locale {
-            text::check(locale).map_err(|e| FieldError::new("locale", e))?;
+            text::check(locale).map_err(|e| FieldError::new("locale", e.to_string()))?;
         }
         for (i, link) in self.links.notify.iter().enumerate() {
             check_url(&format!("links.notify[{i}].url"), &link.url)?;

@@ -52,9 +52,9 @@ enum LedgerCommand {
     Check(config::DatabaseArgs),
 }
 
-fn init_tracing(filter: &str, format: LogFormat) -> Result<(), String> {
+fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("CASSA_LOG / --log is not a valid filter: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("CASSA_LOG / --log is not a valid filter: {e}"))?;
     // Logs on stderr: stdout carries what a command prints (demo banner, bench figures).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -101,47 +101,40 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(settings) => init_tracing(&settings.log.filter, settings.log.format)
-            .map_err(anyhow::Error::msg)
             .and_then(|()| actix_web::rt::System::new().block_on(serve(*settings))),
-        Command::Migrate(db) => init_tracing("info", LogFormat::Text)
-            .map_err(anyhow::Error::msg)
-            .and_then(|()| {
-                actix_web::rt::System::new().block_on(async move {
-                    let store = cassa::store::open(&db.database_url).await?;
-                    tracing::info!(database = store.backend(), "migrations applied");
-                    Ok(())
-                })
-            }),
-        Command::Simulator(args) => init_tracing("info", LogFormat::Text)
-            .map_err(anyhow::Error::msg)
-            .and_then(|()| {
-                actix_web::rt::System::new().block_on(async move {
-                    tracing::info!(addr = %args.addr, "simulator listening");
-                    // cassa's origin, from the push address when not given.
-                    let cassa_url = args.cassa_url.or_else(|| {
-                        let notify = url::Url::parse(args.notify_url.as_deref()?).ok()?;
-                        Some(notify.origin().ascii_serialization())
-                    });
-                    let config = cassa::simulator::SimulatorConfig {
-                        hang_for: args.hang_for,
-                        notify_url: args.notify_url,
-                        push: true,
-                        api_key: args.api_key,
-                        cassa_url,
-                        push_secret: args.push_secret,
-                    };
-                    Ok(cassa::simulator::serve(args.addr, config).await?)
-                })
-            }),
-        Command::DevKafka(args) => init_tracing("info", LogFormat::Text)
-            .map_err(anyhow::Error::msg)
-            .and_then(|()| {
-                actix_web::rt::System::new().block_on(async move {
-                    let topics = args.topics.with_partitions(args.partitions);
-                    cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
-                })
-            }),
-        Command::Token(args) => token(&args).map_err(anyhow::Error::msg),
+        Command::Migrate(db) => init_tracing("info", LogFormat::Text).and_then(|()| {
+            actix_web::rt::System::new().block_on(async move {
+                let store = cassa::store::open(&db.database_url).await?;
+                tracing::info!(database = store.backend(), "migrations applied");
+                Ok(())
+            })
+        }),
+        Command::Simulator(args) => init_tracing("info", LogFormat::Text).and_then(|()| {
+            actix_web::rt::System::new().block_on(async move {
+                tracing::info!(addr = %args.addr, "simulator listening");
+                // cassa's origin, from the push address when not given.
+                let cassa_url = args.cassa_url.or_else(|| {
+                    let notify = url::Url::parse(args.notify_url.as_deref()?).ok()?;
+                    Some(notify.origin().ascii_serialization())
+                });
+                let config = cassa::simulator::SimulatorConfig {
+                    hang_for: args.hang_for,
+                    notify_url: args.notify_url,
+                    push: true,
+                    api_key: args.api_key,
+                    cassa_url,
+                    push_secret: args.push_secret,
+                };
+                Ok(cassa::simulator::serve(args.addr, config).await?)
+            })
+        }),
+        Command::DevKafka(args) => init_tracing("info", LogFormat::Text).and_then(|()| {
+            actix_web::rt::System::new().block_on(async move {
+                let topics = args.topics.with_partitions(args.partitions);
+                cassa::kafka::embedded::run_dev_kafka(args.port, &topics).await
+            })
+        }),
+        Command::Token(args) => token(&args),
         Command::Ledger(LedgerCommand::Check(db)) => {
             match actix_web::rt::System::new().block_on(ledger_check(&db.database_url)) {
                 Ok(0) => Ok(()),
@@ -150,18 +143,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench(bench) => {
-            let result = init_tracing("warn", LogFormat::Text)
-                .map_err(anyhow::Error::msg)
-                .and_then(|()| {
-                    let system = actix_web::rt::System::new();
-                    let result = system.block_on(cassa::bench::run(bench));
-                    // A bench leaves the cassa it measured running (actors, relay, writes
-                    // in flight). Tearing its runtime down would drop database connections
-                    // outside of it, which sqlx answers with a panic: the process ends
-                    // here instead, once the figures are out.
-                    std::mem::forget(system);
-                    result
-                });
+            let result = init_tracing("warn", LogFormat::Text).and_then(|()| {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(cassa::bench::run(bench));
+                // A bench leaves the cassa it measured running (actors, relay, writes
+                // in flight). Tearing its runtime down would drop database connections
+                // outside of it, which sqlx answers with a panic: the process ends
+                // here instead, once the figures are out.
+                std::mem::forget(system);
+                result
+            });
             let _ = std::io::Write::flush(&mut std::io::stdout());
             let code = match result {
                 Ok(()) => 0,
@@ -243,7 +234,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 }
 
 /// `cassa token`: prints a token minted from the configured (or kept embedded) secret.
-fn token(args: &config::TokenArgs) -> Result<(), String> {
+fn token(args: &config::TokenArgs) -> anyhow::Result<()> {
     // The service's keys or none: new ones would mint tokens the service refuses.
     let (_, auth) = args
         .keys
@@ -251,7 +242,7 @@ fn token(args: &config::TokenArgs) -> Result<(), String> {
     let sub = match (&args.sub, args.role) {
         (Some(sub), _) => sub.clone(),
         (None, cassa::auth::Role::Citizen) => {
-            return Err("a citizen token needs --sub <user id (UUID)>".into())
+            anyhow::bail!("a citizen token needs --sub <user id (UUID)>")
         }
         (None, role) => format!("{}-cli", role.as_str()),
     };

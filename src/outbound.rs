@@ -13,6 +13,23 @@ use std::time::Duration;
 
 use url::{Host, Url};
 
+/// Why the outbound policy refuses a URL, a name or a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused(reason)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(reason: &str) -> Self {
+        Refused(reason.to_string())
+    }
+}
+
 /// Longest URL accepted anywhere.
 pub const URL_MAX: usize = 2048;
 /// Largest response body cassa reads from an outbound call.
@@ -137,18 +154,21 @@ pub struct AllowEntry {
 
 impl AllowEntry {
     /// Parses an entry, saying what is wrong with a bad one.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Refused> {
         let text = text.trim();
         if text.is_empty() || text.len() > 300 || has_odd_characters(text) {
             return Err(format!(
                 "{text:?} is not a host pattern (host, *.domain, optionally http:// and :port)"
-            ));
+            )
+            .into());
         }
         let lower = text.to_ascii_lowercase();
         let (http, rest) = match lower.split_once("://") {
             Some(("http", rest)) => (true, rest),
             Some(("https", rest)) => (false, rest),
-            Some((scheme, _)) => return Err(format!("{text:?}: scheme {scheme} is not http(s)")),
+            Some((scheme, _)) => {
+                return Err(format!("{text:?}: scheme {scheme} is not http(s)").into())
+            }
             None => (false, lower.as_str()),
         };
         let (wildcard, rest) = match rest.strip_prefix("*.") {
@@ -176,9 +196,9 @@ impl AllowEntry {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             {
-                return Err(format!(
-                    "{text:?}: a host name is letters, digits, '-' and '.'"
-                ));
+                return Err(
+                    format!("{text:?}: a host name is letters, digits, '-' and '.'").into(),
+                );
             }
         }
         let host = match (wildcard, host) {
@@ -189,7 +209,8 @@ impl AllowEntry {
             (true, _) => {
                 return Err(format!(
                 "{text:?}: a wildcard needs a domain of two labels or more (*.comune.example.it)"
-            ))
+            )
+                .into())
             }
         };
         Ok(AllowEntry { http, host, port })
@@ -212,7 +233,7 @@ pub struct AllowList(Vec<AllowEntry>);
 
 impl AllowList {
     /// Parses every entry; the error names the first bad one by its index.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, (usize, String)> {
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, (usize, Refused)> {
         entries
             .iter()
             .enumerate()
@@ -257,7 +278,7 @@ pub async fn tenant_allow_list(
 }
 
 /// Parses `CASSA_OUTBOUND_ALLOW` (comma-separated host patterns).
-pub fn parse_allow_setting(text: &str) -> Result<AllowList, String> {
+pub fn parse_allow_setting(text: &str) -> Result<AllowList, Refused> {
     let entries: Vec<&str> = text
         .split(',')
         .map(str::trim)
@@ -268,7 +289,7 @@ pub fn parse_allow_setting(text: &str) -> Result<AllowList, String> {
 
 /// The entry that opens the host and port of `url` (e.g. the embedded simulator) for
 /// plain http, exactly.
-pub fn exact_entry_for(url: &str) -> Result<AllowEntry, String> {
+pub fn exact_entry_for(url: &str) -> Result<AllowEntry, Refused> {
     let parsed = Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
     let host = parsed
         .host()
@@ -298,9 +319,9 @@ pub struct Admitted {
 
 /// Checks a URL against the global allow-list and a tenant's: the reason when refused.
 /// Pure (no DNS): the resolved addresses are checked at connect time by [`GuardedResolver`].
-pub fn check(url: &str, global: &AllowList, tenant: &AllowList) -> Result<Admitted, String> {
+pub fn check(url: &str, global: &AllowList, tenant: &AllowList) -> Result<Admitted, Refused> {
     if url.len() > URL_MAX {
-        return Err(format!("must be at most {URL_MAX} characters"));
+        return Err(format!("must be at most {URL_MAX} characters").into());
     }
     if has_odd_characters(url) {
         return Err(
@@ -312,7 +333,7 @@ pub fn check(url: &str, global: &AllowList, tenant: &AllowList) -> Result<Admitt
     let http = match parsed.scheme() {
         "https" => false,
         "http" => true,
-        other => return Err(format!("must be an https URL, not {other}")),
+        other => return Err(format!("must be an https URL, not {other}").into()),
     };
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("must not carry credentials (user:password@)".into());
@@ -331,13 +352,13 @@ pub fn check(url: &str, global: &AllowList, tenant: &AllowList) -> Result<Admitt
     if matching.is_empty() {
         return Err(format!(
             "host {host_text} is not in the outbound allow-list (the tenant's allowed_hosts or CASSA_OUTBOUND_ALLOW)"
-        ));
+        ).into());
     }
     let usable: Vec<&&AllowEntry> = matching.iter().filter(|e| e.http || !http).collect();
     if usable.is_empty() {
         return Err(format!(
             "must be https: plain http only for hosts an allow-list entry opens for it (http://{host_text})"
-        ));
+        ).into());
     }
     let exact = usable
         .iter()
@@ -350,7 +371,7 @@ pub fn check(url: &str, global: &AllowList, tenant: &AllowList) -> Result<Admitt
     if let Some(ip) = ip {
         let class = classify(ip);
         if class != AddressClass::Public && !exact {
-            return Err(format!("{ip} is a {} address", class.as_str()));
+            return Err(format!("{ip} is a {} address", class.as_str()).into());
         }
     }
     Ok(Admitted {
@@ -381,7 +402,7 @@ pub struct GuardedResolver {
 /// Why the resolver refused a name.
 #[derive(Debug, thiserror::Error)]
 #[error("refused by the outbound policy: {0}")]
-pub struct Refused(pub String);
+pub struct NameRefused(pub String);
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -413,7 +434,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     format!("{host} resolves to {}", listed.join(", "))
                 };
                 tracing::warn!(%host, %reason, "outbound call refused at connect time");
-                return Err(Box::new(Refused(reason)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(NameRefused(reason)) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
@@ -481,7 +504,7 @@ impl Outbound {
         what: &str,
         url: &str,
         tenant: &AllowList,
-    ) -> Result<(Url, reqwest::Client), String> {
+    ) -> Result<(Url, reqwest::Client), Refused> {
         let admitted = check(url, &self.global, tenant).map_err(|reason| {
             self.stats.refused_url.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(call = what, %url, %reason, "outbound call refused");
@@ -494,7 +517,7 @@ impl Outbound {
     /// Checks a URL about to be stored: the policy, and for a name that only a wildcard
     /// allows, what it resolves to now (a name pointing at loopback is refused when it
     /// is written, not only when it is called). The reason when refused.
-    pub async fn check_stored(&self, url: &str, tenant: &AllowList) -> Result<(), String> {
+    pub async fn check_stored(&self, url: &str, tenant: &AllowList) -> Result<(), Refused> {
         let admitted = check(url, &self.global, tenant)?;
         let name = match admitted.url.host() {
             Some(Host::Domain(name)) if admitted.private_ok.is_none() => name.to_string(),
@@ -511,7 +534,7 @@ impl Outbound {
         reqwest::dns::Resolve::resolve(&resolver, name)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Refused(e.to_string()))
     }
 
     /// Checks a redirect target: cassa's own pages, or an allowed host (by the same
@@ -523,7 +546,7 @@ impl Outbound {
         url: &str,
         public_url: &str,
         tenant: &AllowList,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         if is_own(url, public_url) {
             return Ok(());
         }
@@ -535,7 +558,7 @@ impl Outbound {
     }
 
     /// The client for hosts whose private addresses are (`Some(host)`) or are not allowed.
-    pub fn client(&self, private_ok: Option<&str>) -> Result<reqwest::Client, String> {
+    pub fn client(&self, private_ok: Option<&str>) -> Result<reqwest::Client, Refused> {
         let key = private_ok.map(str::to_string);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
@@ -569,12 +592,12 @@ fn client_builder(resolver: GuardedResolver, timeout: Duration) -> reqwest::Clie
 }
 
 /// Reads a response body, refusing one over `RESPONSE_MAX` bytes.
-pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
     if response
         .content_length()
         .is_some_and(|n| n > RESPONSE_MAX as u64)
     {
-        return Err(format!("answer larger than {RESPONSE_MAX} bytes"));
+        return Err(format!("answer larger than {RESPONSE_MAX} bytes").into());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -583,7 +606,7 @@ pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Str
         .map_err(|e| format!("unreadable answer: {}", describe(&e)))?
     {
         if body.len() + chunk.len() > RESPONSE_MAX {
-            return Err(format!("answer larger than {RESPONSE_MAX} bytes"));
+            return Err(format!("answer larger than {RESPONSE_MAX} bytes").into());
         }
         body.extend_from_slice(&chunk);
     }
@@ -719,7 +742,7 @@ mod tests {
             ("/relative", "absolute"),
         ] {
             let err = ok(url).unwrap_err();
-            assert!(err.contains(says), "{url}: {err}");
+            assert!(err.0.contains(says), "{url}: {err}");
         }
         // A wildcard never opens an IP or a non-public literal.
         let wild = list(&["*.example.it"]);
@@ -887,14 +910,14 @@ mod tests {
         );
         let (addr, _) = answering(announced.into_bytes()).await;
         let err = read(addr).await.unwrap_err();
-        assert!(err.contains("larger than"), "{err}");
+        assert!(err.0.contains("larger than"), "{err}");
 
         // No length: the body ends when the connection closes, one byte past the cap.
         let mut unannounced = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
         unannounced.extend(std::iter::repeat_n(b'x', RESPONSE_MAX + 1));
         let (addr, _) = answering(unannounced).await;
         let err = read(addr).await.unwrap_err();
-        assert!(err.contains("larger than"), "{err}");
+        assert!(err.0.contains("larger than"), "{err}");
 
         let mut at_the_cap =
             format!("HTTP/1.1 200 OK\r\ncontent-length: {RESPONSE_MAX}\r\n\r\n").into_bytes();

@@ -111,7 +111,9 @@ pub const DEMO_TAX_CODE: &str = "RSSMRA80A01H501U";
 
 /// Demo tokens, one per role, valid for the longest lifetime allowed (24 h by default):
 /// (shell variable, role, token).
-pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, String)>, String> {
+pub fn demo_tokens(
+    auth: &Authenticator,
+) -> Result<Vec<(&'static str, Role, String)>, crate::auth::AuthError> {
     [
         ("ADMIN_TOKEN", Role::Admin, "demo-admin".to_string(), None),
         (
@@ -138,7 +140,7 @@ pub fn demo_tokens(auth: &Authenticator) -> Result<Vec<(&'static str, Role, Stri
         let tax_code = (role == Role::Citizen)
             .then(|| crate::domain::tax_code::TaxCode::parse(DEMO_TAX_CODE))
             .transpose()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::auth::AuthError::Mint(e.to_string()))?;
         auth.mint_with_tax_code(role, &sub, tenant, tax_code.as_ref(), auth.max_lifetime())
             .map(|token| (var, role, token))
     })

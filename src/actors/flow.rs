@@ -210,7 +210,7 @@ async fn with_intermediary(
         .await
     {
         Ok(intermediary) => op(intermediary).await,
-        Err(e) => retry_later(deps, row, e, now).await,
+        Err(e) => retry_later(deps, row, e.to_string(), now).await,
     }
 }
 
@@ -331,7 +331,7 @@ async fn notify_platform(
         let (url, client) = match deps.outbound.admit("notify", &link.url, &allowed) {
             Ok(admitted) => admitted,
             Err(reason) => {
-                failures.push(reason);
+                failures.push(reason.0);
                 continue;
             }
         };

@@ -169,15 +169,16 @@ fn cents_of(text: &str, positive: bool) -> Result<i64, MoneyError> {
 }
 
 /// Cents from the raw JSON text of a value: a string or a number, nothing else.
-fn cents_of_raw(raw: &str, positive: bool) -> Result<i64, String> {
+fn cents_of_raw(raw: &str, positive: bool) -> Result<i64, MoneyError> {
     let raw = raw.trim();
     if raw.starts_with('"') {
-        let text = serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?;
-        cents_of(&text, positive).map_err(|e| e.to_string())
+        // A string literal whose escapes do not decode is no decimal either.
+        let text = serde_json::from_str::<String>(raw).map_err(|_| MoneyError::NotADecimal)?;
+        cents_of(&text, positive)
     } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        cents_of(raw, positive).map_err(|e| e.to_string())
+        cents_of(raw, positive)
     } else {
-        Err(MoneyError::NotADecimal.to_string())
+        Err(MoneyError::NotADecimal)
     }
 }
 

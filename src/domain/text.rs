@@ -25,13 +25,15 @@ pub fn is_refused(c: char) -> bool {
         )
 }
 
-/// `Err(detail)` when `text` holds a refused character (named by its code point).
-pub fn check(text: &str) -> Result<(), String> {
+/// A refused character found in a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must not contain control or bidirectional formatting characters (found U+{:04X})", u32::from(*.0))]
+pub struct RefusedCharacter(pub char);
+
+/// The first refused character of `text`, if any (named by its code point).
+pub fn check(text: &str) -> Result<(), RefusedCharacter> {
     match text.chars().find(|c| is_refused(*c)) {
-        Some(c) => Err(format!(
-            "must not contain control or bidirectional formatting characters (found U+{:04X})",
-            u32::from(c)
-        )),
+        Some(c) => Err(RefusedCharacter(c)),
         None => Ok(()),
     }
 }
@@ -65,7 +67,7 @@ mod tests {
             assert!(check(text).is_ok(), "{text:?}");
         }
         assert_eq!(
-            check("x\u{202E}").unwrap_err(),
+            check("x\u{202E}").unwrap_err().to_string(),
             "must not contain control or bidirectional formatting characters (found U+202E)"
         );
     }

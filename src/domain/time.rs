@@ -69,13 +69,16 @@ pub fn format(at: &DateTime<Utc>) -> String {
     )
 }
 
+/// A text that is not a timestamp with an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be an ISO 8601 timestamp with offset, like 2026-12-31T23:59:59+01:00")]
+pub struct NotATimestamp;
+
 /// Parses an ISO 8601 / RFC 3339 timestamp that carries an offset.
-pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse(text: &str) -> Result<DateTime<Utc>, NotATimestamp> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
-        .map_err(|_| {
-            "must be an ISO 8601 timestamp with offset, like 2026-12-31T23:59:59+01:00".into()
-        })
+        .map_err(|_| NotATimestamp)
 }
 
 /// serde `with` module for a required timestamp.

@@ -314,7 +314,7 @@ async fn redirect_allowed(
     state: &AppState,
     payment: &Payment,
     url: &str,
-) -> Result<Result<(), String>, ApiError> {
+) -> Result<Result<(), crate::outbound::Refused>, ApiError> {
     let tenant =
         crate::outbound::tenant_allow_list(state.store.as_ref(), payment.tenant_id).await?;
     Ok(state
@@ -536,7 +536,7 @@ async fn list(
             "remote_id" => filter.remote_id = Some(parse_uuid_param("remote_id", &value)?),
             "user_id" => filter.user_id = Some(parse_uuid_param("user_id", &value)?),
             "created_since" => {
-                filter.created_since = Some(time::parse(&value).map_err(|e| ApiError::field("created_since", e))?)
+                filter.created_since = Some(time::parse(&value).map_err(|e| ApiError::field("created_since", e.to_string()))?)
             }
             "limit" => {
                 limit = value

@@ -117,7 +117,7 @@ impl HttpIntermediary {
         // Capped: an intermediary (or whoever answers in its place) cannot exhaust memory.
         let body = crate::outbound::read_capped(response)
             .await
-            .map_err(IntermediaryError::Transient)?;
+            .map_err(|e| IntermediaryError::Transient(e.to_string()))?;
         if status.is_success() {
             return serde_json::from_slice::<T>(&body)
                 .map_err(|e| IntermediaryError::Transient(format!("unreadable answer: {e}")));

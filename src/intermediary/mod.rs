@@ -8,6 +8,12 @@ pub mod http;
 
 pub use credentials::{Credentials, MASK};
 
+/// Why a service has no intermediary to call now (its configuration, its credentials or
+/// its URL): the step that needed it is retried later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoIntermediary(pub String);
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -189,7 +195,10 @@ impl Intermediaries {
 
     /// The intermediary of a service, or why there is none. Inactive services keep
     /// serving the payments they already have.
-    pub async fn for_service(&self, service_id: Uuid) -> Result<Arc<dyn Intermediary>, String> {
+    pub async fn for_service(
+        &self,
+        service_id: Uuid,
+    ) -> Result<Arc<dyn Intermediary>, NoIntermediary> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
@@ -205,29 +214,32 @@ impl Intermediaries {
             .store
             .service(service_id)
             .await
-            .map_err(|e| format!("cannot read the service configuration: {e}"))?
-            .ok_or_else(|| format!("no configuration for service {service_id}"))?;
-        let credentials = match (&service.credentials, &self.secret_box) {
-            (Some(sealed), Some(secret_box)) => {
-                let opened = secret_box.open(sealed).map_err(|e| e.to_string())?;
-                Some(
-                    serde_json::from_slice::<Credentials>(&opened)
-                        .map_err(|_| "the stored credentials are unreadable".to_string())?,
-                )
-            }
-            _ => None,
-        };
+            .map_err(|e| NoIntermediary(format!("cannot read the service configuration: {e}")))?
+            .ok_or_else(|| NoIntermediary(format!("no configuration for service {service_id}")))?;
+        let credentials =
+            match (&service.credentials, &self.secret_box) {
+                (Some(sealed), Some(secret_box)) => {
+                    let opened = secret_box
+                        .open(sealed)
+                        .map_err(|e| NoIntermediary(e.to_string()))?;
+                    Some(serde_json::from_slice::<Credentials>(&opened).map_err(|_| {
+                        NoIntermediary("the stored credentials are unreadable".into())
+                    })?)
+                }
+                _ => None,
+            };
         // Checked at every resolution (and the resolver checks each connection): a URL
         // planted in the database, or a host the allow-lists no longer name, is refused.
         let outbound = self
             .outbound
             .as_ref()
-            .ok_or_else(|| "no outbound policy configured".to_string())?;
+            .ok_or_else(|| NoIntermediary("no outbound policy configured".into()))?;
         let allowed = crate::outbound::tenant_allow_list(self.store.as_ref(), service.tenant_id)
             .await
-            .map_err(|e| format!("cannot read the tenant's allow-list: {e}"))?;
-        let (_, http_client) =
-            outbound.admit("intermediary", &service.intermediary_url, &allowed)?;
+            .map_err(|e| NoIntermediary(format!("cannot read the tenant's allow-list: {e}")))?;
+        let (_, http_client) = outbound
+            .admit("intermediary", &service.intermediary_url, &allowed)
+            .map_err(|refused| NoIntermediary(refused.0))?;
         let mut config = http::HttpIntermediaryConfig::new(service.intermediary_url.clone());
         config.timeout = self.timeout;
         config.credentials = credentials;

@@ -94,8 +94,25 @@ fn text(data: &Value, path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// What makes an application event unusable: the reason its dead letter gives.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unusable(String);
+
+impl From<&str> for Unusable {
+    fn from(reason: &str) -> Self {
+        Unusable(reason.to_string())
+    }
+}
+
+impl From<String> for Unusable {
+    fn from(reason: String) -> Self {
+        Unusable(reason)
+    }
+}
+
 /// Builds the payment request of an application, or says what is wrong with it.
-fn to_request(event: ApplicationEvent) -> Result<CreatePayment, String> {
+fn to_request(event: ApplicationEvent) -> Result<CreatePayment, Unusable> {
     let payment = event.payment_data.ok_or("payment_data is missing")?;
     let data = &event.data;
     let tax_code = text(data, "applicant.data.fiscal_code.data.fiscal_code")
@@ -194,7 +211,7 @@ pub async fn dispatch(
     let user_id = event.user;
     let request = match to_request(event) {
         Ok(r) => r,
-        Err(reason) => return Ok(Dispatched::Rejected(reason)),
+        Err(reason) => return Ok(Dispatched::Rejected(reason.0)),
     };
     match intake
         .create(request, user_id, Origin::Platform, None)

@@ -303,12 +303,12 @@ impl ServiceBody {
         outbound
             .check_stored(&self.intermediary.url, tenant)
             .await
-            .map_err(|reason| FieldError::new("intermediary.url", reason))?;
+            .map_err(|reason| FieldError::new("intermediary.url", reason.0))?;
         if let Some(landing) = &self.landing_url {
             outbound
                 .check_stored(&landing_for(landing, Uuid::nil()), tenant)
                 .await
-                .map_err(|reason| FieldError::new("landing_url", reason))?;
+                .map_err(|reason| FieldError::new("landing_url", reason.0))?;
         }
         Ok(())
     }
@@ -390,7 +390,7 @@ fn check_name(field: &str, value: &str) -> Result<String, FieldError> {
             format!("must be at most {NAME_MAX} characters"),
         ));
     }
-    crate::domain::text::check(trimmed).map_err(|e| FieldError::new(field, e))?;
+    crate::domain::text::check(trimmed).map_err(|e| FieldError::new(field, e.to_string()))?;
     Ok(trimmed.to_string())
 }
 
