@@ -3,6 +3,7 @@
 //! uniqueness, idempotency keys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
@@ -37,14 +38,17 @@ async fn unpublished_when(
     store: &dyn Store,
     ready: impl Fn(&[OutboxRecord]) -> bool,
 ) -> Vec<OutboxRecord> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let ready = &ready;
+    poll(Duration::from_secs(10), POLL_EVERY, || async move {
         let events = store.unpublished_events(10_000).await.unwrap();
-        if ready(&events) || std::time::Instant::now() > deadline {
-            return events;
+        if ready(&events) {
+            Ok(events)
+        } else {
+            Err(events)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|last| last)
 }
 
 fn sample(kind: &str, amount: &str) -> Payment {
@@ -758,17 +762,20 @@ async fn events_held_back_by_an_open_transaction_are_reported_on_postgres() {
         .unwrap();
     // Other tests' transactions may be older for a moment; the blocker stays.
     let holder = format!("session pid {pid} ");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let held = loop {
+    // At most 10 s; then the last reading, for the assertions to report.
+    let held = poll(Duration::from_secs(10), POLL_EVERY, || async {
         let held = store.held_back_events().await.unwrap();
         let by_blocker = held
             .as_ref()
             .is_some_and(|h| h.holder.as_deref().is_some_and(|d| d.starts_with(&holder)));
-        if by_blocker || std::time::Instant::now() > deadline {
-            break held;
+        if by_blocker {
+            Ok(held)
+        } else {
+            Err(held)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|last| last);
     let held = held.expect("the event is held back");
     assert_eq!(held.events, 1, "{held:?}");
     assert!(
@@ -782,11 +789,14 @@ async fn events_held_back_by_an_open_transaction_are_reported_on_postgres() {
         "{description}"
     );
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.held_back_events().await.unwrap().is_some() && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // At most 10 s; the assertion below reports what is still held.
+    let _ = poll(Duration::from_secs(10), POLL_EVERY, || async {
+        match store.held_back_events().await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err(()),
+        }
+    })
+    .await;
     assert_eq!(store.held_back_events().await.unwrap(), None);
     assert_eq!(
         unpublished_when(store.as_ref(), |e| e.len() == 1)
