@@ -548,10 +548,26 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         1,
         "a change without a status change writes no event"
     );
+}
 
-    // Status changes of distinct payments at once (on SQLite: one multi-row UPDATE in a
-    // group): each lands with its event, recorded at the version it wrote; a stale
-    // version among them is refused alone.
+on_both_databases!(concurrent_writes_answer_each_alone);
+
+/// `count` new payments (CREATION_PENDING, version 1, one event each), made one by one.
+async fn created_payments(store: &dyn Store, count: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let new = new_payment(sample("PAGOPA", "2.00"), false);
+        ids.push(create_new(store, new).await.payment.id);
+    }
+    ids
+}
+
+/// Status changes of distinct payments at once (on SQLite: one multi-row UPDATE in a
+/// group): each lands with its event, recorded at the version it wrote; a stale version
+/// among them is refused alone.
+async fn concurrent_status_changes_land_with_their_events(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let new_ids = created_payments(store.as_ref(), 10).await;
     let mut rows = Vec::new();
     for id in &new_ids {
         rows.push(store.payment(*id).await.unwrap().unwrap());
@@ -632,14 +648,35 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             .collect();
         assert_eq!(shown, expected, "events of {id}");
     }
+}
 
-    // Creates, status changes and outbox marks at once (on SQLite they share groups,
-    // written as batches of statements): each lands with its own event, the marks only
-    // on the events they name.
+on_both_databases!(concurrent_status_changes_land_with_their_events);
+
+/// Creates, status changes and outbox marks at once (on SQLite they share groups, written
+/// as batches of statements): each lands with its own event, the marks only on the events
+/// they name.
+async fn concurrent_creates_changes_and_marks_land_alone(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    // Nine payments at PAYMENT_PENDING (version 2), two events each.
+    let mut rows = Vec::new();
+    for id in created_payments(store.as_ref(), 9).await {
+        let row = store.payment(id).await.unwrap().unwrap();
+        rows.push(made_pending(store.as_ref(), &row).await);
+    }
+    let events = unpublished_when(store.as_ref(), |events| {
+        rows.iter().all(|row| {
+            events
+                .iter()
+                .filter(|e| e.payment_id == row.payment.id)
+                .count()
+                == 2
+        })
+    })
+    .await;
     let (mark, keep) = events.split_at(events.len() / 2);
     let mark: Vec<i64> = mark.iter().map(|e| e.seq).collect();
     let mut writes = Vec::new();
-    for row in rows.iter().skip(1).cloned() {
+    for row in rows.iter().cloned() {
         let updating = store.clone();
         writes.push(tokio::spawn(async move {
             let store = updating;
@@ -706,11 +743,20 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             assert_eq!((row.version, versions, events), (1, vec![Some(1)], 1));
         }
     }
+}
 
-    // A group that fails (one create reuses a taken id) is rolled back and retried write
-    // by write: only that create fails, the taken payment is untouched, and the writer
-    // goes on.
-    let taken = store.payment(written[0]).await.unwrap().unwrap();
+on_both_databases!(concurrent_creates_changes_and_marks_land_alone);
+
+/// A group that fails (one create reuses a taken id) is rolled back and retried write by
+/// write: only that create fails, the taken payment is untouched, and the writer goes on.
+async fn a_failed_group_is_retried_write_by_write(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let [id] = created_payments(store.as_ref(), 1).await[..] else {
+        unreachable!()
+    };
+    let created = store.payment(id).await.unwrap().unwrap();
+    made_pending(store.as_ref(), &created).await;
+    let taken = store.payment(id).await.unwrap().unwrap();
     let taken_events = store.payment_events(taken.payment.id).await.unwrap().len();
     let mut creates = Vec::new();
     for i in 0..10 {
@@ -752,7 +798,7 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
     }
 }
 
-on_both_databases!(concurrent_writes_answer_each_alone);
+on_both_databases!(a_failed_group_is_retried_write_by_write);
 
 /// PostgreSQL draws an event's `seq` before its transaction commits, so a later `seq` can
 /// commit first. The relay must not pass an event still being written: it would never
