@@ -337,14 +337,13 @@ async fn assigned_on(protocol: cassa::config::GroupProtocol) -> Option<bool> {
     )
     .await;
     // The proxy owns payments only once the broker has assigned it the partitions.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.registry_stats().await.owned_partitions != Some(6) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker assigned no partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(
+        "the broker assigning the partitions",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { app.registry_stats().await.owned_partitions == Some(6) },
+    )
+    .await;
     let id = app.create(&wallet_body("9.00")).await["id"]
         .as_str()
         .unwrap()
@@ -387,21 +386,24 @@ async fn owned(client: &reqwest::Client, base: &str) -> u64 {
 
 /// Waits until the instances at `bases` own `total` partitions between them, each some.
 async fn shared(client: &reqwest::Client, bases: &[&String], total: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut counts = Vec::new();
-        for base in bases {
-            counts.push(owned(client, base).await);
-        }
-        if counts.iter().sum::<u64>() == total && counts.iter().all(|c| *c > 0) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "partitions not shared: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let every = Duration::from_millis(200);
+    eventually_every(
+        "partitions shared",
+        Duration::from_secs(60),
+        every,
+        || async {
+            let mut counts = Vec::new();
+            for base in bases {
+                counts.push(owned(client, base).await);
+            }
+            if counts.iter().sum::<u64>() == total && counts.iter().all(|c| *c > 0) {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        },
+    )
+    .await
 }
 
 /// `count` PAGOPA payments created through each of `bases` in turn (amounts from
@@ -438,16 +440,22 @@ async fn terminate(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+    let stopped = poll(Duration::from_secs(60), POLL_EVERY, || {
+        let stopped = matches!(child.try_wait(), Ok(Some(_)));
+        async move {
+            if stopped {
+                Ok(())
+            } else {
+                Err(())
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    if stopped.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cassa did not stop within a minute of SIGTERM");
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("cassa did not stop within a minute of SIGTERM");
 }
 
 #[actix_rt::test]
@@ -611,14 +619,13 @@ async fn with_the_kip_848_protocol_two_instances_share_partitions_and_hand_them_
     // a dies: the broker gives b every partition once a's session times out.
     a.kill().unwrap();
     a.wait().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while owned(&client, &bases[1]).await != 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b never got a's partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually_every(
+        "b owning a's partitions",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { owned(&client, &bases[1]).await == 6 },
+    )
+    .await;
     for iuv in &iuvs {
         sim.pay(iuv).await;
     }

@@ -115,14 +115,12 @@ async fn another_tenants_application_id_does_not_swallow_an_application_from_kaf
         event.as_bytes(),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    while payments_of(&app, id).await.len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tenant A's application got no payment"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a payment for tenant A's application",
+        Duration::from_secs(15),
+        || async { payments_of(&app, id).await.len() >= 2 },
+    )
+    .await;
     let payments = payments_of(&app, id).await;
     let a = payments
         .iter()

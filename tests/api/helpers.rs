@@ -2,6 +2,7 @@
 //! database. PostgreSQL tests need `TEST_PG_URL` (an admin URL; `bash .ci/run` sets
 //! it); each test gets its own database created from it.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -475,20 +476,115 @@ pub async fn wait_for_status(
     status: &str,
     seconds: u64,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/v1/payments/{id}")).send().await {
-            if let Ok(body) = r.json::<Value>().await {
-                if body["status"] == status {
-                    return body;
-                }
-                last = body;
-            }
+    let what = format!("payment {id} reaching {status}");
+    eventually(&what, Duration::from_secs(seconds), || async {
+        let sent = client.get(format!("{base}/v1/payments/{id}")).send().await;
+        match sent.map_err(|e| e.to_string()) {
+            Ok(r) => match r.json::<Value>().await {
+                Ok(body) if body["status"] == status => Ok(body),
+                Ok(body) => Err(body.to_string()),
+                Err(e) => Err(format!("no JSON: {e}")),
+            },
+            Err(e) => Err(format!("no answer: {e}")),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await
+}
+
+/// How often `eventually` asks again.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Asks `probe` every `every` until it answers `Ok`, for at most `timeout` (at least
+/// once): that answer, or the last `Err` once the time is up. The clock is tokio's, so
+/// in paused time the sleeps advance it and let timers fire (`timeout` is virtual time
+/// there). For the waits that report their last reading instead of failing.
+pub async fn poll<T, E, F, Fut>(timeout: Duration, every: Duration, mut probe: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(done) => return Ok(done),
+            Err(last) => last,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(every).await;
     }
-    panic!("payment {id} did not reach {status} within {seconds}s; last seen: {last}");
+}
+
+/// What a probe of `eventually` answers: done (with a value), or not yet.
+pub trait Probed {
+    type Value;
+    /// The value, or what the probe saw instead (for the failure message; may be empty).
+    fn done(self) -> Result<Self::Value, String>;
+}
+
+impl Probed for bool {
+    type Value = ();
+    fn done(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+impl<T> Probed for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+/// `Err(seen)`: not yet, and `seen` is what the failure message shows.
+impl<T, E: std::fmt::Display> Probed for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// Waits until `probe` answers `true`, `Some(value)` or `Ok(value)` (asked every
+/// [`POLL_EVERY`]); the value. Fails the test after `timeout`, naming `what` and what
+/// the probe last answered (an `Err`'s text). Works in paused time too (see [`poll`]).
+pub async fn eventually<P, F, Fut>(what: &str, timeout: Duration, probe: F) -> P::Value
+where
+    P: Probed,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = P>,
+{
+    eventually_every(what, timeout, POLL_EVERY, probe).await
+}
+
+/// [`eventually`], asking every `every`: for waits that must not ask more often (a rate
+/// limit, another process's metrics) and for paused time, where each sleep moves the
+/// clock on by exactly that much.
+pub async fn eventually_every<P, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> P::Value
+where
+    P: Probed,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = P>,
+{
+    let probed = poll(timeout, every, || {
+        let asked = probe();
+        async move { asked.await.done() }
+    })
+    .await;
+    match probed {
+        Ok(value) => value,
+        Err(seen) if seen.is_empty() => panic!("{what}: not within {timeout:?}"),
+        Err(seen) => panic!("{what}: not within {timeout:?}; last seen: {seen}"),
+    }
 }
 
 /// A valid create body for the demo service.
@@ -730,5 +826,45 @@ impl Drop for KafkaCluster {
             .args(["stop", "--dir"])
             .arg(self.dir.path())
             .output();
+    }
+}
+
+/// `eventually` in paused time: the sleeps move the virtual clock, so it answers once
+/// the probe does and gives up at the timeout, naming the wait and the last reading.
+mod eventually_waits {
+    use std::time::Duration;
+
+    use super::{eventually, eventually_every};
+
+    #[actix_rt::test]
+    async fn answers_the_value_once_the_probe_has_it() {
+        tokio::time::pause();
+        let start = tokio::time::Instant::now();
+        let asked = std::cell::Cell::new(0);
+        let value = eventually("the third answer", Duration::from_secs(1), || async {
+            asked.set(asked.get() + 1);
+            (asked.get() == 3).then_some("three")
+        })
+        .await;
+        assert_eq!((value, asked.get()), ("three", 3));
+        // Two sleeps (tokio's timer rounds each up to the next millisecond).
+        let slept = start.elapsed();
+        assert!(
+            (2 * super::POLL_EVERY..3 * super::POLL_EVERY).contains(&slept),
+            "{slept:?}"
+        );
+    }
+
+    #[actix_rt::test]
+    #[should_panic(expected = "the answer: not within 1s; last seen: ")]
+    async fn fails_at_the_timeout_with_the_last_reading() {
+        tokio::time::pause();
+        let asked = std::cell::Cell::new(0);
+        let every = Duration::from_millis(10);
+        eventually_every("the answer", Duration::from_secs(1), every, || async {
+            asked.set(asked.get() + 1);
+            Err::<(), _>(asked.get())
+        })
+        .await;
     }
 }

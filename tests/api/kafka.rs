@@ -153,13 +153,11 @@ pub async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
 }
 
 async fn wait_for_payment_of(app: &TestApp, remote_id: Uuid) -> Value {
-    for _ in 0..300 {
-        if let Some(p) = payments_of(app, remote_id).await.first() {
-            return p.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no payment for application {remote_id}");
+    let what = format!("a payment for application {remote_id}");
+    eventually(&what, Duration::from_secs(20), || async {
+        payments_of(app, remote_id).await.first().cloned()
+    })
+    .await
 }
 
 async fn applications_become_exactly_one_payment_and_bad_ones_are_dead_lettered(broker: Broker) {
@@ -407,18 +405,12 @@ fn foreign_event(mut body: Value, status: &str) -> (Uuid, Value) {
 
 /// Waits until payment `id` can be read.
 async fn wait_until_adopted(app: &TestApp, id: Uuid) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = app.get(&format!("/v1/payments/{id}")).await;
-        if r.status() == 200 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the foreign payment was not adopted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the foreign payment adopted",
+        Duration::from_secs(20),
+        || async { app.get(&format!("/v1/payments/{id}")).await.status() == 200 },
+    )
+    .await;
 }
 
 async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
@@ -432,18 +424,7 @@ async fn a_foreign_creation_pending_payment_is_adopted(broker: Broker) {
         event.to_string().as_bytes(),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = app.get(&format!("/v1/payments/{id}")).await;
-        if r.status() == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the foreign payment was not adopted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_adopted(&app, id).await;
     let adopted = app.wait_for(&id.to_string(), "PAYMENT_PENDING", 15).await;
     assert!(adopted["payment"]["notice_code"].is_string());
     assert!(adopted["links"]["online_payment_begin"]["url"]
@@ -699,18 +680,16 @@ async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final(broker
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
     app.wait_for(&id, "COMPLETE", 15).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let payment = loop {
+    let sent = "flaky endpoint recorded as sent";
+    let payment = eventually(sent, Duration::from_secs(20), || async {
         let p = app.get_payment(&id).await;
         if p["links"]["notify"][1]["sent_at"].is_string() {
-            break p;
+            Ok(p)
+        } else {
+            Err(p)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "flaky endpoint never recorded as sent: {p}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let notify = &payment["links"]["notify"];
     assert!(notify[0]["sent_at"].is_string());
     assert!(notify[2]["sent_at"].is_null());
@@ -766,23 +745,21 @@ pub async fn a_broker_outage_loses_no_event_on(
     }
     // On PostgreSQL an event shows once every older transaction of the cluster has ended
     // (other tests write too): waited for, not read once.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.store.unpublished_events(100).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events wait in the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let unpublished = || async { app.store.unpublished_events(100).await.unwrap().len() };
+    eventually(
+        "events waiting in the outbox",
+        Duration::from_secs(10),
+        || async { unpublished().await > 0 },
+    )
+    .await;
     up.await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while !app.store.unpublished_events(100).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the outbox drained", Duration::from_secs(40), || async {
+        match unpublished().await {
+            0 => Ok(()),
+            waiting => Err(format!("{waiting} events waiting")),
+        }
+    })
+    .await;
     let records = read_until(&reader(app.kafka.bootstrap(), topic), 30, |seen| {
         ids.iter().all(|id| {
             seen.iter()

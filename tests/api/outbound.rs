@@ -158,19 +158,15 @@ impl Guarded {
 
     /// Waits until the payment's saga error says `what`; fails after 15 s.
     async fn wait_for_error(&self, id: Uuid, what: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let row = self.row(id).await;
-            if let Some(error) = row.saga.last_error.filter(|e| e.contains(what)) {
-                return error;
+        let failed = format!("payment {id} failing with {what:?}");
+        eventually(&failed, Duration::from_secs(15), || async {
+            let saga = self.row(id).await.saga;
+            match saga.last_error.as_deref().filter(|e| e.contains(what)) {
+                Some(error) => Ok(error.to_string()),
+                None => Err(format!("{saga:?}")),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "payment {id} never failed with {what:?}: {:?}",
-                self.row(id).await.saga
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -273,16 +269,24 @@ async fn planted_urls_are_refused_when_called(backend: Backend) {
     let error = g
         .wait_for_error(notified, "refused by the outbound policy")
         .await;
-    let error = {
-        // Every link is tried in one round: wait for the round that names them all.
-        let mut error = error;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while !urls.iter().all(|(_, url)| error.contains(url.as_str())) {
-            assert!(tokio::time::Instant::now() < deadline, "{error}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            error = g.row(notified).await.saga.last_error.unwrap_or_default();
-        }
+    // Every link is tried in one round: wait for the round that names them all.
+    let names_all = |error: &str| urls.iter().all(|(_, url)| error.contains(url.as_str()));
+    let error = if names_all(&error) {
         error
+    } else {
+        eventually(
+            "an error naming every link",
+            Duration::from_secs(15),
+            || async {
+                let error = g.row(notified).await.saga.last_error.unwrap_or_default();
+                if names_all(&error) {
+                    Ok(error)
+                } else {
+                    Err(error)
+                }
+            },
+        )
+        .await
     };
     assert!(
         error.contains("loop.trap.test resolves to 127.0.0.1 (loopback)"),
@@ -463,11 +467,15 @@ async fn hosts_an_admin_allows_for_the_tenant_work_end_to_end() {
         .pay(pending["payment"]["iuv"].as_str().unwrap())
         .await;
     g.app.wait_for(id, "COMPLETE", 15).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while g.app.get_payment(id).await["links"]["notify"][0]["sent_at"].is_null() {
-        assert!(tokio::time::Instant::now() < deadline, "never told");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the platform told", Duration::from_secs(15), || async {
+        let p = g.app.get_payment(id).await;
+        if p["links"]["notify"][0]["sent_at"].is_null() {
+            Err(p)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     assert!(g.hits() >= 1);
 
     // An intermediary on an opened name, and the service's landing for citizens.

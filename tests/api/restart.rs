@@ -91,16 +91,17 @@ fn cassa_command(db_url: &str, port: u16, sim_base: &str, env: &[(&str, &str)]) 
     command
 }
 
+/// Waits until the cassa at `base` answers `/readyz` with 200; fails after 40 s.
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..600 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
+    let ready = format!("cassa at {base} ready");
+    eventually(&ready, Duration::from_secs(40), || async {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cassa at {base} did not become ready");
+    })
+    .await
 }
 
 async fn kill_9_and_restart_resumes_open_payments(backend: Backend) {

@@ -22,7 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::helpers::pagopa_body;
+use crate::helpers::{eventually_every, pagopa_body};
 use crate::memory_store::MemoryStore;
 
 /// Reports the (virtual) time of every status check and cancellation.
@@ -386,16 +386,7 @@ async fn paced_on_assignment(
         .with_call_rate(per_sec)
         .start();
     assign_the_partition(&registry).await;
-    for _ in 0..100 {
-        if registry.send(GetStats).await.unwrap().spawned as usize == count {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        registry.send(GetStats).await.unwrap().spawned as usize,
-        count
-    );
+    spawned(&registry, count as u64).await;
     (store, seen, registry)
 }
 
@@ -502,13 +493,7 @@ async fn an_owner_reloads_only_for_versions_it_has_not_seen() {
     let registry = PaymentRegistry::new(deps, 0, Ownership::All).start();
     registry.send(RearmOpen).await.unwrap().unwrap();
     // Re-arming spawns in chunks (paused time: sleeping only lets it run).
-    for _ in 0..100 {
-        if registry.send(GetStats).await.unwrap().spawned == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(registry.send(GetStats).await.unwrap().spawned, 1);
+    spawned(&registry, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     let reads = store.timing_reads.load(Ordering::SeqCst);
 
@@ -581,13 +566,34 @@ async fn handed_over(
 /// Waits (paused time: sleeping only lets the actors run) until payment `id` is at
 /// `version`; asserts it got there.
 async fn wait_for_version(store: &MemoryStore, id: Uuid, version: i64) {
-    for _ in 0..100 {
-        if store.rows.lock().unwrap()[&id].version >= version {
-            break;
+    let reached = format!("payment {id} at version {version}");
+    let at = || async { store.rows.lock().unwrap()[&id].version };
+    eventually_every(&reached, PAUSED_WAIT, PAUSED_STEP, || async {
+        at().await >= version
+    })
+    .await;
+    assert_eq!(at().await, version);
+}
+
+/// How long the paused-time waits give the actors (virtual time), in steps of
+/// [`PAUSED_STEP`]: each sleep lets them run and moves the clock on by that much only
+/// (tokio's timer rounds it up to the next millisecond: a hundred steps take 1.1 s).
+const PAUSED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const PAUSED_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Waits (paused time) until the registry has spawned exactly `count` actors.
+async fn spawned(registry: &actix::Addr<PaymentRegistry>, count: u64) {
+    let stats = || async { registry.send(GetStats).await.unwrap() };
+    let spawned = format!("{count} actors spawned");
+    eventually_every(&spawned, PAUSED_WAIT, PAUSED_STEP, || async {
+        let spawned = stats().await.spawned;
+        if spawned == count {
+            Ok(())
+        } else {
+            Err(spawned)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.rows.lock().unwrap()[&id].version, version);
+    })
+    .await;
 }
 
 /// A payment just created is handed to its new actor with the row the creation returned:

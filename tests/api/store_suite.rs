@@ -3,6 +3,7 @@
 //! uniqueness, idempotency keys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cassa::domain::payment::Payment;
 use cassa::domain::status::PaymentStatus;
@@ -37,14 +38,17 @@ async fn unpublished_when(
     store: &dyn Store,
     ready: impl Fn(&[OutboxRecord]) -> bool,
 ) -> Vec<OutboxRecord> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let ready = &ready;
+    poll(Duration::from_secs(10), POLL_EVERY, || async move {
         let events = store.unpublished_events(10_000).await.unwrap();
-        if ready(&events) || std::time::Instant::now() > deadline {
-            return events;
+        if ready(&events) {
+            Ok(events)
+        } else {
+            Err(events)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|last| last)
 }
 
 fn sample(kind: &str, amount: &str) -> Payment {
@@ -80,25 +84,53 @@ fn new_payment(payment: Payment, hold: bool) -> NewPayment {
     }
 }
 
-async fn store_contract(backend: Backend) {
-    let (store, _db) = open_store(backend).await;
+/// Stores `new`, which must be a new payment: its row.
+async fn create_new(store: &dyn Store, new: NewPayment) -> store::StoredPayment {
+    match store.create_payment(new).await.unwrap() {
+        Created::New(row) => row,
+        other => panic!("expected a new payment, got {other:?}"),
+    }
+}
 
-    // Create: row + one outbox event.
-    let payment = sample("PAGOPA", "12.34");
-    let Created::New(row) = store
-        .create_payment(new_payment(payment.clone(), false))
+/// Moves `row` to PAYMENT_PENDING (a status change, with its event): the new row.
+async fn made_pending(store: &dyn Store, row: &store::StoredPayment) -> store::StoredPayment {
+    let mut pending = row.payment.clone();
+    pending
+        .transition(PaymentStatus::PaymentPending, time::now())
+        .unwrap();
+    store
+        .update_payment(row.version, Change::of(row, pending, row.saga.clone()))
         .await
         .unwrap()
-    else {
-        panic!("expected a new payment")
-    };
+}
+
+/// The demo account's (balance, held) in cents.
+async fn demo_account(store: &dyn Store) -> (i64, i64) {
+    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
+    (account.balance_cents, account.held_cents)
+}
+
+/// Create: the row at version 1, read back as written, one outbox event, open.
+async fn a_created_payment_is_stored_with_one_event(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let payment = sample("PAGOPA", "12.34");
+    let row = create_new(store.as_ref(), new_payment(payment.clone(), false)).await;
     assert_eq!(row.version, 1);
     let read = store.payment(payment.id).await.unwrap().unwrap();
     assert_eq!(read.payment, payment);
     assert_eq!(store.payment_events(payment.id).await.unwrap().len(), 1);
     assert_eq!(store.open_payment_ids().await.unwrap(), vec![payment.id]);
+}
 
-    // A status change writes the row and an event; a stale version is refused.
+on_both_databases!(a_created_payment_is_stored_with_one_event);
+
+/// A status change writes the row and an event; a stale version is refused, writing no
+/// event.
+async fn a_status_change_writes_an_event_and_a_stale_one_is_refused(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let payment = sample("PAGOPA", "12.34");
+    create_new(store.as_ref(), new_payment(payment.clone(), false)).await;
+    let read = store.payment(payment.id).await.unwrap().unwrap();
     let mut next = read.payment.clone();
     next.transition(PaymentStatus::PaymentPending, time::now())
         .unwrap();
@@ -115,40 +147,69 @@ async fn store_contract(backend: Backend) {
     assert_eq!(events.len(), 2, "the refused change wrote no event");
     assert_eq!(events[1]["status"], "PAYMENT_PENDING");
     assert_ne!(events[0]["event_id"], events[1]["event_id"]);
+}
 
-    // Bookkeeping-only changes write no event.
+on_both_databases!(a_status_change_writes_an_event_and_a_stale_one_is_refused);
+
+/// Bookkeeping-only changes (no status change) write no event.
+async fn a_bookkeeping_change_writes_no_event(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let created = create_new(
+        store.as_ref(),
+        new_payment(sample("PAGOPA", "12.34"), false),
+    )
+    .await;
+    let changed = made_pending(store.as_ref(), &created).await;
     let mut touched = changed.payment.clone();
     touched.links.update.last_check_at = Some(time::now());
     let touched = store
         .update_payment(2, Change::of(&changed, touched, changed.saga.clone()))
         .await
         .unwrap();
-    assert_eq!(store.payment_events(payment.id).await.unwrap().len(), 2);
+    assert_eq!(touched.version, 3);
+    assert_eq!(
+        store
+            .payment_events(created.payment.id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
 
-    // Final: no longer open.
-    let mut done = touched.payment.clone();
+on_both_databases!(a_bookkeeping_change_writes_no_event);
+
+/// A final payment is no longer open.
+async fn a_final_payment_is_no_longer_open(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let created = create_new(
+        store.as_ref(),
+        new_payment(sample("PAGOPA", "12.34"), false),
+    )
+    .await;
+    let pending = made_pending(store.as_ref(), &created).await;
+    assert_eq!(
+        store.open_payment_ids().await.unwrap(),
+        vec![created.payment.id]
+    );
+    let mut done = pending.payment.clone();
     done.transition(PaymentStatus::Complete, time::now())
         .unwrap();
     store
-        .update_payment(3, Change::of(&touched, done, touched.saga.clone()))
+        .update_payment(2, Change::of(&pending, done, pending.saga.clone()))
         .await
         .unwrap();
     assert!(store.open_payment_ids().await.unwrap().is_empty());
+}
 
-    // Holds: placed at creation, captured once even if asked twice.
+on_both_databases!(a_final_payment_is_no_longer_open);
+
+/// Holds: placed at creation, captured once even if asked twice.
+async fn a_hold_is_captured_once_even_if_asked_twice(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
     let wallet = sample("WALLET", "100.00");
-    let Created::New(row) = store
-        .create_payment(new_payment(wallet.clone(), true))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
-    assert_eq!(
-        (account.balance_cents, account.held_cents),
-        (100_000, 10_000)
-    );
+    let row = create_new(store.as_ref(), new_payment(wallet.clone(), true)).await;
+    assert_eq!(demo_account(store.as_ref()).await, (100_000, 10_000));
     let mut approved = row.payment.clone();
     approved
         .transition(PaymentStatus::PaymentPending, time::now())
@@ -159,34 +220,34 @@ async fn store_contract(backend: Backend) {
     let mut again = change;
     again.emit_event = false;
     store.update_payment(row.version, again).await.unwrap();
-    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
     assert_eq!(
-        (account.balance_cents, account.held_cents),
+        demo_account(store.as_ref()).await,
         (90_000, 0),
         "captured exactly once"
     );
+}
 
-    // A released hold gives the money back, once.
-    let wallet = sample("WALLET", "30.00");
-    let Created::New(row) = store
-        .create_payment(new_payment(wallet, true))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+on_both_databases!(a_hold_is_captured_once_even_if_asked_twice);
+
+/// A released hold gives the money back, once.
+async fn a_released_hold_gives_the_money_back_once(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let row = create_new(store.as_ref(), new_payment(sample("WALLET", "30.00"), true)).await;
+    assert_eq!(demo_account(store.as_ref()).await, (100_000, 3_000));
     let mut change = Change::of(&row, row.payment.clone(), row.saga.clone());
     change.hold = Some(HoldAction::Release);
     let row = store.update_payment(1, change.clone()).await.unwrap();
     store.update_payment(row.version, change).await.unwrap();
-    let account = store.account(DEMO_ACCOUNT).await.unwrap().unwrap();
-    assert_eq!((account.balance_cents, account.held_cents), (90_000, 0));
+    assert_eq!(demo_account(store.as_ref()).await, (100_000, 0));
+}
 
-    // Insufficient funds: stored CREATION_FAILED, nothing held.
+on_both_databases!(a_released_hold_gives_the_money_back_once);
+
+/// Insufficient funds: stored CREATION_FAILED, nothing held.
+async fn insufficient_funds_store_a_failed_creation_holding_nothing(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
     let poor = sample("WALLET", "5000.00");
-    let Created::New(row) = store.create_payment(new_payment(poor, true)).await.unwrap() else {
-        panic!()
-    };
+    let row = create_new(store.as_ref(), new_payment(poor, true)).await;
     assert_eq!(row.payment.status, PaymentStatus::CreationFailed);
     assert_eq!(
         store
@@ -197,8 +258,13 @@ async fn store_contract(backend: Backend) {
             .held_cents,
         0
     );
+}
 
-    // remote_id is unique.
+on_both_databases!(insufficient_funds_store_a_failed_creation_holding_nothing);
+
+/// remote_id is unique: a second payment naming it is answered with the first.
+async fn a_remote_id_is_taken_once(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
     let mut first = sample("PAGOPA", "1.00");
     let remote = Uuid::new_v4();
     first.remote_id = Some(remote);
@@ -219,8 +285,13 @@ async fn store_contract(backend: Backend) {
         Created::RemoteIdTaken(existing) => assert_eq!(existing.payment.id, first.id),
         other => panic!("expected RemoteIdTaken, got {other:?}"),
     }
+}
 
-    // Idempotency keys: replay, and reuse with another body.
+on_both_databases!(a_remote_id_is_taken_once);
+
+/// Idempotency keys: the same body replays the payment, another body is refused naming it.
+async fn an_idempotency_key_replays_or_refuses_another_body(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
     let key = |hash: &str| IdempotencyKey {
         scope: "tenant:x".into(),
         key: "k".into(),
@@ -244,7 +315,7 @@ async fn store_contract(backend: Backend) {
     );
 }
 
-on_both_databases!(store_contract);
+on_both_databases!(an_idempotency_key_replays_or_refuses_another_body);
 
 async fn due_payments_page_in_order(backend: Backend) {
     let (store, _db) = open_store(backend).await;
@@ -477,10 +548,26 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
         1,
         "a change without a status change writes no event"
     );
+}
 
-    // Status changes of distinct payments at once (on SQLite: one multi-row UPDATE in a
-    // group): each lands with its event, recorded at the version it wrote; a stale
-    // version among them is refused alone.
+on_both_databases!(concurrent_writes_answer_each_alone);
+
+/// `count` new payments (CREATION_PENDING, version 1, one event each), made one by one.
+async fn created_payments(store: &dyn Store, count: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let new = new_payment(sample("PAGOPA", "2.00"), false);
+        ids.push(create_new(store, new).await.payment.id);
+    }
+    ids
+}
+
+/// Status changes of distinct payments at once (on SQLite: one multi-row UPDATE in a
+/// group): each lands with its event, recorded at the version it wrote; a stale version
+/// among them is refused alone.
+async fn concurrent_status_changes_land_with_their_events(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let new_ids = created_payments(store.as_ref(), 10).await;
     let mut rows = Vec::new();
     for id in &new_ids {
         rows.push(store.payment(*id).await.unwrap().unwrap());
@@ -561,14 +648,35 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             .collect();
         assert_eq!(shown, expected, "events of {id}");
     }
+}
 
-    // Creates, status changes and outbox marks at once (on SQLite they share groups,
-    // written as batches of statements): each lands with its own event, the marks only
-    // on the events they name.
+on_both_databases!(concurrent_status_changes_land_with_their_events);
+
+/// Creates, status changes and outbox marks at once (on SQLite they share groups, written
+/// as batches of statements): each lands with its own event, the marks only on the events
+/// they name.
+async fn concurrent_creates_changes_and_marks_land_alone(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    // Nine payments at PAYMENT_PENDING (version 2), two events each.
+    let mut rows = Vec::new();
+    for id in created_payments(store.as_ref(), 9).await {
+        let row = store.payment(id).await.unwrap().unwrap();
+        rows.push(made_pending(store.as_ref(), &row).await);
+    }
+    let events = unpublished_when(store.as_ref(), |events| {
+        rows.iter().all(|row| {
+            events
+                .iter()
+                .filter(|e| e.payment_id == row.payment.id)
+                .count()
+                == 2
+        })
+    })
+    .await;
     let (mark, keep) = events.split_at(events.len() / 2);
     let mark: Vec<i64> = mark.iter().map(|e| e.seq).collect();
     let mut writes = Vec::new();
-    for row in rows.iter().skip(1).cloned() {
+    for row in rows.iter().cloned() {
         let updating = store.clone();
         writes.push(tokio::spawn(async move {
             let store = updating;
@@ -635,11 +743,20 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
             assert_eq!((row.version, versions, events), (1, vec![Some(1)], 1));
         }
     }
+}
 
-    // A group that fails (one create reuses a taken id) is rolled back and retried write
-    // by write: only that create fails, the taken payment is untouched, and the writer
-    // goes on.
-    let taken = store.payment(written[0]).await.unwrap().unwrap();
+on_both_databases!(concurrent_creates_changes_and_marks_land_alone);
+
+/// A group that fails (one create reuses a taken id) is rolled back and retried write by
+/// write: only that create fails, the taken payment is untouched, and the writer goes on.
+async fn a_failed_group_is_retried_write_by_write(backend: Backend) {
+    let (store, _db) = open_store(backend).await;
+    let [id] = created_payments(store.as_ref(), 1).await[..] else {
+        unreachable!()
+    };
+    let created = store.payment(id).await.unwrap().unwrap();
+    made_pending(store.as_ref(), &created).await;
+    let taken = store.payment(id).await.unwrap().unwrap();
     let taken_events = store.payment_events(taken.payment.id).await.unwrap().len();
     let mut creates = Vec::new();
     for i in 0..10 {
@@ -681,7 +798,7 @@ async fn concurrent_writes_answer_each_alone(backend: Backend) {
     }
 }
 
-on_both_databases!(concurrent_writes_answer_each_alone);
+on_both_databases!(a_failed_group_is_retried_write_by_write);
 
 /// PostgreSQL draws an event's `seq` before its transaction commits, so a later `seq` can
 /// commit first. The relay must not pass an event still being written: it would never
@@ -758,17 +875,20 @@ async fn events_held_back_by_an_open_transaction_are_reported_on_postgres() {
         .unwrap();
     // Other tests' transactions may be older for a moment; the blocker stays.
     let holder = format!("session pid {pid} ");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let held = loop {
+    // At most 10 s; then the last reading, for the assertions to report.
+    let held = poll(Duration::from_secs(10), POLL_EVERY, || async {
         let held = store.held_back_events().await.unwrap();
         let by_blocker = held
             .as_ref()
             .is_some_and(|h| h.holder.as_deref().is_some_and(|d| d.starts_with(&holder)));
-        if by_blocker || std::time::Instant::now() > deadline {
-            break held;
+        if by_blocker {
+            Ok(held)
+        } else {
+            Err(held)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|last| last);
     let held = held.expect("the event is held back");
     assert_eq!(held.events, 1, "{held:?}");
     assert!(
@@ -782,11 +902,14 @@ async fn events_held_back_by_an_open_transaction_are_reported_on_postgres() {
         "{description}"
     );
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.held_back_events().await.unwrap().is_some() && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // At most 10 s; the assertion below reports what is still held.
+    let _ = poll(Duration::from_secs(10), POLL_EVERY, || async {
+        match store.held_back_events().await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err(()),
+        }
+    })
+    .await;
     assert_eq!(store.held_back_events().await.unwrap(), None);
     assert_eq!(
         unpublished_when(store.as_ref(), |e| e.len() == 1)

@@ -31,29 +31,25 @@ async fn passivated_payments_wake_on_time_and_complete_by_polling() {
     .unwrap();
 
     // Its next check is 3 s away, beyond the 1 s limit: no actor stays resident.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("passivated", Duration::from_secs(5), || async {
         let stats = app.registry_stats().await;
         if stats.passivated >= 1 && stats.resident == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{stats:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never passivated: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 
     // The wheel wakes it for its planned poll, without any other trigger.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let polled = loop {
+    let polled = eventually("polled", Duration::from_secs(15), || async {
         let p = app.get_payment(&id).await;
-        if let Some(at) = p["links"]["update"]["last_check_at"].as_str() {
-            break cassa::domain::time::parse(at).unwrap();
+        match p["links"]["update"]["last_check_at"].as_str() {
+            Some(at) => Ok(cassa::domain::time::parse(at).unwrap()),
+            None => Err(p),
         }
-        assert!(tokio::time::Instant::now() < deadline, "never polled: {p}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(polled >= planned, "polled at {polled}, planned {planned}");
     assert!(
         polled - planned <= chrono::Duration::seconds(3),
@@ -62,14 +58,10 @@ async fn passivated_payments_wake_on_time_and_complete_by_polling() {
     assert!(app.registry_stats().await.woken >= 1);
 
     // A command for a passivated payment wakes it and is answered (not 503).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.registry_stats().await.resident > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never passivated again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("passivated again", Duration::from_secs(5), || async {
+        app.registry_stats().await.resident == 0
+    })
+    .await;
     let r = app.post(&format!("/v1/payments/{id}/update")).await;
     assert_eq!(r.status(), 200);
     let r = app.get(&format!("/v1/payments/{id}/online-payment")).await;
@@ -153,15 +145,15 @@ async fn the_circuit_opens_while_the_intermediary_is_down_and_closes_when_it_is_
         "cassa_intermediary_rejected_total{{intermediary=\"{name}\",reason=\"circuit_open\"}} "
     );
     let metrics = || async { app.get("/metrics").await.text().await.unwrap() };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while metric(&metrics().await, &open) != Some(1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the circuit never opened: {}",
-            metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the circuit open", Duration::from_secs(20), || async {
+        let text = metrics().await;
+        if metric(&text, &open) == Some(1) {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
     // Open: checks are postponed, not failed.
     for id in &ids {
         assert_eq!(app.get_payment(id).await["status"], "CREATION_PENDING");
