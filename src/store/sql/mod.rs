@@ -1,0 +1,119 @@
+//! The SQL behind `Store`, shared by PostgreSQL and SQLite: the queries are written once
+//! in a dialect both accept (`$n` parameters, `ON CONFLICT`, `RETURNING`, row values)
+//! and instantiated per backend by a macro per subject. Connecting, the outbox's
+//! publication order and the group commit's plain writes differ per backend.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::packed;
+use super::*;
+use crate::domain::payment::{Payment, PaymentEvent};
+use crate::domain::time;
+
+/// PostgreSQL store (production). Creates, updates and outbox marks go through
+/// `group_commit` as on SQLite; everything else runs on the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(super) write: PgPool,
+    pub(super) read: PgPool,
+    writer: mpsc::Sender<Job>,
+}
+
+/// SQLite store (embedded default): one writer connection, a few readers, WAL. Creates,
+/// updates and outbox marks go through `group_commit`: what is waiting when the writer is
+/// free is committed in one transaction.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pub(super) write: SqlitePool,
+    pub(super) read: SqlitePool,
+    writer: mpsc::Sender<Job>,
+}
+
+const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
+/// What the listing reads: `PAYMENT_COLUMNS` and the key it pages by, which stays
+/// readable when the document is not.
+const LISTED_COLUMNS: &str = "id, created_at, document, version, saga, next_check_at";
+/// What `row_to_timing` reads (a macro, for `concat!`).
+macro_rules! timing_columns {
+    () => {
+        "next_check_at, status, notify_pending, version, service_id"
+    };
+}
+
+mod group_commit;
+mod ledger;
+mod outbox;
+mod payments;
+mod postgres;
+mod sqlite;
+mod store_impl;
+#[cfg(test)]
+mod tests;
+
+use group_commit::*;
+use ledger::*;
+use outbox::*;
+
+/// A JSON value bound as text: a payment's saga (its document and events are packed, see
+/// `packed`). It is opaque to the database (no query looks inside it), so PostgreSQL
+/// stores it as `TEXT`: no `jsonb` parsing on every write and no rendering on every read.
+struct JsonText<T>(T);
+
+impl<T, DB: sqlx::Database> sqlx::Type<DB> for JsonText<T>
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, T: serde::Serialize, DB: sqlx::Database> sqlx::Encode<'q, DB> for JsonText<T>
+where
+    String: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, DB>>::encode(serde_json::to_string(&self.0)?, buf)
+    }
+}
+
+/// A document or an event read back from what was stored (packed or plain text).
+fn from_stored<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, StoreError> {
+    from_json_text(&packed::unpack(stored)?)
+}
+
+/// Each of `texts` packed for storage.
+fn packs(texts: &[String]) -> Vec<Vec<u8>> {
+    texts.iter().map(|text| packed::pack(text)).collect()
+}
+
+/// `value` as JSON text (the array binds of PostgreSQL's grouped statement).
+fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Unexpected(e.into()))
+}
+
+/// Each of `values` as JSON text.
+fn texts<'a, T: serde::Serialize + 'a>(
+    values: impl Iterator<Item = &'a T>,
+) -> Result<Vec<String>, StoreError> {
+    values.map(json_text).collect()
+}
+
+/// A document read back from its JSON text.
+fn from_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Unexpected(e.into()))
+}
