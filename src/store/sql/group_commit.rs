@@ -180,8 +180,8 @@ macro_rules! group_commit_queries {
             /// the group's size. On PostgreSQL they are one statement over arrays, and a
             /// group of plain writes only (the usual case; there the others run alone) needs
             /// no BEGIN or COMMIT. On SQLite each statement is a round trip to the
-            /// connection's thread, which costs more than SQLite's own work on a small group
-            /// (about 0.2 ms, measured): there they are two batches of statements, and a
+            /// connection's thread, which costs more than SQLite's own work on a small group:
+            /// there they are two batches of statements, and a
             /// group of plain writes only is two round trips (`write_plain_group`: BEGIN and
             /// COMMIT ride with the batches), plus the ping sqlx sends when the connection
             /// goes back to the pool.

@@ -8,8 +8,7 @@ use super::*;
 
 /// Groups committing at once on PostgreSQL: while one waits for its commit to be flushed,
 /// the next one runs. More committers made smaller groups, and more statements for the
-/// same writes (measured on 2 cores: 4 committers 4 070–6 030 creates/s, 2 committers
-/// 5 020–5 910, 1 committer 4 950–6 530). SQLite has one.
+/// same writes (docs/benchmark-log.md has the figures). SQLite has one.
 pub(super) const PG_GROUP_WRITERS: usize = 2;
 
 impl PgStore {
@@ -46,13 +45,12 @@ impl PgStore {
     /// Options of the connections that write.
     ///
     /// They keep one plan per statement: PostgreSQL would otherwise plan the group
-    /// commit's statement anew nearly every time (a custom plan per array size; measured:
-    /// 4 813 plans in 6 143 runs, planning adding 30 % to its time). Every write finds its
-    /// rows by key; without sequential scans, a plan made while a table is still small (a
-    /// new database) does so too, instead of scanning the whole table forever after
-    /// (measured: 15 ms per group once the table had 10 000 rows). No JIT either: a scan
-    /// that had to stay sequential (the one-row cursor before it could use its key) costs
-    /// so much in the planner's eyes that each run compiled itself, for half a second.
+    /// commit's statement anew nearly every time (a custom plan per array size). Every
+    /// write finds its rows by key; without sequential scans, a plan made while a table is
+    /// still small (a new database) does so too, instead of scanning the whole table
+    /// forever after. No JIT either: a scan that has to stay sequential can look so
+    /// costly to the planner that each run compiles itself. (The figures behind these are
+    /// in docs/benchmark-log.md.)
     ///
     /// sqlx pings a connection when it goes back to the pool; a second ping before each
     /// use would add a round trip to every write. Without it, a connection broken while
@@ -443,9 +441,8 @@ impl GroupWriter for PgCommitter {
 
 /// Starts the PostgreSQL committers on a thread of their own, with a pool opened there:
 /// a group's statement is built, sent and answered without waiting behind the registry,
-/// the relay and the Kafka consumer on the system thread (measured with the kept
-/// connections: a p99 create latency 1 to 2 ms lower). The thread ends when every store
-/// handle is dropped.
+/// the relay and the Kafka consumer on the system thread (which shows in the creates'
+/// tail latency). The thread ends when every store handle is dropped.
 pub(super) async fn spawn_pg_committers(url: String) -> anyhow::Result<mpsc::Sender<Job>> {
     let (writer, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE);
     let (ready, connected) = oneshot::channel::<anyhow::Result<()>>();

@@ -84,10 +84,9 @@ macro_rules! store_impl {
             }
 
             // This query and the next two can return every open payment: they are read
-            // as streams, not with `fetch_all`. sqlx copies each SQLite value into
-            // SQLite's heap (C `malloc`), and holding 100 000 rows at once left about
-            // 50 MB in a glibc arena that never shrank back (half the resident memory of
-            // 100 000 payment actors).
+            // as streams, not with `fetch_all`: sqlx copies each SQLite value into
+            // SQLite's heap (C `malloc`), and holding every row at once leaves memory in
+            // a glibc arena that never shrinks back.
             async fn open_payment_ids(&self) -> Result<Vec<Uuid>, StoreError> {
                 let mut rows = sqlx::query(
                     "SELECT id FROM payments WHERE status IN ('CREATION_PENDING', 'PAYMENT_PENDING', 'PAYMENT_STARTED') \
