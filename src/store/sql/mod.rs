@@ -57,6 +57,15 @@ mod store_impl;
 #[cfg(test)]
 mod tests;
 
+/// A backend the shared queries run on (PostgreSQL or SQLite).
+pub(super) trait Dialect: sqlx::Database {}
+
+impl Dialect for sqlx::Postgres {}
+impl Dialect for sqlx::Sqlite {}
+
+/// The queries written once for both backends, over `D`.
+pub(super) struct Sql<D>(std::marker::PhantomData<D>);
+
 use group_commit::*;
 use ledger::*;
 use outbox::*;

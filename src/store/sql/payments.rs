@@ -189,7 +189,7 @@ macro_rules! payment_queries {
                 }
                 let mut next_check_at = next_check_at;
                 if let Some(hold) = hold {
-                    if let Err(reason) = Self::place_hold(&mut *conn, payment.id, hold, now).await? {
+                    if let Err(reason) = Sql::<$db>::place_hold(&mut *conn, payment.id, hold, now).await? {
                         payment.transition(PaymentStatus::CreationFailed, now).map_err(anyhow::Error::new)?;
                         payment.status_message = Some(reason);
                         payment.links.update.next_check_at = None;
@@ -253,10 +253,10 @@ macro_rules! payment_queries {
                     return Err(StoreError::Conflict(payment.id));
                 }
                 if let Some(action) = hold {
-                    Self::settle_hold(&mut *conn, payment.id, action, now).await?;
+                    Sql::<$db>::settle_hold(&mut *conn, payment.id, action, now).await?;
                 }
                 if payment.status == PaymentStatus::Complete {
-                    Self::credit_top_up(&mut *conn, &payment, now).await?;
+                    Sql::<$db>::credit_top_up(&mut *conn, &payment, now).await?;
                 }
                 if new_codes {
                     // Codes the intermediary gave: it is the authority on them, so a

@@ -210,9 +210,7 @@ macro_rules! store_impl {
             }
 
             async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
-                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
-                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await?;
-                row.as_ref().map(Self::row_to_account).transpose()
+                Sql::<$db>::account_in(&self.read, id).await
             }
 
             async fn payment_with_code(
@@ -239,14 +237,14 @@ macro_rules! store_impl {
                 // A concurrent deposit with this key committed first (its journal entry
                 // is unique): the second look answers this one as its replay.
                 for _ in 0..2 {
-                    match self.deposit_once(&key, deposit).await {
+                    match Sql::<$db>::deposit_once(&self.write, &self.read, &key, deposit).await {
                         Ok(Some(done)) => return Ok(done),
                         Ok(None) => {}
                         Err(e) if is_unique_violation(&e) => {}
                         Err(e) => return Err(e),
                     }
                 }
-                match self.deposit_once(&key, deposit).await? {
+                match Sql::<$db>::deposit_once(&self.write, &self.read, &key, deposit).await? {
                     Some(done) => Ok(done),
                     None => Err(StoreError::Unexpected(anyhow::anyhow!(
                         "deposit key {key} raced three times"
@@ -272,7 +270,7 @@ macro_rules! store_impl {
                 if inserted.rows_affected() == 1 && account.balance_cents > 0 {
                     // A new account's money is journalled like any other: its opening credit.
                     let key = format!("opening:{}", account.id);
-                    Self::journal(&mut tx, NewEntry {
+                    Sql::<$db>::journal(&mut tx, NewEntry {
                         account_id: account.id,
                         key: &key,
                         payment_id: None,
