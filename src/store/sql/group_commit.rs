@@ -135,7 +135,7 @@ macro_rules! group_commit_queries {
                 if let Err(mpsc::error::SendError(Job::Create(new, _))) =
                     self.writer.send(Job::Create(new, reply)).await
                 {
-                    return Self::create_in(&self.write, new).await;
+                    return Sql::<$db>::create_in(&self.write, new).await;
                 }
                 answer.await.unwrap_or_else(|_| Err(writer_gone()))
             }
@@ -150,7 +150,7 @@ macro_rules! group_commit_queries {
                 if let Err(mpsc::error::SendError(Job::Update(version, change, _))) =
                     self.writer.send(job).await
                 {
-                    return Self::update_in(&self.write, version, change).await;
+                    return Sql::<$db>::update_in(&self.write, version, change).await;
                 }
                 answer.await.unwrap_or_else(|_| Err(writer_gone()))
             }
@@ -249,7 +249,7 @@ macro_rules! group_commit_queries {
                             Job::Create(new, _) => {
                                 let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
                                 let (created, keep) =
-                                    Self::create_steps(&mut savepoint, new.clone()).await?;
+                                    Sql::<$db>::create_steps(&mut savepoint, new.clone()).await?;
                                 if keep {
                                     savepoint.commit().await?;
                                 } else {
@@ -259,8 +259,12 @@ macro_rules! group_commit_queries {
                             }
                             Job::Update(version, change, _) => {
                                 done[i] = Some(Done::Updated(
-                                    match Self::update_steps(&mut tx, *version, change.clone())
-                                        .await
+                                    match Sql::<$db>::update_steps(
+                                        &mut tx,
+                                        *version,
+                                        change.clone(),
+                                    )
+                                    .await
                                     {
                                         Err(StoreError::Conflict(id)) => {
                                             Err(StoreError::Conflict(id))
@@ -317,10 +321,10 @@ macro_rules! group_commit_queries {
             pub(super) async fn run_alone(pool: &sqlx::Pool<$db>, job: Job) {
                 match job {
                     Job::Create(new, reply) => {
-                        let _ = reply.send(Self::create_in(pool, new).await);
+                        let _ = reply.send(Sql::<$db>::create_in(pool, new).await);
                     }
                     Job::Update(version, change, reply) => {
-                        let _ = reply.send(Self::update_in(pool, version, change).await);
+                        let _ = reply.send(Sql::<$db>::update_in(pool, version, change).await);
                     }
                     Job::MarkPublished(seqs, reply) => {
                         let result = match pool.acquire().await {

@@ -71,13 +71,18 @@ where
     for<'q> D::Arguments<'q>: sqlx::IntoArguments<'q, D>,
     for<'a> &'a str: sqlx::ColumnIndex<D::Row>,
     for<'q> Uuid: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
-    for<'q> i64: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
-    for<'q> DateTime<Utc>: sqlx::Encode<'q, D> + sqlx::Type<D>,
-    for<'q> &'q str: sqlx::Encode<'q, D> + sqlx::Type<D>,
-    for<'r> String: sqlx::Decode<'r, D> + sqlx::Type<D>,
     for<'q> Option<Uuid>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D>,
+    for<'q> i64: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> bool: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> DateTime<Utc>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D>,
+    for<'q> &'q str: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, D>,
-    for<'r> Option<String>: sqlx::Decode<'r, D>,
+    for<'q> String: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<String>: sqlx::Decode<'q, D>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, D> + sqlx::Type<D>,
+    for<'q> &'q [u8]: sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'r> (Uuid,): sqlx::FromRow<'r, D::Row>,
 {
     /// Places a hold; `Err(reason)` when the account is unknown or short of money.
     pub(super) async fn place_hold(

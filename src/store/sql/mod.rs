@@ -57,11 +57,40 @@ mod store_impl;
 #[cfg(test)]
 mod tests;
 
-/// A backend the shared queries run on (PostgreSQL or SQLite).
-pub(super) trait Dialect: sqlx::Database {}
+/// A backend the shared queries run on (PostgreSQL or SQLite): what generic code cannot
+/// reach through sqlx's traits alone.
+pub(super) trait Dialect: sqlx::Database {
+    /// `qb.build()`. Each backend's arguments shorten to the builder's borrow (they are
+    /// covariant), which generic code cannot see: built there, the builder would have to
+    /// outlive itself.
+    fn build<'q, 'a: 'q>(
+        qb: &'q mut QueryBuilder<'a, Self>,
+    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>>;
+    /// How many rows a statement wrote (each backend's result has it, no trait does).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
 
-impl Dialect for sqlx::Postgres {}
-impl Dialect for sqlx::Sqlite {}
+impl Dialect for sqlx::Postgres {
+    fn build<'q, 'a: 'q>(
+        qb: &'q mut QueryBuilder<'a, Self>,
+    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
+        qb.build()
+    }
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Dialect for sqlx::Sqlite {
+    fn build<'q, 'a: 'q>(
+        qb: &'q mut QueryBuilder<'a, Self>,
+    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
+        qb.build()
+    }
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
 
 /// The queries written once for both backends, over `D`.
 pub(super) struct Sql<D>(std::marker::PhantomData<D>);

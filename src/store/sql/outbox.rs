@@ -64,56 +64,70 @@ pub(super) fn update_events<'a>(
         .collect()
 }
 
-macro_rules! outbox_queries {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            pub(super) async fn insert_event(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                payment: &Payment,
-                at: DateTime<Utc>,
-                version: i64,
-            ) -> Result<(), StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("");
-                Self::push_events(
-                    &mut qb,
-                    &[EventRow {
-                        payment,
-                        at,
-                        version,
-                        index: 0,
-                    }],
-                    &[],
-                )?;
-                qb.build().execute(&mut *conn).await?;
-                Ok(())
-            }
+impl<D: Dialect> Sql<D>
+where
+    for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
+    for<'c> &'c sqlx::Pool<D>: sqlx::Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: sqlx::IntoArguments<'q, D>,
+    for<'a> &'a str: sqlx::ColumnIndex<D::Row>,
+    for<'q> Uuid: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<Uuid>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D>,
+    for<'q> i64: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> bool: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> DateTime<Utc>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D>,
+    for<'q> &'q str: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, D>,
+    for<'q> String: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<String>: sqlx::Decode<'q, D>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, D> + sqlx::Type<D>,
+    for<'q> &'q [u8]: sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'r> (Uuid,): sqlx::FromRow<'r, D::Row>,
+{
+    pub(super) async fn insert_event(
+        conn: &mut D::Connection,
+        payment: &Payment,
+        at: DateTime<Utc>,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        let mut qb = QueryBuilder::<D>::new("");
+        Self::push_events(
+            &mut qb,
+            &[EventRow {
+                payment,
+                at,
+                version,
+                index: 0,
+            }],
+            &[],
+        )?;
+        D::build(&mut qb).execute(&mut *conn).await?;
+        Ok(())
+    }
 
-            /// payment's document in `documents` (at the event's `index`) when the caller
-            /// has it.
-            pub(super) fn push_events<'a>(
-                qb: &mut QueryBuilder<'a, $db>,
-                events: &[EventRow<'a>],
-                documents: &[String],
-            ) -> Result<(), StoreError> {
-                let texts = events
-                    .iter()
-                    .map(|event| event.text(documents.get(event.index).map(String::as_str)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                qb.push("INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) ");
-                qb.push_values(events.iter().zip(texts), |mut row, (event, (event_id, text))| {
-                    row.push_bind(event_id)
-                        .push_bind(event.payment.id)
-                        .push_bind("payments")
-                        .push_bind(packed::pack(&text))
-                        .push_bind(event.at)
-                        .push_bind(event.version);
-                });
-                Ok(())
-            }
-
-        }
-    };
+    /// payment's document in `documents` (at the event's `index`) when the caller
+    /// has it.
+    pub(super) fn push_events<'a>(
+        qb: &mut QueryBuilder<'a, D>,
+        events: &[EventRow<'a>],
+        documents: &[String],
+    ) -> Result<(), StoreError> {
+        let texts = events
+            .iter()
+            .map(|event| event.text(documents.get(event.index).map(String::as_str)))
+            .collect::<Result<Vec<_>, _>>()?;
+        qb.push("INSERT INTO outbox (event_id, payment_id, topic, payload, created_at, version) ");
+        qb.push_values(
+            events.iter().zip(texts),
+            |mut row, (event, (event_id, text))| {
+                row.push_bind(event_id)
+                    .push_bind(event.payment.id)
+                    .push_bind("payments")
+                    .push_bind(packed::pack(&text))
+                    .push_bind(event.at)
+                    .push_bind(event.version);
+            },
+        );
+        Ok(())
+    }
 }
-
-outbox_queries!(PgStore, sqlx::Postgres);
-outbox_queries!(SqliteStore, sqlx::Sqlite);

@@ -142,7 +142,7 @@ impl SqliteStore {
                 (&new.payment, &new.saga, new.next_check_at, document)
             })
             .collect();
-        Self::push_payment_rows(qb, rows);
+        Sql::<sqlx::Sqlite>::push_payment_rows(qb, rows);
     }
 
     /// A multi-row `UPDATE … FROM (VALUES …) RETURNING id`: each payment only at
@@ -243,7 +243,7 @@ impl SqliteStore {
         {
             Self::push_new_payments(&mut qb, chunk, texts);
             qb.push("; ");
-            Self::push_events(&mut qb, &creation_events(chunk), texts)?;
+            Sql::<sqlx::Sqlite>::push_events(&mut qb, &creation_events(chunk), texts)?;
             qb.push("; ");
         }
         for (chunk, texts) in updates
@@ -272,7 +272,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new("");
         for chunk in events.chunks(MULTI_ROW_MAX) {
-            Self::push_events(&mut qb, chunk, documents)?;
+            Sql::<sqlx::Sqlite>::push_events(&mut qb, chunk, documents)?;
             qb.push("; ");
         }
         let now = time::now();

@@ -24,7 +24,7 @@ macro_rules! store_impl {
             async fn import_payments(&self, payments: &[NewPayment]) -> Result<(), StoreError> {
                 let mut tx = self.write.begin().await?;
                 for new in payments {
-                    Self::insert_payment_row(&mut tx, &new.payment, &new.saga, new.next_check_at).await?;
+                    Sql::<$db>::insert_payment_row(&mut tx, &new.payment, &new.saga, new.next_check_at).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -37,11 +37,11 @@ macro_rules! store_impl {
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?;
-                row.as_ref().map(Self::row_to_timing).transpose()
+                row.as_ref().map(Sql::<$db>::row_to_timing).transpose()
             }
 
             async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
-                Self::payment_in(&self.read, "id", id).await
+                Sql::<$db>::payment_in(&self.read, "id", id).await
             }
 
             async fn update_payment(
@@ -65,11 +65,11 @@ macro_rules! store_impl {
                 let mut cursor = cursor;
                 loop {
                     let wanted = limit - listed.len() as i64;
-                    let rows = Self::list_page(filter, wanted, cursor).build().fetch_all(&self.read).await?;
+                    let rows = Sql::<$db>::list_page(filter, wanted, cursor).build().fetch_all(&self.read).await?;
                     let exhausted = (rows.len() as i64) < wanted;
                     for row in &rows {
                         cursor = Some(Cursor { created_at: row.try_get("created_at")?, id: row.try_get("id")? });
-                        match Self::row_to_payment(row) {
+                        match Sql::<$db>::row_to_payment(row) {
                             Ok(payment) => listed.push(payment),
                             Err(e) => {
                                 let id: Uuid = row.try_get("id")?;
@@ -113,7 +113,7 @@ macro_rules! store_impl {
                 .fetch(&self.read);
                 let mut timings = Vec::new();
                 while let Some(row) = rows.try_next().await? {
-                    timings.push((row.try_get("id")?, Some(Self::row_to_timing(&row)?)));
+                    timings.push((row.try_get("id")?, Some(Sql::<$db>::row_to_timing(&row)?)));
                 }
                 Ok(timings)
             }
@@ -150,7 +150,7 @@ macro_rules! store_impl {
                     due.push(DuePayment {
                         id: row.try_get("id")?,
                         due: row.try_get("next_check_at")?,
-                        timing: Self::row_to_timing(&row)?,
+                        timing: Sql::<$db>::row_to_timing(&row)?,
                     });
                 }
                 Ok(due)
