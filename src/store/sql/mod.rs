@@ -17,24 +17,31 @@ use super::*;
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::time;
 
-/// PostgreSQL store (production). Creates, updates and outbox marks go through
-/// `group_commit` as on SQLite; everything else runs on the pool.
-#[derive(Clone)]
-pub struct PgStore {
-    pub(super) write: PgPool,
-    pub(super) read: PgPool,
+/// A store on a backend `D`: the pools, and the queue of the group commit.
+pub struct SqlStore<D: sqlx::Database> {
+    pub(super) write: sqlx::Pool<D>,
+    pub(super) read: sqlx::Pool<D>,
     writer: mpsc::Sender<Job>,
 }
+
+impl<D: sqlx::Database> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            write: self.write.clone(),
+            read: self.read.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+}
+
+/// PostgreSQL store (production). Creates, updates and outbox marks go through
+/// `group_commit` as on SQLite; everything else runs on the pool.
+pub type PgStore = SqlStore<sqlx::Postgres>;
 
 /// SQLite store (embedded default): one writer connection, a few readers, WAL. Creates,
 /// updates and outbox marks go through `group_commit`: what is waiting when the writer is
 /// free is committed in one transaction.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pub(super) write: SqlitePool,
-    pub(super) read: SqlitePool,
-    writer: mpsc::Sender<Job>,
-}
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 const PAYMENT_COLUMNS: &str = "document, version, saga, next_check_at";
 /// What the listing reads: `PAYMENT_COLUMNS` and the key it pages by, which stays
@@ -57,9 +64,14 @@ mod store_impl;
 #[cfg(test)]
 mod tests;
 
-/// A backend the shared queries run on (PostgreSQL or SQLite): what generic code cannot
-/// reach through sqlx's traits alone.
-pub(super) trait Dialect: sqlx::Database {
+/// A backend the shared queries run on (PostgreSQL or SQLite): what differs between them,
+/// and what generic code cannot reach through sqlx's traits alone.
+#[async_trait]
+pub trait Dialect: sqlx::Database {
+    /// The backend's name (`Store::backend`).
+    const BACKEND: &'static str;
+    /// The oldest unpublished outbox events, in the order to publish them; `$1` the limit.
+    const UNPUBLISHED: &'static str;
     /// `qb.build()`. Each backend's arguments shorten to the builder's borrow (they are
     /// covariant), which generic code cannot see: built there, the builder would have to
     /// outlive itself.
@@ -68,28 +80,28 @@ pub(super) trait Dialect: sqlx::Database {
     ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>>;
     /// How many rows a statement wrote (each backend's result has it, no trait does).
     fn rows_affected(result: &Self::QueryResult) -> u64;
-}
-
-impl Dialect for sqlx::Postgres {
-    fn build<'q, 'a: 'q>(
-        qb: &'q mut QueryBuilder<'a, Self>,
-    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
-        qb.build()
-    }
-    fn rows_affected(result: &Self::QueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
-impl Dialect for sqlx::Sqlite {
-    fn build<'q, 'a: 'q>(
-        qb: &'q mut QueryBuilder<'a, Self>,
-    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
-        qb.build()
-    }
-    fn rows_affected(result: &Self::QueryResult) -> u64 {
-        result.rows_affected()
-    }
+    /// Committed events held back behind an older open transaction.
+    async fn held_back(pool: &sqlx::Pool<Self>) -> Result<Option<HeldBack>, StoreError>;
+    /// Records the events `seqs` as published, on `conn`.
+    async fn mark_published_steps(
+        conn: &mut Self::Connection,
+        seqs: &[i64],
+    ) -> Result<(), StoreError>;
+    /// A group of plain writes only, in as few round trips as the backend allows. The ids
+    /// updated (the others are conflicts).
+    async fn write_plain_group(
+        conn: &mut sqlx::pool::PoolConnection<Self>,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError>;
+    /// The same writes inside a transaction the caller manages.
+    async fn write_plain_in(
+        conn: &mut Self::Connection,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError>;
 }
 
 /// The queries written once for both backends, over `D`.

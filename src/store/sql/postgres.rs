@@ -493,3 +493,48 @@ pub(super) async fn spawn_pg_committers(url: String) -> anyhow::Result<mpsc::Sen
         .context("the committers' thread ended before connecting")??;
     Ok(writer)
 }
+
+#[async_trait]
+impl Dialect for sqlx::Postgres {
+    const BACKEND: &'static str = "postgres";
+    const UNPUBLISHED: &'static str = PgStore::UNPUBLISHED;
+
+    fn build<'q, 'a: 'q>(
+        qb: &'q mut QueryBuilder<'a, Self>,
+    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
+        qb.build()
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn held_back(pool: &sqlx::Pool<Self>) -> Result<Option<HeldBack>, StoreError> {
+        PgStore::held_back(pool).await
+    }
+
+    async fn mark_published_steps(
+        conn: &mut sqlx::PgConnection,
+        seqs: &[i64],
+    ) -> Result<(), StoreError> {
+        PgStore::mark_published_steps(conn, seqs).await
+    }
+
+    async fn write_plain_group(
+        conn: &mut sqlx::pool::PoolConnection<Self>,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        PgStore::write_plain_group(conn, news, updates, marks).await
+    }
+
+    async fn write_plain_in(
+        conn: &mut sqlx::PgConnection,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        PgStore::write_plain_in(conn, news, updates, marks).await
+    }
+}

@@ -327,3 +327,48 @@ impl GroupWriter for SqlitePool {
         SqliteStore::run_alone(self, job).await
     }
 }
+
+#[async_trait]
+impl Dialect for sqlx::Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    const UNPUBLISHED: &'static str = SqliteStore::UNPUBLISHED;
+
+    fn build<'q, 'a: 'q>(
+        qb: &'q mut QueryBuilder<'a, Self>,
+    ) -> sqlx::query::Query<'q, Self, Self::Arguments<'q>> {
+        qb.build()
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn held_back(pool: &sqlx::Pool<Self>) -> Result<Option<HeldBack>, StoreError> {
+        SqliteStore::held_back(pool).await
+    }
+
+    async fn mark_published_steps(
+        conn: &mut sqlx::SqliteConnection,
+        seqs: &[i64],
+    ) -> Result<(), StoreError> {
+        SqliteStore::mark_published_steps(conn, seqs).await
+    }
+
+    async fn write_plain_group(
+        conn: &mut sqlx::pool::PoolConnection<Self>,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        SqliteStore::write_plain_group(conn, news, updates, marks).await
+    }
+
+    async fn write_plain_in(
+        conn: &mut sqlx::SqliteConnection,
+        news: &[&NewPayment],
+        updates: &[(i64, &Change)],
+        marks: &[&[i64]],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        SqliteStore::write_plain_in(conn, news, updates, marks).await
+    }
+}
