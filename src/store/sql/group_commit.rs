@@ -124,6 +124,7 @@ pub(super) async fn group_commit(
     }
 }
 
+// The shared queries' sqlx bounds (see `Sql`).
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,

@@ -64,6 +64,7 @@ pub(super) const LEDGER_MISMATCHES: &str = "\
     WHERE a.balance_cents <> COALESCE(j.balance, 0) OR a.held_cents <> COALESCE(j.held, 0) \
     ORDER BY a.id";
 
+// The shared queries' sqlx bounds (see `Sql`).
 impl<D: Dialect> Sql<D>
 where
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,

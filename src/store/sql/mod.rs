@@ -1,7 +1,8 @@
-//! The SQL behind `Store`, shared by PostgreSQL and SQLite: the queries are written once
-//! in a dialect both accept (`$n` parameters, `ON CONFLICT`, `RETURNING`, row values)
-//! and instantiated per backend by a macro per subject. Connecting, the outbox's
-//! publication order and the group commit's plain writes differ per backend.
+//! The SQL behind `Store`, shared by PostgreSQL and SQLite: the queries are written once,
+//! in a dialect both accept (`$n` parameters, `ON CONFLICT`, `RETURNING`, row values), as
+//! generic code over a `Dialect` (`sqlx::Postgres` or `sqlx::Sqlite`). What differs per
+//! backend (connecting, the outbox's publication order, the group commit's plain writes)
+//! is in `postgres.rs` and `sqlite.rs`.
 
 use std::time::Duration;
 
@@ -105,6 +106,10 @@ pub trait Dialect: sqlx::Database {
 }
 
 /// The queries written once for both backends, over `D`.
+///
+/// Each generic impl block (here and `SqlStore<D>`'s) repeats one where clause: sqlx's
+/// bounds for the types the queries bind and read. Rust implies a trait's supertraits but
+/// not its other where clauses, so they cannot be stated once on `Dialect`.
 pub(super) struct Sql<D>(std::marker::PhantomData<D>);
 
 use group_commit::*;

@@ -64,6 +64,7 @@ pub(super) fn update_events<'a>(
         .collect()
 }
 
+// The shared queries' sqlx bounds (see `Sql`).
 impl<D: Dialect> Sql<D>
 where
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// A payment row to insert: the payment, its saga, its next check and its stored document.
+pub(super) type PaymentRow<'a> = (&'a Payment, &'a SagaState, Option<DateTime<Utc>>, Vec<u8>);
+
+// The shared queries' sqlx bounds (see `Sql`).
 impl<D: Dialect> Sql<D>
 where
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
@@ -357,10 +361,7 @@ where
 
     /// `INSERT INTO payments … VALUES …` of (payment, saga, next check, stored
     /// document), at version 1.
-    pub(super) fn push_payment_rows<'a>(
-        qb: &mut QueryBuilder<'a, D>,
-        rows: Vec<(&'a Payment, &'a SagaState, Option<DateTime<Utc>>, Vec<u8>)>,
-    ) {
+    pub(super) fn push_payment_rows<'a>(qb: &mut QueryBuilder<'a, D>, rows: Vec<PaymentRow<'a>>) {
         qb.push(
             "INSERT INTO payments (id, tenant_id, service_id, user_id, remote_id, payment_type, status, \
              created_at, updated_at, next_check_at, version, document, saga, notify_pending) ",

@@ -4,6 +4,7 @@ use futures::TryStreamExt;
 
 use super::*;
 
+// The shared queries' sqlx bounds (see `Sql`).
 #[async_trait]
 impl<D: Dialect> Store for SqlStore<D>
 where
