@@ -1,6 +1,6 @@
 //! The operators' configuration in the database: tenants and services' payment configs.
-//! Same approach as `sql.rs`: the queries are written once for both backends and
-//! instantiated per backend by `config_store!`. Service credentials arrive here already
+//! The queries are written once for both backends (as in `sql/`) and instantiated per
+//! backend by `config_store!`. Service credentials arrive here already
 //! sealed; this layer never sees them in the clear.
 
 use async_trait::async_trait;
