@@ -76,6 +76,21 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
+/// Why a wallet hold could not be placed: the payment is stored CREATION_FAILED with
+/// this as its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HoldRefused {
+    #[error("insufficient funds in the wallet account")]
+    InsufficientFunds,
+    #[error("unknown wallet account {0}")]
+    UnknownAccount(Uuid),
+}
+
+/// A journal entry kind stored under a name cassa does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown journal entry kind {0:?}")]
+pub struct UnknownEntryKind(pub String);
+
 /// A wallet hold to place in the same transaction that creates the payment.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldRequest {
@@ -286,14 +301,14 @@ impl EntryKind {
 }
 
 impl std::str::FromStr for EntryKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownEntryKind;
+    fn from_str(s: &str) -> Result<Self, UnknownEntryKind> {
         match s {
             "credit" => Ok(EntryKind::Credit),
             "hold" => Ok(EntryKind::Hold),
             "capture" => Ok(EntryKind::Capture),
             "release" => Ok(EntryKind::Release),
-            other => Err(format!("unknown journal entry kind {other:?}")),
+            other => Err(UnknownEntryKind(other.to_string())),
         }
     }
 }

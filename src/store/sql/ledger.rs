@@ -85,13 +85,13 @@ where
     for<'q> &'q [u8]: sqlx::Decode<'q, D> + sqlx::Type<D>,
     for<'r> (Uuid,): sqlx::FromRow<'r, D::Row>,
 {
-    /// Places a hold; `Err(reason)` when the account is unknown or short of money.
+    /// Places a hold; `Err(why)` when the account is unknown or short of money.
     pub(super) async fn place_hold(
         conn: &mut D::Connection,
         payment_id: Uuid,
         hold: HoldRequest,
         at: DateTime<Utc>,
-    ) -> Result<Result<(), String>, StoreError> {
+    ) -> Result<Result<(), HoldRefused>, StoreError> {
         let held = sqlx::query(
             "UPDATE accounts SET held_cents = held_cents + $1, updated_at = $2 \
              WHERE id = $3 AND balance_cents - held_cents >= $1 RETURNING balance_cents, held_cents",
@@ -108,9 +108,9 @@ where
                 .await?
                 .is_some();
             return Ok(Err(if exists {
-                "insufficient funds in the wallet account".to_string()
+                HoldRefused::InsufficientFunds
             } else {
-                format!("unknown wallet account {}", hold.account_id)
+                HoldRefused::UnknownAccount(hold.account_id)
             }));
         };
         let key = payment_entry_key(EntryKind::Hold, payment_id);

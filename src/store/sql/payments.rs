@@ -235,7 +235,7 @@ where
                 payment
                     .transition(PaymentStatus::CreationFailed, now)
                     .map_err(anyhow::Error::new)?;
-                payment.status_message = Some(reason);
+                payment.status_message = Some(reason.to_string());
                 payment.links.update.next_check_at = None;
                 next_check_at = None;
             }

@@ -346,7 +346,7 @@ where
                     payment_id: row.try_get("payment_id")?,
                     kind: kind
                         .parse()
-                        .map_err(|e: String| StoreError::Unexpected(anyhow::anyhow!(e)))?,
+                        .map_err(|e: UnknownEntryKind| StoreError::Unexpected(e.into()))?,
                     amount_cents: row.try_get("amount_cents")?,
                     balance_after_cents: row.try_get("balance_after_cents")?,
                     held_after_cents: row.try_get("held_after_cents")?,
