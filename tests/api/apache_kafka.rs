@@ -156,11 +156,23 @@ async fn creates_survive(fault: &str, heal: &str) {
 
 #[actix_rt::test]
 async fn the_partition_leaders_broker_killed_while_creates_stream_in_loses_no_event() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::the_partition_leaders_broker_killed_while_creates_stream_in_loses_no_event"
+    )) {
+        return;
+    }
     creates_survive("kill", "restart").await;
 }
 
 #[actix_rt::test]
 async fn the_partition_leaders_broker_paused_while_creates_stream_in_loses_no_event() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::the_partition_leaders_broker_paused_while_creates_stream_in_loses_no_event"
+    )) {
+        return;
+    }
     creates_survive("pause", "resume").await;
 }
 
@@ -460,6 +472,12 @@ async fn terminate(child: &mut std::process::Child) {
 
 #[actix_rt::test]
 async fn three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_restart() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_restart"
+    )) {
+        return;
+    }
     use crate::restart::{free_port, start_cassa_with, wait_ready};
 
     let db = TestDatabase::new(Backend::Postgres).await;
@@ -577,6 +595,12 @@ async fn three_instances_share_twelve_partitions_survive_a_kill_and_a_rolling_re
 
 #[actix_rt::test]
 async fn with_the_kip_848_protocol_two_instances_share_partitions_and_hand_them_over() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::with_the_kip_848_protocol_two_instances_share_partitions_and_hand_them_over"
+    )) {
+        return;
+    }
     use crate::restart::{free_port, start_cassa_with, wait_ready};
 
     let db = TestDatabase::new(Backend::Postgres).await;

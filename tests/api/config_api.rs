@@ -285,6 +285,12 @@ async fn an_operator_sets_up_a_service_with_credentials_and_takes_payments_sqlit
 
 #[actix_rt::test]
 async fn an_operator_sets_up_a_service_with_credentials_and_takes_payments_postgres() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::an_operator_sets_up_a_service_with_credentials_and_takes_payments_postgres"
+    )) {
+        return;
+    }
     operator_sets_up_a_service_and_takes_payments(Backend::Postgres).await;
 }
 

@@ -707,6 +707,10 @@ async fn the_platform_is_told_the_outcome_with_retries_and_a_4xx_is_final(broker
 
 #[actix_rt::test]
 async fn a_broker_outage_loses_no_event() {
+    if crate::helpers::postgres_skipped(concat!(module_path!(), "::a_broker_outage_loses_no_event"))
+    {
+        return;
+    }
     let app = TestApp::spawn(Backend::Postgres).await;
     let broker = app.kafka.setup.embedded.0.clone().unwrap();
     let up = broker.clone();

@@ -41,6 +41,12 @@ async fn owned_partition_list(client: &reqwest::Client, base: &str) -> Vec<i32> 
 
 #[actix_rt::test]
 async fn two_instances_share_the_work_and_survive_the_loss_of_one() {
+    if crate::helpers::postgres_skipped(concat!(
+        module_path!(),
+        "::two_instances_share_the_work_and_survive_the_loss_of_one"
+    )) {
+        return;
+    }
     let db = TestDatabase::new(Backend::Postgres).await;
     let sim =
         TestSimulator::serve_without_push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
