@@ -290,6 +290,16 @@ async fn finish(
     save(deps, row, payment, saga, next, hold).await
 }
 
+/// Ends the payment as its row stands (nothing else changed by the step).
+async fn end_as_is(
+    deps: &Deps,
+    row: &StoredPayment,
+    ending: Ending,
+    now: DateTime<Utc>,
+) -> Result<StoredPayment, StoreError> {
+    finish(deps, row, row.payment.clone(), ending, now).await
+}
+
 /// The body POSTed to the platform's notify URLs (docs/kafka.md).
 fn outcome(payment: &Payment) -> serde_json::Value {
     let ok = payment.status == PaymentStatus::Complete;
@@ -557,16 +567,7 @@ async fn wind_down(
         Some(Compensation::CancelPosition) => {
             cancel_position(deps, row, status, message, now).await
         }
-        None => {
-            finish(
-                deps,
-                row,
-                row.payment.clone(),
-                Ending::new(status).because(message),
-                now,
-            )
-            .await
-        }
+        None => end_as_is(deps, row, Ending::new(status).because(message), now).await,
     }
 }
 
@@ -593,27 +594,13 @@ async fn cancel_position(
                     return retry_later(deps, row, format!("compensation pending: {e}"), now).await
                 }
                 Err(_) => {
-                    return finish(
-                        deps,
-                        row,
-                        row.payment.clone(),
-                        Ending::new(status).because(message),
-                        now,
-                    )
-                    .await
+                    return end_as_is(deps, row, Ending::new(status).because(message), now).await
                 }
             },
         };
         match intermediary.cancel_position(&iuv).await {
             Ok(()) | Err(IntermediaryError::NotFound) => {
-                finish(
-                    deps,
-                    row,
-                    row.payment.clone(),
-                    Ending::new(status).because(message),
-                    now,
-                )
-                .await
+                end_as_is(deps, row, Ending::new(status).because(message), now).await
             }
             Err(IntermediaryError::AlreadyPaid) => {
                 // Too late to cancel: the citizen paid. Check at once to record it.
