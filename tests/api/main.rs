@@ -46,6 +46,7 @@ mod scale_out;
 mod schedule;
 mod simulator;
 mod store_suite;
+mod structure;
 mod supervision;
 mod timers;
 mod validation;
