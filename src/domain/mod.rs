@@ -3,6 +3,7 @@
 
 pub mod field;
 pub mod money;
+pub mod pagopa;
 pub mod partition;
 pub mod payment;
 pub mod saga;

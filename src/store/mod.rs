@@ -546,6 +546,9 @@ pub trait Store: ConfigStore + Send + Sync + 'static {
     async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError>;
     /// Holds still held although their payment is final: a hold must never outlive it.
     async fn stale_holds(&self) -> Result<Vec<StaleHold>, StoreError>;
+    /// The next base of `creditor`'s IUV sequence (1, 2, …): never handed out twice,
+    /// whatever the instance, and not after a restart either.
+    async fn next_iuv_base(&self, creditor: &str) -> Result<u64, StoreError>;
 }
 
 /// Opens (and migrates) the store a database URL names: `postgres://…` or `sqlite://…`

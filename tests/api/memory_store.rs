@@ -32,6 +32,9 @@ impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
         "memory"
     }
+    async fn next_iuv_base(&self, _: &str) -> Result<u64, StoreError> {
+        Err(unsupported())
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -381,6 +381,23 @@ where
             .collect()
     }
 
+    async fn next_iuv_base(&self, creditor: &str) -> Result<u64, StoreError> {
+        // One statement: the row lock (PostgreSQL) or the single writer (SQLite) orders
+        // concurrent takers.
+        let row = sqlx::query(
+            "INSERT INTO iuv_sequences (creditor, last_base) VALUES ($1, 1) \
+             ON CONFLICT (creditor) DO UPDATE SET last_base = iuv_sequences.last_base + 1 \
+             RETURNING last_base",
+        )
+        .bind(creditor)
+        .fetch_one(&self.write)
+        .await?;
+        let base: i64 = row.try_get("last_base")?;
+        u64::try_from(base).map_err(|_| {
+            StoreError::Unexpected(anyhow::anyhow!("IUV sequence of {creditor} is negative"))
+        })
+    }
+
     async fn ledger_mismatches(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
         let rows = sqlx::query(LEDGER_MISMATCHES).fetch_all(&self.read).await?;
         rows.iter()

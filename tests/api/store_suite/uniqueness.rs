@@ -1,5 +1,5 @@
 //! What is taken once: remote ids (per tenant, also through their migration),
-//! idempotency keys, a payment's iuv and notice code.
+//! idempotency keys, a payment's iuv and notice code, a creditor's IUV bases.
 
 use cassa::domain::status::PaymentStatus;
 use cassa::store::{self, Change, Created, IdempotencyKey, StoreError};
@@ -202,3 +202,27 @@ async fn codes_are_recorded_and_never_shared(backend: Backend) {
 }
 
 on_both_databases!(codes_are_recorded_and_never_shared);
+
+/// A creditor's IUV sequence hands each base out once: 60 concurrent takers get 60
+/// different bases, another creditor has a sequence of its own, and a store opened
+/// again on the same database carries on after the last base.
+async fn iuv_bases_are_never_handed_out_twice(backend: Backend) {
+    let (store, db) = open_store(backend).await;
+    let takers = (0..60).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.next_iuv_base("02438750586").await })
+    });
+    let mut bases: Vec<u64> = futures::future::join_all(takers)
+        .await
+        .into_iter()
+        .map(|taken| taken.unwrap().unwrap())
+        .collect();
+    bases.sort_unstable();
+    assert_eq!(bases, (1..=60).collect::<Vec<u64>>());
+    assert_eq!(store.next_iuv_base("00514490010").await.unwrap(), 1);
+    drop(store);
+    let reopened = store::open(&db.url).await.unwrap();
+    assert_eq!(reopened.next_iuv_base("02438750586").await.unwrap(), 61);
+}
+
+on_both_databases!(iuv_bases_are_never_handed_out_twice);
