@@ -123,12 +123,7 @@ impl NoticeCode {
 
     /// In groups of four, as a notice prints it (`3010 0000 0000 0099 49`).
     pub fn grouped(&self) -> String {
-        let digits: Vec<char> = self.0.chars().collect();
-        digits
-            .chunks(4)
-            .map(|group| group.iter().collect::<String>())
-            .collect::<Vec<_>>()
-            .join(" ")
+        in_groups_of_four(&self.0)
     }
 }
 
@@ -136,6 +131,40 @@ impl fmt::Display for NoticeCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A code in groups of four characters, as notices print codes.
+pub fn in_groups_of_four(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An amount as Italian notices print it: thousands by `.`, cents after `,`
+/// (`1.020,99`).
+pub fn italian_amount(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    let euros = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, digit) in euros.chars().enumerate() {
+        if i > 0 && (euros.len() - i).is_multiple_of(3) {
+            grouped.push('.');
+        }
+        grouped.push(digit);
+    }
+    format!("{sign}{grouped},{:02}", cents % 100)
+}
+
+/// The text of a notice's QR code (pagoPA's notice model): `PAGOPA|002|<notice code,
+/// 18 digits>|<creditor fiscal code, 11 digits>|<amount in cents>`. `None` when the
+/// codes are not of those lengths: no QR code is better than one nobody can pay by.
+pub fn qr_payload(notice_code: &str, creditor: &str, cents: i64) -> Option<String> {
+    let usable = all_digits(notice_code, 18).is_ok() && all_digits(creditor, 11).is_ok();
+    (usable && cents > 0).then(|| format!("PAGOPA|002|{notice_code}|{creditor}|{cents}"))
 }
 
 /// A legal person's fiscal code (codice fiscale / partita IVA): 11 digits, the last a
@@ -275,6 +304,29 @@ mod tests {
             Err(CodeError::ItalianIbanLength)
         );
         assert_eq!(check_iban("not an iban"), Err(CodeError::IbanShape));
+    }
+
+    #[test]
+    fn amounts_print_the_italian_way() {
+        assert_eq!(italian_amount(102_099), "1.020,99");
+        assert_eq!(italian_amount(5), "0,05");
+        assert_eq!(italian_amount(100), "1,00");
+        assert_eq!(italian_amount(123_456_789), "1.234.567,89");
+        assert_eq!(italian_amount(-1234), "-12,34");
+    }
+
+    #[test]
+    fn the_qr_payload_follows_the_notice_model() {
+        assert_eq!(
+            qr_payload("301000000000009949", "02438750586", 102_099).as_deref(),
+            Some("PAGOPA|002|301000000000009949|02438750586|102099")
+        );
+        assert_eq!(qr_payload("3010000000000099", "02438750586", 1), None);
+        assert_eq!(
+            qr_payload("301000000000009949", "RSSMRA80A01H501U", 1),
+            None
+        );
+        assert_eq!(qr_payload("301000000000009949", "02438750586", 0), None);
     }
 
     proptest! {

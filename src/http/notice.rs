@@ -1,13 +1,16 @@
-//! `GET /v1/payments/{id}/notice`: the printable payment notice (avviso di pagamento) as
-//! a one-page PDF, written directly (PDF 1.4, Helvetica, WinAnsi text): the citizen pays
-//! it at a counter with the notice code.
+//! `GET /v1/payments/{id}/notice`: the printable payment notice (avviso di pagamento),
+//! an A4 PDF after pagoPA's notice model: subject, creditor, recipient, amount, due date,
+//! the notice code in groups of four, and the QR code a citizen pays it by (ISO 18004,
+//! version 4, error correction M, drawn as vectors). Fonts are embedded (DejaVu Sans,
+//! subset), so it prints the same everywhere.
 
 use actix_web::{web, HttpResponse};
 
 use super::problem::ApiError;
 use super::AppState;
+use crate::domain::pagopa::{in_groups_of_four, italian_amount, qr_payload};
 use crate::domain::payment::{Payment, PaymentType};
-use crate::domain::time;
+use crate::tenancy::Receiver;
 
 /// The notice of a payment (mounted in the `/v1/payments` scope).
 pub async fn notice(
@@ -32,145 +35,260 @@ pub async fn notice(
             payment.status
         )));
     }
+    // The creditor is the service's receiver; a configuration without one (or gone)
+    // still gets a notice, without the QR code that needs its fiscal code.
+    let creditor = state
+        .store
+        .service(payment.service_id)
+        .await?
+        .and_then(|service| {
+            serde_json::from_value::<Receiver>(service.document["receiver"].clone()).ok()
+        });
+    let pdf = render(&Notice::of(&payment, creditor.as_ref()))
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot render the notice: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("application/pdf")
         .insert_header((
             "Content-Disposition",
             format!("inline; filename=\"avviso-{}.pdf\"", payment.payment.iud),
         ))
-        .body(render(&payment)))
+        .body(pdf))
 }
 
-/// The notice's lines of text.
-fn lines(payment: &Payment) -> Vec<(u32, String)> {
-    let payer = &payment.payer;
-    let name = [Some(payer.name.as_str()), payer.family_name.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let expiry = time::format(&payment.expires_at());
-    vec![
-        (20, "Avviso di pagamento / Payment notice".to_string()),
-        (12, format!("Causale / Reason: {}", payment.reason)),
-        (
-            12,
-            format!(
-                "Importo / Amount: {} {}",
-                payment.payment.amount, payment.payment.currency
-            ),
-        ),
-        (
-            14,
-            format!(
-                "Codice avviso / Notice code: {}",
-                payment.payment.notice_code.as_deref().unwrap_or("-")
-            ),
-        ),
-        (
-            12,
-            format!("IUV: {}", payment.payment.iuv.as_deref().unwrap_or("-")),
-        ),
-        (12, format!("Scadenza / Expires: {expiry}")),
-        (
-            12,
-            format!(
-                "Debitore / Payer: {name} ({})",
-                payer.tax_identification_number
-            ),
-        ),
-        (12, format!("Ente / Tenant: {}", payment.tenant_id)),
-        (12, format!("Stato / Status: {}", payment.status)),
-        (10, format!("Pagamento / Payment id: {}", payment.id)),
-    ]
+/// What a notice prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub subject: String,
+    pub creditor_name: String,
+    pub creditor_fiscal_code: String,
+    pub recipient_name: String,
+    pub recipient_tax_code: String,
+    pub amount_cents: i64,
+    /// `dd/mm/yyyy`, in Italy's time.
+    pub due_date: String,
+    pub notice_code: String,
+    pub iuv: String,
+    pub payment_id: String,
 }
 
-/// A PDF string literal in WinAnsi: parentheses and backslashes escaped, characters
-/// WinAnsi lacks replaced by `?`.
-fn pdf_text(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 2);
-    out.push(b'(');
-    for c in text.chars() {
-        match c {
-            '(' | ')' | '\\' => {
-                out.push(b'\\');
-                out.push(c as u8);
-            }
-            c if (c as u32) < 0x20 => out.push(b' '),
-            c if (c as u32) <= 0xFF => out.push(c as u32 as u8),
-            // The WinAnsi characters outside Latin-1 that Italian texts use.
-            '€' => out.push(0x80),
-            '‘' => out.push(0x91),
-            '’' => out.push(0x92),
-            '“' => out.push(0x93),
-            '”' => out.push(0x94),
-            '–' => out.push(0x96),
-            '—' => out.push(0x97),
-            _ => out.push(b'?'),
+impl Notice {
+    pub fn of(payment: &Payment, creditor: Option<&Receiver>) -> Notice {
+        let debtor = payment.debtor.as_ref().unwrap_or(&payment.payer);
+        let recipient_name = [Some(debtor.name.as_str()), debtor.family_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Notice {
+            subject: payment.reason.clone(),
+            creditor_name: creditor.map(|c| c.name.clone()).unwrap_or_default(),
+            creditor_fiscal_code: creditor
+                .map(|c| c.tax_identification_number.clone())
+                .unwrap_or_default(),
+            recipient_name,
+            recipient_tax_code: debtor.tax_identification_number.as_str().to_string(),
+            amount_cents: payment.payment.amount.cents(),
+            due_date: payment
+                .expires_at()
+                .with_timezone(&chrono_tz::Europe::Rome)
+                .format("%d/%m/%Y")
+                .to_string(),
+            notice_code: payment.payment.notice_code.clone().unwrap_or_default(),
+            iuv: payment.payment.iuv.clone().unwrap_or_default(),
+            payment_id: payment.id.to_string(),
         }
     }
-    out.push(b')');
-    out
+
+    /// The QR code's text, when the codes allow one.
+    pub fn qr_payload(&self) -> Option<String> {
+        qr_payload(
+            &self.notice_code,
+            &self.creditor_fiscal_code,
+            self.amount_cents,
+        )
+    }
 }
 
-/// Renders the notice as a PDF document.
-pub fn render(payment: &Payment) -> Vec<u8> {
-    let mut content = Vec::new();
-    content.extend_from_slice(b"BT\n50 790 Td\n");
-    for (i, (size, line)) in lines(payment).into_iter().enumerate() {
-        let step = if i == 0 { 0 } else { 28 };
-        content.extend_from_slice(format!("/F1 {size} Tf\n0 -{step} Td\n").as_bytes());
-        content.extend_from_slice(&pdf_text(&line));
-        content.extend_from_slice(b" Tj\n");
-    }
-    content.extend_from_slice(b"ET\n");
+/// Why a notice cannot be rendered (a bug, not the payment's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    #[error("the embedded font cannot be read")]
+    Font,
+    #[error("the QR code cannot be built: {0}")]
+    Qr(String),
+    #[error("the PDF cannot be written: {0}")]
+    Pdf(String),
+}
 
-    let mut objects: Vec<Vec<u8>> = vec![
-        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
-    ];
-    let mut stream = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
-    stream.extend_from_slice(&content);
-    stream.extend_from_slice(b"endstream");
-    objects.push(stream);
-    objects.push(
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
-            .to_vec(),
-    );
+static REGULAR: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
 
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::with_capacity(objects.len());
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        pdf.extend_from_slice(object);
-        pdf.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = pdf.len();
-    pdf.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+/// A4 in points.
+const PAGE_WIDTH: f32 = 595.0;
+const PAGE_HEIGHT: f32 = 842.0;
+const MARGIN: f32 = 48.0;
+/// One QR module: 33 modules and the 4-module quiet zone on each side make 4.5 cm.
+const QR_MODULE: f32 = 3.1;
+
+/// Renders the notice as a one-page A4 PDF.
+pub fn render(notice: &Notice) -> Result<Vec<u8>, NoticeError> {
+    use krilla::geom::{PathBuilder, Point, Rect};
+    use krilla::page::PageSettings;
+    use krilla::paint::{Fill, Stroke};
+    use krilla::text::{Font, TextDirection};
+
+    let regular = Font::new(REGULAR.into(), 0).ok_or(NoticeError::Font)?;
+    let bold = Font::new(BOLD.into(), 0).ok_or(NoticeError::Font)?;
+    let mut document = krilla::Document::new();
+    let settings = PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT)
+        .ok_or_else(|| NoticeError::Pdf("page size".into()))?;
+    let mut page = document.start_page_with(settings);
+    let mut surface = page.surface();
+    surface.set_fill(Some(Fill::default()));
+    let mut text = |font: &Font, size: f32, x: f32, y: f32, line: &str| {
+        surface.draw_text(
+            Point::from_xy(x, y),
+            font.clone(),
+            size,
+            line,
+            false,
+            TextDirection::Auto,
+        );
+    };
+
+    text(&bold, 22.0, MARGIN, 80.0, "AVVISO DI PAGAMENTO");
+    text(&regular, 11.0, MARGIN, 104.0, &notice.subject);
+
+    text(&bold, 9.0, MARGIN, 150.0, "ENTE CREDITORE");
+    text(&regular, 12.0, MARGIN, 168.0, &notice.creditor_name);
+    let creditor_code = format!("Codice fiscale {}", notice.creditor_fiscal_code);
+    text(&regular, 10.0, MARGIN, 184.0, &creditor_code);
+
+    let right = PAGE_WIDTH / 2.0 + 10.0;
+    text(&bold, 9.0, right, 150.0, "DESTINATARIO AVVISO");
+    text(&regular, 12.0, right, 168.0, &notice.recipient_name);
+    let recipient_code = format!("Codice fiscale {}", notice.recipient_tax_code);
+    text(&regular, 10.0, right, 184.0, &recipient_code);
+
+    let amount = format!("{} Euro", italian_amount(notice.amount_cents));
+    text(&bold, 9.0, MARGIN, 240.0, "QUANTO E QUANDO PAGARE?");
+    text(&bold, 20.0, MARGIN, 268.0, &amount);
+    let due = format!("entro il {}", notice.due_date);
+    text(&regular, 12.0, MARGIN, 290.0, &due);
+
+    text(&bold, 9.0, MARGIN, 350.0, "CODICE AVVISO");
+    text(
+        &bold,
+        16.0,
+        MARGIN,
+        372.0,
+        &in_groups_of_four(&notice.notice_code),
     );
-    for offset in offsets {
-        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    text(&bold, 9.0, MARGIN, 400.0, "CODICE FISCALE ENTE CREDITORE");
+    text(&regular, 12.0, MARGIN, 418.0, &notice.creditor_fiscal_code);
+    text(&regular, 9.0, MARGIN, 446.0, &format!("IUV {}", notice.iuv));
+
+    let qr_size = 41.0 * QR_MODULE;
+    let qr_left = PAGE_WIDTH - MARGIN - qr_size;
+    let qr_top = 330.0;
+    match notice.qr_payload() {
+        Some(payload) => {
+            let code = qrcode::QrCode::with_version(
+                payload.as_bytes(),
+                qrcode::Version::Normal(4),
+                qrcode::EcLevel::M,
+            )
+            .map_err(|e| NoticeError::Qr(e.to_string()))?;
+            let width = code.width();
+            let mut modules = PathBuilder::new();
+            for (i, color) in code.to_colors().into_iter().enumerate() {
+                if color == qrcode::Color::Dark {
+                    let (x, y) = ((i % width) as f32 + 4.0, (i / width) as f32 + 4.0);
+                    if let Some(rect) = Rect::from_xywh(
+                        qr_left + x * QR_MODULE,
+                        qr_top + y * QR_MODULE,
+                        QR_MODULE,
+                        QR_MODULE,
+                    ) {
+                        modules.push_rect(rect);
+                    }
+                }
+            }
+            if let Some(path) = modules.finish() {
+                surface.draw_path(&path);
+            }
+        }
+        None => text(
+            &regular,
+            9.0,
+            qr_left,
+            qr_top + 20.0,
+            "Nessun codice QR: codici incompleti",
+        ),
     }
-    pdf.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
+
+    // The tear-off line of the payment part.
+    surface.set_fill(None);
+    surface.set_stroke(Some(Stroke::default()));
+    let mut rule = PathBuilder::new();
+    rule.move_to(MARGIN, 310.0);
+    rule.line_to(PAGE_WIDTH - MARGIN, 310.0);
+    if let Some(path) = rule.finish() {
+        surface.draw_path(&path);
+    }
+    surface.set_stroke(None);
+    surface.set_fill(Some(Fill::default()));
+    let footer = format!("Pagamento {}", notice.payment_id);
+    surface.draw_text(
+        Point::from_xy(MARGIN, PAGE_HEIGHT - MARGIN),
+        regular.clone(),
+        8.0,
+        &footer,
+        false,
+        TextDirection::Auto,
     );
-    pdf
+    surface.finish();
+    page.finish();
+    document
+        .finish()
+        .map_err(|e| NoticeError::Pdf(format!("{e:?}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn notice() -> Notice {
+        Notice {
+            subject: "TARI 2026, rata unica — città".into(),
+            creditor_name: "Comune di Demo".into(),
+            creditor_fiscal_code: "00743110157".into(),
+            recipient_name: "Mario Rossi".into(),
+            recipient_tax_code: "RSSMRA80A01H501U".into(),
+            amount_cents: 102_099,
+            due_date: "31/12/2026".into(),
+            notice_code: "301000000000009949".into(),
+            iuv: "01000000000009949".into(),
+            payment_id: "p".into(),
+        }
+    }
+
     #[test]
-    fn text_is_escaped_and_kept_in_latin_1() {
-        assert_eq!(pdf_text("a(b)\\c"), b"(a\\(b\\)\\\\c)".to_vec());
-        assert_eq!(pdf_text("città € – ✓"), b"(citt\xe0 \x80 \x96 ?)".to_vec());
+    fn a_notice_renders_with_its_qr_payload() {
+        let notice = notice();
+        assert_eq!(
+            notice.qr_payload().as_deref(),
+            Some("PAGOPA|002|301000000000009949|00743110157|102099")
+        );
+        let pdf = render(&notice).unwrap();
+        assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    }
+
+    #[test]
+    fn a_notice_without_usable_codes_renders_without_a_qr_code() {
+        let mut notice = notice();
+        notice.creditor_fiscal_code = String::new();
+        assert_eq!(notice.qr_payload(), None);
+        assert!(render(&notice).unwrap().starts_with(b"%PDF-"));
     }
 }

@@ -39,6 +39,7 @@ mod kafka;
 mod ledger;
 mod memory_store;
 mod metrics;
+mod notice;
 mod outbound;
 mod payments;
 mod restart;
