@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpResponse};
 
+use super::pdf::{self, PdfError, MARGIN, PAGE_HEIGHT, PAGE_WIDTH};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::pagopa::{in_groups_of_four, italian_amount, qr_payload};
@@ -109,149 +110,78 @@ impl Notice {
     }
 }
 
-/// Why a notice cannot be rendered (a bug, not the payment's fault).
-#[derive(Debug, thiserror::Error)]
-pub enum NoticeError {
-    #[error("the embedded font cannot be read")]
-    Font,
-    #[error("the QR code cannot be built: {0}")]
-    Qr(String),
-    #[error("the PDF cannot be written: {0}")]
-    Pdf(String),
-}
-
-static REGULAR: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
-
-/// A4 in points.
-const PAGE_WIDTH: f32 = 595.0;
-const PAGE_HEIGHT: f32 = 842.0;
-const MARGIN: f32 = 48.0;
 /// One QR module: 33 modules and the 4-module quiet zone on each side make 4.5 cm.
 const QR_MODULE: f32 = 3.1;
 
 /// Renders the notice as a one-page A4 PDF.
-pub fn render(notice: &Notice) -> Result<Vec<u8>, NoticeError> {
-    use krilla::geom::{PathBuilder, Point, Rect};
-    use krilla::page::PageSettings;
-    use krilla::paint::{Fill, Stroke};
-    use krilla::text::{Font, TextDirection};
-
-    let regular = Font::new(REGULAR.into(), 0).ok_or(NoticeError::Font)?;
-    let bold = Font::new(BOLD.into(), 0).ok_or(NoticeError::Font)?;
-    let mut document = krilla::Document::new();
-    let settings = PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT)
-        .ok_or_else(|| NoticeError::Pdf("page size".into()))?;
-    let mut page = document.start_page_with(settings);
-    let mut surface = page.surface();
-    surface.set_fill(Some(Fill::default()));
-    let mut text = |font: &Font, size: f32, x: f32, y: f32, line: &str| {
-        surface.draw_text(
-            Point::from_xy(x, y),
-            font.clone(),
-            size,
-            line,
-            false,
-            TextDirection::Auto,
-        );
-    };
-
-    text(&bold, 22.0, MARGIN, 80.0, "AVVISO DI PAGAMENTO");
-    text(&regular, 11.0, MARGIN, 104.0, &notice.subject);
-
-    text(&bold, 9.0, MARGIN, 150.0, "ENTE CREDITORE");
-    text(&regular, 12.0, MARGIN, 168.0, &notice.creditor_name);
-    let creditor_code = format!("Codice fiscale {}", notice.creditor_fiscal_code);
-    text(&regular, 10.0, MARGIN, 184.0, &creditor_code);
-
-    let right = PAGE_WIDTH / 2.0 + 10.0;
-    text(&bold, 9.0, right, 150.0, "DESTINATARIO AVVISO");
-    text(&regular, 12.0, right, 168.0, &notice.recipient_name);
-    let recipient_code = format!("Codice fiscale {}", notice.recipient_tax_code);
-    text(&regular, 10.0, right, 184.0, &recipient_code);
-
-    let amount = format!("{} Euro", italian_amount(notice.amount_cents));
-    text(&bold, 9.0, MARGIN, 240.0, "QUANTO E QUANDO PAGARE?");
-    text(&bold, 20.0, MARGIN, 268.0, &amount);
-    let due = format!("entro il {}", notice.due_date);
-    text(&regular, 12.0, MARGIN, 290.0, &due);
-
-    text(&bold, 9.0, MARGIN, 350.0, "CODICE AVVISO");
-    text(
-        &bold,
-        16.0,
-        MARGIN,
-        372.0,
-        &in_groups_of_four(&notice.notice_code),
-    );
-    text(&bold, 9.0, MARGIN, 400.0, "CODICE FISCALE ENTE CREDITORE");
-    text(&regular, 12.0, MARGIN, 418.0, &notice.creditor_fiscal_code);
-    text(&regular, 9.0, MARGIN, 446.0, &format!("IUV {}", notice.iuv));
-
-    let qr_size = 41.0 * QR_MODULE;
-    let qr_left = PAGE_WIDTH - MARGIN - qr_size;
-    let qr_top = 330.0;
-    match notice.qr_payload() {
-        Some(payload) => {
-            let code = qrcode::QrCode::with_version(
+pub fn render(notice: &Notice) -> Result<Vec<u8>, PdfError> {
+    let qr = notice
+        .qr_payload()
+        .map(|payload| {
+            qrcode::QrCode::with_version(
                 payload.as_bytes(),
                 qrcode::Version::Normal(4),
                 qrcode::EcLevel::M,
             )
-            .map_err(|e| NoticeError::Qr(e.to_string()))?;
-            let width = code.width();
-            let mut modules = PathBuilder::new();
-            for (i, color) in code.to_colors().into_iter().enumerate() {
-                if color == qrcode::Color::Dark {
-                    let (x, y) = ((i % width) as f32 + 4.0, (i / width) as f32 + 4.0);
-                    if let Some(rect) = Rect::from_xywh(
-                        qr_left + x * QR_MODULE,
-                        qr_top + y * QR_MODULE,
-                        QR_MODULE,
-                        QR_MODULE,
-                    ) {
-                        modules.push_rect(rect);
-                    }
-                }
-            }
-            if let Some(path) = modules.finish() {
-                surface.draw_path(&path);
-            }
-        }
-        None => text(
-            &regular,
-            9.0,
-            qr_left,
-            qr_top + 20.0,
-            "Nessun codice QR: codici incompleti",
-        ),
-    }
+            .map_err(|e| PdfError::Qr(e.to_string()))
+        })
+        .transpose()?;
+    pdf::a4(|page| {
+        page.text(true, 22.0, MARGIN, 80.0, "AVVISO DI PAGAMENTO");
+        page.text(false, 11.0, MARGIN, 104.0, &notice.subject);
 
-    // The tear-off line of the payment part.
-    surface.set_fill(None);
-    surface.set_stroke(Some(Stroke::default()));
-    let mut rule = PathBuilder::new();
-    rule.move_to(MARGIN, 310.0);
-    rule.line_to(PAGE_WIDTH - MARGIN, 310.0);
-    if let Some(path) = rule.finish() {
-        surface.draw_path(&path);
-    }
-    surface.set_stroke(None);
-    surface.set_fill(Some(Fill::default()));
-    let footer = format!("Pagamento {}", notice.payment_id);
-    surface.draw_text(
-        Point::from_xy(MARGIN, PAGE_HEIGHT - MARGIN),
-        regular.clone(),
-        8.0,
-        &footer,
-        false,
-        TextDirection::Auto,
-    );
-    surface.finish();
-    page.finish();
-    document
-        .finish()
-        .map_err(|e| NoticeError::Pdf(format!("{e:?}")))
+        let right = PAGE_WIDTH / 2.0 + 10.0;
+        page.field(MARGIN, 150.0, "ENTE CREDITORE", &notice.creditor_name);
+        let creditor_code = format!("Codice fiscale {}", notice.creditor_fiscal_code);
+        page.text(false, 10.0, MARGIN, 184.0, &creditor_code);
+        page.field(right, 150.0, "DESTINATARIO AVVISO", &notice.recipient_name);
+        let recipient_code = format!("Codice fiscale {}", notice.recipient_tax_code);
+        page.text(false, 10.0, right, 184.0, &recipient_code);
+
+        let amount = format!("{} Euro", italian_amount(notice.amount_cents));
+        page.text(true, 9.0, MARGIN, 240.0, "QUANTO E QUANDO PAGARE?");
+        page.text(true, 20.0, MARGIN, 268.0, &amount);
+        let due = format!("entro il {}", notice.due_date);
+        page.text(false, 12.0, MARGIN, 290.0, &due);
+        // Above it what to pay, below it what to pay by.
+        page.rule(310.0);
+
+        page.text(true, 9.0, MARGIN, 350.0, "CODICE AVVISO");
+        let grouped = in_groups_of_four(&notice.notice_code);
+        page.text(true, 16.0, MARGIN, 372.0, &grouped);
+        let creditor = &notice.creditor_fiscal_code;
+        page.field(MARGIN, 400.0, "CODICE FISCALE ENTE CREDITORE", creditor);
+        page.text(false, 9.0, MARGIN, 446.0, &format!("IUV {}", notice.iuv));
+
+        let qr_size = 41.0 * QR_MODULE;
+        let (qr_left, qr_top) = (PAGE_WIDTH - MARGIN - qr_size, 330.0);
+        match &qr {
+            Some(code) => {
+                let width = code.width();
+                let dark = code
+                    .to_colors()
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, color)| *color == qrcode::Color::Dark)
+                    .map(|(i, _)| {
+                        let (x, y) = ((i % width) as f32 + 4.0, (i / width) as f32 + 4.0);
+                        (qr_left + x * QR_MODULE, qr_top + y * QR_MODULE)
+                    });
+                page.squares(QR_MODULE, dark);
+            }
+            None => page.text(
+                false,
+                9.0,
+                qr_left,
+                qr_top + 20.0,
+                "Nessun codice QR: codici incompleti",
+            ),
+        }
+
+        let footer = format!("Pagamento {}", notice.payment_id);
+        page.text(false, 8.0, MARGIN, PAGE_HEIGHT - MARGIN, &footer);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -17,7 +17,6 @@ use super::routes::{endpoint, Endpoint};
 use super::AppState;
 use crate::actors::{Forward, PaymentCommand};
 use crate::auth::{Caller, Role};
-use crate::domain::money::Money;
 use crate::domain::payment::Payment;
 use crate::domain::status::PaymentStatus;
 use crate::domain::time;
@@ -45,7 +44,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             online_payment,
         ),
         endpoint(Method::GET, "/v1/payments/{id}/landing", landing),
-        endpoint(Method::GET, "/v1/payments/{id}/receipt", receipt),
+        endpoint(
+            Method::GET,
+            "/v1/payments/{id}/receipt",
+            super::receipt::receipt,
+        ),
         endpoint(
             Method::GET,
             "/v1/payments/{id}/notice",
@@ -176,7 +179,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Reads a payment by the id in its link (the id is the unguessable capability).
-async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
+pub(super) async fn load(state: &AppState, raw_id: &str) -> Result<Payment, ApiError> {
     let id = parse_id(raw_id)?;
     state
         .store
@@ -360,46 +363,6 @@ async fn landing(
             payment.status
         ))),
     }
-}
-
-#[derive(Serialize)]
-struct Receipt {
-    payment_id: Uuid,
-    status: PaymentStatus,
-    reason: String,
-    amount: Money,
-    currency: String,
-    notice_code: Option<String>,
-    iuv: Option<String>,
-    transaction_id: Option<String>,
-    #[serde(with = "time::rome_opt")]
-    paid_at: Option<DateTime<Utc>>,
-    payer_tax_identification_number: String,
-}
-
-async fn receipt(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let payment = load(&state, &path).await?;
-    if payment.status != PaymentStatus::Complete {
-        return Err(ApiError::Conflict(format!(
-            "no receipt: the payment is {}, a receipt exists once it is COMPLETE",
-            payment.status
-        )));
-    }
-    Ok(HttpResponse::Ok().json(Receipt {
-        payment_id: payment.id,
-        status: payment.status,
-        reason: payment.reason,
-        amount: payment.payment.amount,
-        currency: payment.payment.currency,
-        notice_code: payment.payment.notice_code,
-        iuv: payment.payment.iuv,
-        transaction_id: payment.payment.transaction_id,
-        paid_at: payment.payment.paid_at,
-        payer_tax_identification_number: payment.payer.tax_identification_number.to_string(),
-    }))
 }
 
 #[derive(Deserialize)]

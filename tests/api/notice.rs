@@ -1,6 +1,6 @@
-//! The printable notice as a citizen and a counter see it: the PDF rendered to an image
-//! by poppler and its QR code read by a real decoder (zbar), its text extracted by
-//! poppler. Needs `pdftoppm`, `pdftotext` and `zbarimg` (`bash .ci/tools-up` installs
+//! The printable notice and the receipt as a citizen and a counter see them: the PDF
+//! rendered to an image by poppler and its QR code read by a real decoder (zbar), their
+//! text extracted by poppler. Needs `pdftoppm`, `pdftotext` and `zbarimg` (`bash .ci/tools-up` installs
 //! them).
 
 use std::process::Command;
@@ -83,3 +83,62 @@ async fn the_notice_carries_its_codes_and_a_qr_code_that_decodes(backend: Backen
 }
 
 on_both_databases!(the_notice_carries_its_codes_and_a_qr_code_that_decodes);
+
+/// The receipt of a paid payment, as a PDF by default and as JSON when asked for.
+async fn the_receipt_is_a_pdf_of_what_the_intermediary_reported(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app.post_json("/v1/payments", &pagopa_body("1020.99")).await;
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    let done: serde_json::Value = app
+        .post(&format!("/v1/payments/{id}/update"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    let transaction = done["payment"]["transaction_id"].as_str().unwrap();
+
+    let receipt = app.get(&format!("/v1/payments/{id}/receipt")).await;
+    assert_eq!(receipt.status(), 200);
+    assert_eq!(receipt.headers()["content-type"], "application/pdf");
+    let dir = tempfile::tempdir().unwrap();
+    let pdf = dir.path().join("receipt.pdf");
+    std::fs::write(&pdf, receipt.bytes().await.unwrap()).unwrap();
+    let text = run("pdftotext", &["-layout", pdf.to_str().unwrap(), "-"]);
+    let notice_code = done["payment"]["notice_code"].as_str().unwrap();
+    let grouped = cassa::domain::pagopa::in_groups_of_four(notice_code);
+    for expected in [
+        "RICEVUTA DI PAGAMENTO",
+        "TARI 2026 rata 1",
+        "1.020,99 Euro",
+        "Mario Rossi (RSSMRA80A01H501U)",
+        grouped.as_str(),
+        transaction,
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} not in the receipt:\n{text}"
+        );
+    }
+
+    let json: serde_json::Value = app
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/receipt")))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["transaction_id"], transaction);
+}
+
+on_both_databases!(the_receipt_is_a_pdf_of_what_the_intermediary_reported);

@@ -57,8 +57,12 @@ async fn pagopa_round_trip(backend: Backend) {
     assert!(done["payment"]["paid_at"].is_string());
     assert!(done["payment"]["transaction_id"].is_string());
     let receipt: Value = app
-        .get(&format!("/v1/payments/{id}/receipt"))
+        .client
+        .get(app.url(&format!("/v1/payments/{id}/receipt")))
+        .header("Accept", "application/json")
+        .send()
         .await
+        .unwrap()
         .json()
         .await
         .unwrap();
