@@ -36,6 +36,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint(Method::POST, "/v1/payments", create),
         endpoint(Method::GET, "/v1/payments", list),
         endpoint(Method::GET, "/v1/payments/{id}", get),
+        endpoint(Method::GET, "/v1/payments/{id}/events", history),
         endpoint(Method::POST, "/v1/payments/{id}/cancel", cancel),
         endpoint(Method::POST, "/v1/payments/{id}/update", update),
         endpoint(
@@ -215,6 +216,69 @@ async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let payment = load_for(&state, &caller, &path, EVERY_ROLE, "read payments").await?;
     Ok(HttpResponse::Ok().json(payment))
+}
+
+/// One state change of a payment, as its outbox event recorded it.
+#[derive(Serialize)]
+struct HistoryEntry {
+    event_id: serde_json::Value,
+    event_created_at: serde_json::Value,
+    status: serde_json::Value,
+    status_message: serde_json::Value,
+}
+
+/// Why a payment is where it is: its saga (attempts, last error, compensations under
+/// way), when it is checked next, and its history (every outbox event, oldest first).
+#[derive(Serialize)]
+struct History {
+    payment_id: Uuid,
+    status: PaymentStatus,
+    #[serde(with = "time::rome_opt")]
+    next_check_at: Option<chrono::DateTime<chrono::Utc>>,
+    saga: SagaView,
+    events: Vec<HistoryEntry>,
+}
+
+#[derive(Serialize)]
+struct SagaView {
+    attempts: u32,
+    last_error: Option<String>,
+    wind_down: Option<crate::domain::saga::WindDown>,
+}
+
+async fn history(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let payment = load_for(&state, &caller, &path, EVERY_ROLE, "read payments").await?;
+    let row = state
+        .store
+        .payment(payment.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no payment {}", payment.id)))?;
+    let events = state.store.payment_events(payment.id).await?;
+    let field =
+        |event: &serde_json::Value, name: &str| event.get(name).cloned().unwrap_or_default();
+    Ok(HttpResponse::Ok().json(History {
+        payment_id: payment.id,
+        status: row.payment.status,
+        next_check_at: row.next_check_at,
+        saga: SagaView {
+            attempts: row.saga.attempts,
+            last_error: row.saga.last_error.clone(),
+            wind_down: row.saga.wind_down,
+        },
+        events: events
+            .iter()
+            .map(|event| HistoryEntry {
+                event_id: field(event, "event_id"),
+                event_created_at: field(event, "event_created_at"),
+                status: field(event, "status"),
+                status_message: field(event, "status_message"),
+            })
+            .collect(),
+    }))
 }
 
 async fn command(

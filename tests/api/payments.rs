@@ -2,6 +2,10 @@
 //! intermediary, checkout, pay, COMPLETE; polling alone; cancel with compensation;
 //! expiry; the list view with filters and cursor pagination.
 
+use std::time::Duration;
+
+use cassa::server::Overrides;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -440,3 +444,87 @@ async fn list_filters_and_paginates(backend: Backend) {
 }
 
 on_both_databases!(list_filters_and_paginates);
+
+/// Why a payment is stuck: while its intermediary cannot be reached, its history shows
+/// the failed attempts, the last error and when it is tried again.
+#[actix_rt::test]
+async fn the_history_of_a_stuck_payment_says_why() {
+    // Nothing listens on the discard port: every call to the intermediary fails.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |s| s.intermediaries.simulator_url = Some("http://127.0.0.1:9/sim".into()),
+        Overrides::default(),
+    )
+    .await;
+    let id = app.create(&pagopa_body("9.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/payments/{id}/events");
+    let stuck = eventually(
+        "a failed attempt in the history",
+        Duration::from_secs(20),
+        || async {
+            let history: Value = app.get(&path).await.json().await.unwrap();
+            (history["saga"]["attempts"].as_u64() >= Some(1)).then_some(history)
+        },
+    )
+    .await;
+    assert_eq!(stuck["status"], "CREATION_PENDING", "{stuck}");
+    assert!(stuck["saga"]["last_error"].is_string(), "{stuck}");
+    assert!(
+        stuck["next_check_at"].is_string(),
+        "the retry is timed: {stuck}"
+    );
+    let listed: Vec<&Value> = stuck["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["status"])
+        .collect();
+    assert_eq!(listed, [&json!("CREATION_PENDING")]);
+}
+
+/// A payment's history lists every state change, oldest first, as its outbox events
+/// recorded them, and a saga that succeeded carries no error.
+#[actix_rt::test]
+async fn the_history_lists_every_state_change_in_order() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // No notify links: nothing is left to tell a platform once it is COMPLETE.
+    let id = app.create(&citizen_body("9.00")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
+    app.sim
+        .pay(pending["payment"]["iuv"].as_str().unwrap())
+        .await;
+    let done: Value = app
+        .post(&format!("/v1/payments/{id}/update"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+
+    let history: Value = app
+        .get(&format!("/v1/payments/{id}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["status"], "COMPLETE", "{history}");
+    assert_eq!(history["saga"]["attempts"], 0, "{history}");
+    assert!(history["saga"]["last_error"].is_null(), "{history}");
+    let events = history["events"].as_array().unwrap();
+    let listed: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["CREATION_PENDING", "PAYMENT_PENDING", "COMPLETE"]);
+    let stored = app.events(&id).await;
+    assert_eq!(
+        events.iter().map(|e| &e["event_id"]).collect::<Vec<_>>(),
+        stored.iter().map(|e| &e["event_id"]).collect::<Vec<_>>()
+    );
+}

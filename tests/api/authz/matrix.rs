@@ -234,6 +234,25 @@ async fn every_route_answers_each_role_and_tenant_as_the_matrix_says() {
             p(&other, ""),
             [401, 200, 404, 404, 200],
         ),
+        // A payment's history: whoever may read it.
+        row(
+            M::GET,
+            "/v1/payments/{id}/events",
+            p(&own, "/events"),
+            [401, 200, 200, 200, 200],
+        ),
+        row(
+            M::GET,
+            "/v1/payments/{id}/events",
+            p(&other_user, "/events"),
+            [401, 200, 200, 404, 200],
+        ),
+        row(
+            M::GET,
+            "/v1/payments/{id}/events",
+            p(&other, "/events"),
+            [401, 200, 404, 404, 200],
+        ),
         row(
             M::POST,
             "/v1/payments/{id}/update",
