@@ -394,6 +394,38 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// `GET` a path asking for one media type (`Accept`).
+    pub async fn get_accepting(&self, path: &str, accept: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a payment and answers its id.
+    pub async fn create_id(&self, body: &Value) -> String {
+        self.create(body).await["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits for a PAGOPA payment's position, pays it at the simulator and asks cassa to
+    /// check: the payment as the check answers it (COMPLETE).
+    pub async fn pay_and_check(&self, id: &str) -> Value {
+        let pending = self.wait_for(id, "PAYMENT_PENDING", 10).await;
+        self.sim
+            .pay(pending["payment"]["iuv"].as_str().unwrap())
+            .await;
+        let done: Value = self
+            .post(&format!("/v1/payments/{id}/update"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(done["status"], "COMPLETE", "{done}");
+        done
+    }
+
     /// `POST` a path of this cassa without a body.
     pub async fn post(&self, path: &str) -> reqwest::Response {
         self.client.post(self.url(path)).send().await.unwrap()

@@ -25,12 +25,7 @@ fn run(program: &str, args: &[&str]) -> String {
 
 async fn the_notice_carries_its_codes_and_a_qr_code_that_decodes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let response = app.post_json("/v1/payments", &pagopa_body("1020.99")).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.create_id(&pagopa_body("1020.99")).await;
     let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
     let notice_code = pending["payment"]["notice_code"].as_str().unwrap();
 
@@ -129,12 +124,8 @@ async fn the_receipt_is_a_pdf_of_what_the_intermediary_reported(backend: Backend
     }
 
     let json: serde_json::Value = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/receipt")))
-        .header("Accept", "application/json")
-        .send()
+        .get_accepting(&format!("/v1/payments/{id}/receipt"), "application/json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -61,12 +61,8 @@ async fn pagopa_round_trip(backend: Backend) {
     assert!(done["payment"]["paid_at"].is_string());
     assert!(done["payment"]["transaction_id"].is_string());
     let receipt: Value = app
-        .client
-        .get(app.url(&format!("/v1/payments/{id}/receipt")))
-        .header("Accept", "application/json")
-        .send()
+        .get_accepting(&format!("/v1/payments/{id}/receipt"), "application/json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -456,10 +452,7 @@ async fn the_history_of_a_stuck_payment_says_why() {
         Overrides::default(),
     )
     .await;
-    let id = app.create(&pagopa_body("9.00")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.create_id(&pagopa_body("9.00")).await;
     let path = format!("/v1/payments/{id}/events");
     let stuck = eventually(
         "a failed attempt in the history",
@@ -491,21 +484,8 @@ async fn the_history_of_a_stuck_payment_says_why() {
 async fn the_history_lists_every_state_change_in_order() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     // No notify links: nothing is left to tell a platform once it is COMPLETE.
-    let id = app.create(&citizen_body("9.00")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pending = app.wait_for(&id, "PAYMENT_PENDING", 10).await;
-    app.sim
-        .pay(pending["payment"]["iuv"].as_str().unwrap())
-        .await;
-    let done: Value = app
-        .post(&format!("/v1/payments/{id}/update"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(done["status"], "COMPLETE", "{done}");
+    let id = app.create_id(&citizen_body("9.00")).await;
+    app.pay_and_check(&id).await;
 
     let history: Value = app
         .get(&format!("/v1/payments/{id}/events"))
