@@ -873,4 +873,29 @@ mod tests {
         assert!(caller(Role::Operator, Some(TENANT)).sees_tenant(TENANT));
         assert!(!caller(Role::Operator, Some(TENANT)).sees_tenant(other));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Anything as a bearer token, and a valid token with one character changed:
+        /// verifying never panics, and only the unchanged token is accepted (issue 21).
+        #[test]
+        fn tokens_are_verified_without_panicking(
+            text in proptest::prelude::any::<String>(),
+            at in 0usize..512,
+            c in proptest::char::range('!', '~'),
+        ) {
+            let auth = Authenticator::new(Some(SECRET), None).unwrap();
+            proptest::prop_assert!(auth.verify(&text).is_err());
+            let token = auth
+                .mint(Role::System, "platform", None, std::time::Duration::from_secs(60))
+                .unwrap();
+            let mut chars: Vec<char> = token.chars().collect();
+            let at = at % chars.len();
+            let changed = chars[at] != c;
+            chars[at] = c;
+            let mutated: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(auth.verify(&mutated).is_ok(), !changed || mutated == token);
+        }
+    }
 }

@@ -12,3 +12,6 @@ pub mod status;
 pub mod tax_code;
 pub mod text;
 pub mod time;
+
+#[cfg(test)]
+mod tests;

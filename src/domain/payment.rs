@@ -338,7 +338,7 @@ impl Payment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An event as the Opencity platform documents it (all fields filled).

@@ -344,4 +344,44 @@ mod tests {
         );
         assert_eq!(text(&nested, "applicant.data.email_address"), None);
     }
+
+    fn application() -> Value {
+        serde_json::json!({
+            "id": Uuid::from_u128(7), "event_version": "2.0", "tenant_id": Uuid::from_u128(1),
+            "service_id": Uuid::from_u128(2), "user": Uuid::from_u128(3),
+            "status_name": "status_payment_pending",
+            "payment_data": {"amount": "12.34", "reason": "Occupazione suolo pubblico",
+                "notify": {"url": "http://127.0.0.1:9/notify", "method": "POST"}},
+            "data": {"applicant.data.completename.data.name": "Mario",
+                "applicant.data.fiscal_code.data.fiscal_code": "RSSMRA80A01H501U"}
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Random bytes, and an application event with one byte changed: reading one
+        /// never panics, and a valid one builds its payment request (issue 21's fuzzing).
+        #[test]
+        fn application_events_are_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            at in 0usize..1024,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let _ = serde_json::from_slice::<ApplicationEvent>(&bytes).map(to_request);
+            let mut mutated = application().to_string().into_bytes();
+            let at = at % mutated.len();
+            mutated[at] = byte;
+            if let Ok(event) = serde_json::from_slice::<ApplicationEvent>(&mutated) {
+                let _ = to_request(event);
+            }
+        }
+    }
+
+    #[test]
+    fn the_unmutated_application_builds_its_request() {
+        let event: ApplicationEvent = serde_json::from_value(application()).unwrap();
+        let request = to_request(event).unwrap();
+        assert_eq!(request.remote_id, Some(Uuid::from_u128(7)));
+    }
 }
