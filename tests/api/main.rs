@@ -32,6 +32,7 @@ mod authz;
 mod bench;
 mod config_api;
 mod demo;
+mod fuzz;
 mod hardening;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,175 @@
+//! Fuzzing the create endpoint over real HTTP (issue 21): mutated valid bodies and
+//! random bytes, seeded so a failure replays. Every answer is a client error with a
+//! problem document (a 400 naming its field) or a creation, never a 5xx, and cassa
+//! keeps creating afterwards.
+
+use cassa::server::Overrides;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// Fixed: the same mutations every run (printed with each failure).
+const SEED: u64 = 20_261_202;
+const CASES: usize = 300;
+
+/// The body's places a mutation may hit, as JSON pointers.
+const PLACES: &[&str] = &[
+    "/type",
+    "/tenant_id",
+    "/service_id",
+    "/remote_id",
+    "/reason",
+    "/payment",
+    "/payment/amount",
+    "/payment/currency",
+    "/payment/expire_at",
+    "/payment/split",
+    "/payer",
+    "/payer/type",
+    "/payer/tax_identification_number",
+    "/payer/name",
+    "/payer/family_name",
+    "/payer/email",
+    "/links",
+    "/links/notify",
+    "/links/online_payment_landing",
+    "/wallet_account_id",
+];
+
+fn random_text(rng: &mut StdRng) -> String {
+    let len = rng.gen_range(0..40);
+    (0..len)
+        .map(|_| match rng.gen_range(0..4) {
+            0 => char::from(rng.gen_range(b'0'..=b'9')),
+            1 => char::from(rng.gen_range(b'a'..=b'z')),
+            2 => ['\u{0}', '\u{202E}', '"', '\\', '€', 'ß', ' ', '-', '.'][rng.gen_range(0..9)],
+            _ => char::from_u32(rng.gen_range(0x20..0x2FFF)).unwrap_or('x'),
+        })
+        .collect()
+}
+
+fn random_value(rng: &mut StdRng, depth: u32) -> Value {
+    match rng.gen_range(0..9) {
+        0 => Value::Null,
+        1 => json!(rng.gen::<bool>()),
+        2 => json!(rng.gen::<i64>()),
+        3 => json!(rng.gen_range(-1000.0..1e12)),
+        4 => json!(
+            [
+                "12.34",
+                "0",
+                "-1",
+                "1e3",
+                "999999999.999",
+                "2026-13-40T00:00:00Z"
+            ][rng.gen_range(0..6)]
+        ),
+        5 | 6 => json!(random_text(rng)),
+        7 if depth < 2 => Value::Array(
+            (0..rng.gen_range(0..3))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ if depth < 2 => {
+            let mut object = serde_json::Map::new();
+            for _ in 0..rng.gen_range(0..3) {
+                object.insert(random_text(rng), random_value(rng, depth + 1));
+            }
+            Value::Object(object)
+        }
+        _ => json!(random_text(rng)),
+    }
+}
+
+/// A valid body with one to three places replaced, removed or joined by a stranger.
+fn mutated(rng: &mut StdRng) -> Value {
+    let mut body = pagopa_body("12.34");
+    for _ in 0..rng.gen_range(1..=3) {
+        let place = PLACES[rng.gen_range(0..PLACES.len())];
+        let (parent, key) = place.rsplit_once('/').unwrap_or(("", place));
+        let Some(Value::Object(object)) = body.pointer_mut(parent) else {
+            continue;
+        };
+        let key = key.to_string();
+        match rng.gen_range(0..4) {
+            0 => {
+                object.remove(&key);
+            }
+            1 => {
+                object.insert(format!("{key}_x"), random_value(rng, 0));
+            }
+            _ => {
+                object.insert(key, random_value(rng, 0));
+            }
+        }
+    }
+    body
+}
+
+#[actix_rt::test]
+async fn mutated_create_bodies_get_a_problem_or_a_payment_never_a_server_error() {
+    // No create rate limit: the cases arrive faster than a caller may create.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |s| s.http.create_rate_limit = 0,
+        Overrides::default(),
+    )
+    .await;
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let (mut created, mut refused) = (0, 0);
+    for case in 0..CASES {
+        let raw = if case % 10 == 9 {
+            // Not even JSON, now and then.
+            (0..rng.gen_range(0..64))
+                .map(|_| rng.gen::<u8>())
+                .collect::<Vec<u8>>()
+        } else {
+            serde_json::to_vec(&mutated(&mut rng)).unwrap()
+        };
+        let response = app
+            .client
+            .post(app.url("/v1/payments"))
+            .header("content-type", "application/json")
+            .body(raw.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let sent = String::from_utf8_lossy(&raw).into_owned();
+        assert!(
+            !status.is_server_error(),
+            "case {case} (seed {SEED}): {status} for {sent}"
+        );
+        if status.is_success() {
+            created += 1;
+            continue;
+        }
+        refused += 1;
+        assert!(status.is_client_error(), "case {case}: {status} for {sent}");
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(kind, "application/problem+json", "case {case}: {sent}");
+        let problem: Value = response.json().await.unwrap();
+        if problem["type"] == "urn:cassa:problem:invalid-field" {
+            assert!(
+                problem["field"].is_string(),
+                "case {case}: {problem} for {sent}"
+            );
+        }
+    }
+    assert!(
+        refused > CASES / 2,
+        "most mutations are refused: {refused} of {CASES}"
+    );
+    assert!(
+        created > 0,
+        "some mutations stay valid: {created} of {CASES}"
+    );
+    // cassa is still itself.
+    let good = app.post_json("/v1/payments", &pagopa_body("7.00")).await;
+    assert_eq!(good.status(), 202);
+}
