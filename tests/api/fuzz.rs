@@ -173,3 +173,75 @@ async fn mutated_create_bodies_get_a_problem_or_a_payment_never_a_server_error()
     let good = app.post_json("/v1/payments", &pagopa_body("7.00")).await;
     assert_eq!(good.status(), 202);
 }
+
+/// Random bytes and valid events with a byte changed, in a burst on both topics cassa
+/// consumes: the consumers keep going (the next good application becomes a payment, the
+/// next good foreign payment is adopted) and every unreadable application is
+/// dead-lettered with its reason.
+#[actix_rt::test]
+async fn a_burst_of_garbage_on_the_topics_stops_no_consumer() {
+    use crate::kafka::{
+        application, foreign_payment, produce, read_until, reader, wait_for_payment_of,
+        wait_until_adopted,
+    };
+    use uuid::Uuid;
+
+    let (app, topics) = TestApp::spawn_on(Backend::Sqlite, Broker::Embedded).await;
+    let bootstrap = app.kafka.bootstrap().to_string();
+    let mut rng = StdRng::seed_from_u64(SEED);
+    // One key per topic: one partition each, handled in order.
+    let (applications_key, payments_key) = ("fuzzed-applications", "fuzzed-payments");
+    let mut garbage = 0;
+    for case in 0..60 {
+        let payload = if case % 3 == 0 {
+            garbage += 1;
+            // Never JSON: a lone continuation byte first.
+            std::iter::once(0x80u8)
+                .chain((0..rng.gen_range(0..64)).map(|_| rng.gen::<u8>()))
+                .collect()
+        } else {
+            let mut event = application(Uuid::new_v4(), json!("3.00"))
+                .to_string()
+                .into_bytes();
+            let at = rng.gen_range(0..event.len());
+            event[at] = rng.gen();
+            event
+        };
+        produce(&bootstrap, &topics.applications, applications_key, &payload).await;
+        let bytes: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen::<u8>()).collect();
+        produce(&bootstrap, &topics.payments, payments_key, &bytes).await;
+    }
+    let last = Uuid::new_v4();
+    let good = application(last, json!("7.25")).to_string();
+    produce(
+        &bootstrap,
+        &topics.applications,
+        applications_key,
+        good.as_bytes(),
+    )
+    .await;
+    let foreign = Uuid::new_v4();
+    let event = foreign_payment(foreign, Uuid::new_v4(), "31.00").to_string();
+    produce(&bootstrap, &topics.payments, payments_key, event.as_bytes()).await;
+
+    let later = wait_for_payment_of(&app, last).await;
+    assert_eq!(later["payment"]["amount"], json!(7.25));
+    wait_until_adopted(&app, foreign).await;
+    let dead = read_until(&reader(&bootstrap, &topics.dead_letter), 20, |seen| {
+        seen.len() >= garbage
+    })
+    .await;
+    assert!(
+        dead.len() >= garbage,
+        "{} dead letters for {garbage} unreadable",
+        dead.len()
+    );
+    for (_, _, headers) in &dead {
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "cassa-reason" && !v.is_empty()),
+            "each dead letter names its reason: {headers:?}"
+        );
+    }
+}

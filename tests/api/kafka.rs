@@ -152,7 +152,7 @@ pub async fn payments_of(app: &TestApp, remote_id: Uuid) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-async fn wait_for_payment_of(app: &TestApp, remote_id: Uuid) -> Value {
+pub async fn wait_for_payment_of(app: &TestApp, remote_id: Uuid) -> Value {
     let what = format!("a payment for application {remote_id}");
     eventually(&what, Duration::from_secs(20), || async {
         payments_of(app, remote_id).await.first().cloned()
@@ -404,7 +404,7 @@ fn foreign_event(mut body: Value, status: &str) -> (Uuid, Value) {
 }
 
 /// Waits until payment `id` can be read.
-async fn wait_until_adopted(app: &TestApp, id: Uuid) {
+pub async fn wait_until_adopted(app: &TestApp, id: Uuid) {
     eventually(
         "the foreign payment adopted",
         Duration::from_secs(20),
