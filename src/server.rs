@@ -46,6 +46,10 @@ pub struct Overrides {
     pub resolve: Option<Vec<(String, std::net::IpAddr)>>,
 }
 
+/// How long a client may take to send a request's head; past it, a 408 and the
+/// connection is closed.
+pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Starts cassa (inside an actix system) and returns once it accepts connections.
 pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<Running> {
     let (secrets, auth) = settings
@@ -205,6 +209,11 @@ pub async fn start(settings: &Settings, overrides: Overrides) -> anyhow::Result<
     })
     .listen(listener)?
     .workers(2)
+    // A client that sends its request slowly (or never finishes it) is cut off instead
+    // of holding a connection: slow-loris clients cannot exhaust the server.
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .keep_alive(std::time::Duration::from_secs(5))
     .shutdown_timeout(10)
     .run();
     let simulator_mounted = simulator.is_some();

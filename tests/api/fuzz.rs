@@ -1,7 +1,9 @@
-//! Fuzzing the create endpoint over real HTTP (issue 21): mutated valid bodies and
-//! random bytes, seeded so a failure replays. Every answer is a client error with a
-//! problem document (a 400 naming its field) or a creation, never a 5xx, and cassa
-//! keeps creating afterwards.
+//! Hostile input (issue 21), seeded so a failure replays: mutated create bodies and
+//! random bytes over real HTTP, garbage on the Kafka topics, clients that never finish
+//! a request. cassa answers each with a problem or a dead letter, never a 5xx or a
+//! stalled consumer, and keeps working afterwards.
+
+use std::time::Duration;
 
 use cassa::server::Overrides;
 use rand::rngs::StdRng;
@@ -242,6 +244,46 @@ async fn a_burst_of_garbage_on_the_topics_stops_no_consumer() {
                 .iter()
                 .any(|(k, v)| k == "cassa-reason" && !v.is_empty()),
             "each dead letter names its reason: {headers:?}"
+        );
+    }
+}
+
+/// Slow-loris clients: 100 connections that never finish their request head hold
+/// nothing. A normal request is answered meanwhile, and each stalled connection is cut
+/// off (a 408, or closed) once the request timeout has passed.
+#[actix_rt::test]
+async fn clients_that_never_finish_a_request_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let answered = app.get("/healthz").await;
+    assert_eq!(answered.status(), 200, "served while 100 clients stall");
+    let limit = cassa::server::CLIENT_REQUEST_TIMEOUT + Duration::from_secs(5);
+    for mut stream in stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+        let cut_off = match read {
+            Ok(Ok(_)) | Ok(Err(_)) => true,
+            Err(_) => false,
+        };
+        assert!(
+            cut_off,
+            "a stalled connection was still open after {limit:?}"
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
         );
     }
 }
