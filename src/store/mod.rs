@@ -430,9 +430,14 @@ impl From<sqlx::Error> for StoreError {
                 | sqlx::Error::Protocol(_)
                 | sqlx::Error::WorkerCrashed
         ) || matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
-            // PostgreSQL: serialization failure, deadlock, admin shutdown, cannot connect now;
+            // PostgreSQL: serialization failure, deadlock, a connection exception (class
+            // 08), too many connections, admin or crash shutdown, cannot connect now;
             // SQLite: busy, locked.
-            matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "57P03" | "5" | "6" | "261" | "517")
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6" | "261" | "517"
+                )
         }));
         let e = anyhow::Error::new(e).context("database error");
         if transient {

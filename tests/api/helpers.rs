@@ -45,7 +45,7 @@ pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
     /// A PostgreSQL test database: (admin URL, name), dropped with this.
-    pg: Option<(String, String)>,
+    pub pg: Option<(String, String)>,
 }
 
 impl Drop for TestDatabase {
@@ -271,7 +271,6 @@ pub fn client_with(token: Option<&str>) -> reqwest::Client {
         .unwrap()
 }
 
-/// A client acting as the admin (most tests are not about authorisation).
 /// POSTs `body` to `url` as `client`: the status and the JSON answer (null when none).
 pub async fn send_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let r = client.post(url).json(body).send().await.unwrap();
@@ -284,6 +283,7 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// A client acting as the admin (most tests are not about authorisation).
 pub fn admin_client() -> reqwest::Client {
     client_with(Some(&admin_token()))
 }

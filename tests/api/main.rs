@@ -41,6 +41,7 @@ mod ledger;
 mod memory_store;
 mod metrics;
 mod notice;
+mod outage;
 mod outbound;
 mod payments;
 mod restart;
